@@ -1,0 +1,64 @@
+"""Every NATS subject Conclave uses. Nothing else in the code base spells a subject."""
+
+from __future__ import annotations
+
+import re
+
+PREFIX = "conclave"
+
+# Users publish problems here (core NATS; the intake validates and persists them).
+PROBLEMS_SUBMIT = f"{PREFIX}.problems.submit"
+# Validated problems, persisted in the PROBLEMS work queue (consumed by the CEO).
+PROBLEMS_ACCEPTED = f"{PREFIX}.problems.accepted"
+# Role work queues: conclave.tasks.<role>.
+TASKS_PREFIX = f"{PREFIX}.tasks"
+# Role replies: conclave.replies.<problem_id>.<step key>.
+REPLIES_PREFIX = f"{PREFIX}.replies"
+RESULTS_PREFIX = f"{PREFIX}.results"
+EVENTS_PREFIX = f"{PREFIX}.events"
+TRAJECTORIES_PREFIX = f"{PREFIX}.trajectories"
+DEADLETTER_PREFIX = f"{PREFIX}.deadletter"
+# Micro-service discovery (nats micro protocol).
+SERVICE_PREFIX = "$SRV"
+
+# JetStream advisory fired when a message exhausts MaxDeliver.
+MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
+
+_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+def valid_problem_id(problem_id: str) -> bool:
+    """Ids become subject tokens, so they must not contain '.', '*', '>' or spaces."""
+    return bool(_ID_RE.match(problem_id))
+
+
+def task(role: str) -> str:
+    return f"{TASKS_PREFIX}.{role}"
+
+
+def reply(problem_id: str, step: str) -> str:
+    return f"{REPLIES_PREFIX}.{problem_id}.{step}"
+
+
+def replies_of(problem_id: str) -> str:
+    return f"{REPLIES_PREFIX}.{problem_id}.>"
+
+
+def result(problem_id: str) -> str:
+    return f"{RESULTS_PREFIX}.{problem_id}"
+
+
+def event(problem_id: str) -> str:
+    return f"{EVENTS_PREFIX}.{problem_id}"
+
+
+def trajectory(problem_id: str) -> str:
+    return f"{TRAJECTORIES_PREFIX}.{problem_id}"
+
+
+def deadletter(source_stream: str) -> str:
+    return f"{DEADLETTER_PREFIX}.{source_stream.lower()}"
+
+
+def max_deliveries_advisory(stream: str = "*", consumer: str = "*") -> str:
+    return f"{MAX_DELIVERIES_ADVISORY}.{stream}.{consumer}"

@@ -1,0 +1,57 @@
+"""The `conclave` command. Each subcommand lives in its own module under services/cli/."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help). Modules are imported only when their command runs.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "up": ("services.cli.up_cmd", "start the whole stack locally (NATS, model pod, every service)"),
+    "status": ("services.cli.status_cmd", "list live services through NATS discovery"),
+    "serve": ("services.cli.serve_cmd", "run one service in the foreground (the container entrypoint)"),
+}
+
+EPILOG = """\
+examples:
+  conclave up                      # start NATS and every service; Ctrl-C stops them all
+  conclave status                  # what is running, via NATS micro discovery
+  conclave serve intake            # one service, as a Kubernetes Deployment runs it
+
+Every setting can come from the environment (CONCLAVE_NATS_URL=nats://host:4222, ...) or from a YAML
+file named by CONCLAVE_CONFIG. `conclave COMMAND --help` gives each command's options.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="conclave",
+        description="Conclave: teams of LLM agents that reason together, run over NATS and gRPC.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        mod = importlib.import_module(module)
+        p = sub.add_parser(name, help=help_text, description=(mod.__doc__ or help_text).strip(),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        mod.add_arguments(p)
+        p.set_defaults(_module=mod)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_module", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._module.run(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Typed settings shared by every service: environment (CONCLAVE_*) first, then an optional YAML file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+
+from services.bus.topology import BusTiming
+
+
+def _config_file() -> Path | None:
+    path = os.environ.get("CONCLAVE_CONFIG")
+    return Path(path) if path else None
+
+
+class RuntimeSettings(BaseSettings):
+    """What every Conclave process needs. Service settings subclass this."""
+
+    model_config = SettingsConfigDict(env_prefix="CONCLAVE_", env_nested_delimiter="__", extra="ignore")
+
+    nats_url: str = Field("nats://127.0.0.1:4222", description="NATS server URL(s), comma separated.")
+    nats_connect_timeout_s: float = 5.0
+    # Reconnect forever with backoff: a bus outage must not kill a service.
+    nats_max_reconnect_attempts: int = -1
+    nats_reconnect_wait_s: float = 1.0
+    instance: str = Field("", description="Instance name for logs and discovery; default host-pid.")
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(0, description="Port of /metrics, /healthz, /readyz; 0 picks a free one.")
+    drain_grace_s: float = Field(20.0, description="How long SIGTERM waits for in-flight work.")
+    log_level: str = "INFO"
+    log_json: bool = True
+    concurrency: int = Field(8, description="Messages one process works on at once.")
+    declare_bus: bool = Field(True, description="Create/update streams, consumers and buckets at start-up.")
+    ack_wait_s: float = 30.0
+    max_deliver: int = 5
+    backoff_s: tuple[float, ...] = (30.0, 60.0, 120.0, 300.0)
+    duplicate_window_s: float = 600.0
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[Any] = [init_settings, env_settings]
+        path = _config_file()
+        if path is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        return tuple(sources)
+
+    def bus_timing(self) -> BusTiming:
+        return BusTiming(
+            ack_wait_s=self.ack_wait_s,
+            max_deliver=self.max_deliver,
+            backoff_s=tuple(self.backoff_s),
+            duplicate_window_s=self.duplicate_window_s,
+        )
+
+    def instance_name(self, service: str) -> str:
+        return self.instance or f"{service}-{os.uname().nodename}-{os.getpid()}"

@@ -1,0 +1,205 @@
+"""A JetStream work-queue consumer with the guarantees every Conclave worker needs.
+
+- Pull-based, at most `concurrency` messages in flight per process.
+- Long work keeps its message alive with in-progress acks, so AckWait can stay short and a crashed
+  worker's message is redelivered quickly.
+- A `Rejected` error (bad input) is dead-lettered at once and answered by the handler; any other error is
+  retried with the consumer's BackOff and dead-lettered on the last delivery, with its reason.
+- Drain: stop fetching, let in-flight work finish within the grace period, then hand back (nak) what is
+  left so another replica picks it up without waiting for AckWait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from services.bus.deadletter import DeadLetters
+from services.bus.topology import BusTiming, ConsumerSpec
+from services.runtime.logs import problem_id_var
+
+log = logging.getLogger(__name__)
+
+
+class Rejected(Exception):
+    """The message can never succeed (malformed, invalid). It is dead-lettered, not retried."""
+
+    def __init__(self, code: str, message: str, problem_id: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.problem_id = problem_id
+
+
+@dataclass
+class WorkContext:
+    """What a handler gets besides the message."""
+
+    msg: Msg
+    deliveries: int
+    last_attempt: bool
+    draining: asyncio.Event
+
+    async def in_progress(self) -> None:
+        await self.msg.in_progress()
+
+
+Handler = Callable[[WorkContext], Awaitable[None]]
+
+
+class WorkerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.handled = Counter(
+            "conclave_messages",
+            "Work-queue messages handled, by consumer and outcome (ack, retry, rejected, dead, handed_back).",
+            ["consumer", "outcome"],
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "conclave_messages_in_flight", "Messages being worked on.", ["consumer"], registry=registry
+        )
+        self.seconds = Histogram(
+            "conclave_message_seconds",
+            "Time from fetch to ack, by consumer.",
+            ["consumer"],
+            registry=registry,
+            buckets=(0.001, 0.005, 0.02, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600),
+        )
+
+
+class JetStreamWorker:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        spec: ConsumerSpec,
+        handler: Handler,
+        *,
+        timing: BusTiming,
+        concurrency: int,
+        letters: DeadLetters,
+        metrics: WorkerMetrics,
+    ) -> None:
+        self._js = js
+        self._spec = spec
+        self._handler = handler
+        self._timing = timing
+        self._concurrency = max(1, concurrency)
+        self._letters = letters
+        self._metrics = metrics
+        self._draining = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._sub = None
+
+    @property
+    def name(self) -> str:
+        return self._spec.durable
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    async def start(self) -> None:
+        self._sub = await self._js.pull_subscribe_bind(durable=self._spec.durable, stream=self._spec.stream)
+        self._loop_task = asyncio.create_task(self._fetch_loop(), name=f"fetch-{self.name}")
+
+    async def _fetch_loop(self) -> None:
+        assert self._sub is not None
+        while not self._draining.is_set():
+            free = self._concurrency - len(self._tasks)
+            if free <= 0:
+                await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            try:
+                msgs = await self._sub.fetch(batch=free, timeout=1.0)
+            except (NatsTimeoutError, asyncio.TimeoutError):
+                continue
+            except Exception as exc:  # the connection is reconnecting: keep trying, say so
+                if self._draining.is_set():
+                    break
+                log.warning("fetch failed on %s: %s", self.name, exc)
+                await asyncio.sleep(0.5)
+                continue
+            for msg in msgs:
+                if self._draining.is_set():
+                    # Fetched during drain: hand it straight back for another replica.
+                    await msg.nak()
+                    self._metrics.handled.labels(self.name, "handed_back").inc()
+                    continue
+                task = asyncio.create_task(self._process(msg))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _keepalive(self, msg: Msg) -> None:
+        interval = max(0.1, self._timing.effective_ack_wait_s / 3)
+        while True:
+            await asyncio.sleep(interval)
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+
+    async def _process(self, msg: Msg) -> None:
+        meta = msg.metadata
+        deliveries = meta.num_delivered
+        last = deliveries >= self._timing.max_deliver
+        ctx = WorkContext(msg=msg, deliveries=deliveries, last_attempt=last, draining=self._draining)
+        started = time.perf_counter()
+        keepalive = asyncio.create_task(self._keepalive(msg))
+        self._metrics.in_flight.labels(self.name).inc()
+        token = problem_id_var.set("")
+        try:
+            await self._handler(ctx)
+        except Rejected as exc:
+            await self._letters.record_msg(msg, code=exc.code, message=str(exc), problem_id=exc.problem_id)
+            await msg.term()
+            self._metrics.handled.labels(self.name, "rejected").inc()
+        except asyncio.CancelledError:
+            # Drain ran out of grace: give the message back so another replica takes it now.
+            with contextlib.suppress(Exception):
+                await msg.nak()
+            self._metrics.handled.labels(self.name, "handed_back").inc()
+            raise
+        except Exception as exc:
+            if last:
+                await self._letters.record_msg(
+                    msg, code="failed", message=f"failed on delivery {deliveries}: {exc!r}"
+                )
+                await msg.term()
+                self._metrics.handled.labels(self.name, "dead").inc()
+            else:
+                log.warning("handler failed (delivery %d), will retry: %r", deliveries, exc, exc_info=exc)
+                delay = self._timing.backoff_s[min(deliveries - 1, len(self._timing.backoff_s) - 1)] if self._timing.backoff_s else None
+                await msg.nak(delay=delay)
+                self._metrics.handled.labels(self.name, "retry").inc()
+        else:
+            await msg.ack_sync()
+            self._metrics.handled.labels(self.name, "ack").inc()
+        finally:
+            keepalive.cancel()
+            problem_id_var.reset(token)
+            self._metrics.in_flight.labels(self.name).dec()
+            self._metrics.seconds.labels(self.name).observe(time.perf_counter() - started)
+
+    async def drain(self, grace_s: float) -> None:
+        self._draining.set()
+        if self._loop_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        if self._tasks:
+            log.info("draining %s: waiting for %d in-flight messages", self.name, len(self._tasks))
+            _done, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+                log.warning("drain grace ran out; handed back %d messages", len(pending))
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()

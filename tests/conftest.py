@@ -1,0 +1,71 @@
+"""Shared fixtures: a real nats-server per test on a free loopback port, JetStream in a temp dir."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import nats
+import pytest
+
+from services.bus import topology
+from services.bus.topology import BusTiming
+from services.stack.natsd import NatsServer
+
+# Short timings so that redelivery and dead-lettering happen within a test's patience.
+FAST = BusTiming(ack_wait_s=1.0, max_deliver=3, backoff_s=(1.0, 1.0, 1.0), duplicate_window_s=60.0)
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    server = NatsServer(store_dir=tmp_path / "js", log_file=tmp_path / "nats.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def nc(nats_server: NatsServer) -> AsyncIterator[nats.NATS]:
+    client = await nats.connect(nats_server.url)
+    try:
+        yield client
+    finally:
+        with contextlib.suppress(Exception):
+            await client.close()
+
+
+@pytest.fixture
+async def bus(nc: nats.NATS):
+    """A declared topology with fast timings; returns the JetStream context."""
+    js = nc.jetstream()
+    await topology.declare(js, FAST)
+    return js
+
+
+def fast_env(url: str) -> dict[str, str]:
+    """Environment for service processes that must use the same fast timings as `FAST`."""
+    return {
+        "CONCLAVE_NATS_URL": url,
+        "CONCLAVE_ACK_WAIT_S": str(FAST.ack_wait_s),
+        "CONCLAVE_MAX_DELIVER": str(FAST.max_deliver),
+        "CONCLAVE_BACKOFF_S": "[" + ",".join(str(b) for b in FAST.backoff_s) + "]",
+        "CONCLAVE_DUPLICATE_WINDOW_S": str(FAST.duplicate_window_s),
+        "CONCLAVE_LOG_JSON": "true",
+    }
+
+
+async def eventually(predicate, timeout: float = 10.0, interval: float = 0.05):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
