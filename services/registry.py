@@ -26,6 +26,15 @@ SERVICES: dict[str, ServiceEntry] = {
     e.name: e
     for e in (
         ServiceEntry("intake", "services.intake.service:build", "validates published problems and queues them"),
+        ServiceEntry("ceo", "ceo.service:build", "runs each problem's loop: turns, team size, direction, budgets"),
+        ServiceEntry("recruiter", "services.agents.service:build_recruiter", "names the experts of each turn"),
+        ServiceEntry("solver", "services.agents.service:build_solver", "writes and revises the solution"),
+        ServiceEntry("critic", "services.agents.service:build_critic", "reviews the solution: [Agree]/[Disagree]",
+                     replicas=2),
+        ServiceEntry("executor", "services.agents.service:build_executor", "runs code solutions in a sandbox"),
+        ServiceEntry("evaluator", "services.agents.service:build_evaluator", "judges the solution of each turn"),
+        ServiceEntry("single", "services.agents.service:build_single", "the single-agent baseline"),
+        ServiceEntry("archiver", "services.archiver.service:build", "writes every trajectory to the archive"),
     )
 }
 

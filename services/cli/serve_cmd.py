@@ -20,5 +20,4 @@ def run(args: argparse.Namespace) -> int:
     from services.runtime.lifecycle import main
 
     build = registry.get(args.service).build()
-    service = build()
-    return main(type(service), service.settings)
+    return main(build())

@@ -177,6 +177,7 @@ async def run(service: Service[S], stop: asyncio.Event | None = None, started: a
     return 0
 
 
-def main(service_cls: Callable[[S], Service[S]], settings: S) -> int:
-    logs.configure(service_cls.name, settings.log_level, settings.log_json)  # type: ignore[attr-defined]
-    return asyncio.run(run(service_cls(settings)))
+def main(service: Service[S]) -> int:
+    """Process entrypoint: JSON logs, then run until SIGTERM/SIGINT."""
+    logs.configure(service.name, service.settings.log_level, service.settings.log_json)
+    return asyncio.run(run(service))

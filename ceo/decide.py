@@ -1,0 +1,53 @@
+"""The CEO's own model call before each turn: continue or stop, team size N, direction, budget K."""
+
+from __future__ import annotations
+
+from ceo.profile import Profile
+from ceo.state import ProblemState
+from conclave.v1 import agents_pb2
+from services.agents import parsing
+from services.agents.calling import StepOutcome, call_and_parse
+from services.agents.context import problem_text
+from services.agents.llm import CallOptions, LlmClient
+
+A = agents_pb2.CeoDecision
+
+
+def budget_menu(profile: Profile, k_cap: int) -> tuple[int, ...]:
+    """The profile's menu, cut to what this deployment's pods can serve (k_cap=0: no cut)."""
+    if not k_cap:
+        return profile.budget_menu
+    menu = tuple(k for k in profile.budget_menu if k <= k_cap)
+    return menu or (k_cap,)
+
+
+async def decide(
+    llm: LlmClient, problem, profile: Profile, st: ProblemState, *, ceiling: int, k_cap: int, model: str,
+) -> tuple[agents_pb2.CeoDecision, StepOutcome]:
+    menu = budget_menu(profile, k_cap)
+    feedback = st.evaluation.get("advice", "") if st.evaluation else ""
+    if st.evaluation:
+        feedback = f"judged {'correct' if st.evaluation.get('correctness') else 'not correct'}. {feedback}"
+    messages = profile.prompt("ceo").render(
+        problem=problem_text(problem), turn=st.turn, max_turns=profile.max_turns,
+        solution=st.plan or "(none yet)", feedback=feedback or "(none yet)", tokens_used=st.tokens_used,
+        ceiling_note=f" of a ceiling of {ceiling}" if ceiling else "", n_min=profile.n_min, n_max=profile.n_cap,
+        budget_menu=", ".join(str(k) for k in menu),
+    )
+    opts = CallOptions(max_tokens=profile.max_tokens_for("ceo"), temperature=profile.temperature,
+                       top_p=profile.top_p, session_key=st.problem_id,
+                       ledger_key=st.problem_id if ceiling else "", role=agents_pb2.ROLE_CEO, model=model)
+    out = await call_and_parse(
+        llm, messages, opts,
+        lambda text: parsing.parse_decision(text, n_min=profile.n_min, n_cap=profile.n_cap, menu=menu),
+        retries=profile.parse_retries, key=f"{st.problem_id}/t{st.turn}-ceo",
+    )
+    if out.value is not None:
+        d = out.value
+        decision = A(action=A.ACTION_STOP if d.stop else A.ACTION_CONTINUE, recruit_number=d.recruit_number,
+                     direction=d.direction, max_tokens=d.max_tokens, turn=st.turn)
+    else:
+        # PROTOCOL.md: continue with N=2 and the largest budget.
+        decision = A(action=A.ACTION_CONTINUE, recruit_number=max(profile.n_min, 2), direction="",
+                     max_tokens=max(menu), turn=st.turn, fallback=True)
+    return decision, out

@@ -1,0 +1,157 @@
+"""Profiles: the protocol's per-task settings and prompt sets, read from YAML files.
+
+Users add a profile by dropping a YAML file into a directory named by CONCLAVE_PROFILES_DIRS (searched
+before the built-in `ceo/profiles/`); no code changes. A profile's prompts come from the first of its
+`prompts` sets that has the role's file, under `prompts/` beside the profile files.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import yaml
+
+from conclave.v1 import problem_pb2
+
+BUILTIN_DIR = Path(__file__).resolve().parent / "profiles"
+DEFAULT_FOR_KIND = {
+    problem_pb2.PROBLEM_KIND_MATH: "math500",
+    problem_pb2.PROBLEM_KIND_MULTIPLE_CHOICE: "gpqa",
+    problem_pb2.PROBLEM_KIND_CODE: "humaneval",
+    problem_pb2.PROBLEM_KIND_OPEN_ENDED: "open",
+}
+_VAR = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
+
+
+class ProfileError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Prompt:
+    system: str
+    user: str
+
+    def render(self, **values: object) -> list[tuple[str, str]]:
+        def fill(text: str) -> str:
+            # Values are inserted verbatim: problem text full of LaTeX braces and $ signs stays intact.
+            return _VAR.sub(lambda m: str(values.get(m.group(1), "")), text).strip()
+
+        return [("system", fill(self.system)), ("user", fill(self.user))]
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    kind: str
+    prompts: tuple[str, ...]
+    answer_format: str
+    initial_n: int = 2
+    n_cap: int = 3
+    n_min: int = 2
+    max_turns: int = 2
+    critic_rounds: int = 3
+    executor: str = "none"
+    budget_menu: tuple[int, ...] = (2048, 4096, 8192, 16384, 32000)
+    token_ceiling: int = 0
+    temperature: float = 0.7
+    top_p: float = 0.95
+    parse_retries: int = 2
+    honour_stop: bool = True
+    reasoning: bool = False
+    solver_memory: int = 5
+    critic_memory: int = 3
+    role_max_tokens: dict[str, int] = field(default_factory=dict)
+    prompt_dir: Path = BUILTIN_DIR / "prompts"
+
+    @property
+    def k_min(self) -> int:
+        return min(self.budget_menu)
+
+    @property
+    def k_max(self) -> int:
+        return max(self.budget_menu)
+
+    def max_tokens_for(self, role: str) -> int:
+        defaults = {"ceo": 512, "recruiter": 512, "evaluator": 1024, "executor": 1024}
+        return int(self.role_max_tokens.get(role, defaults.get(role, 1024)))
+
+    def prompt(self, role: str) -> Prompt:
+        return _load_prompt(self.prompt_dir, self.prompts, role)
+
+
+@cache
+def _load_prompt(prompt_dir: Path, sets: tuple[str, ...], role: str) -> Prompt:
+    for name in sets:
+        path = prompt_dir / name / f"{role}.md"
+        if path.exists():
+            return parse_prompt_file(path)
+    raise ProfileError(f"no prompt for role {role!r} in sets {list(sets)} under {prompt_dir}")
+
+
+def parse_prompt_file(path: Path) -> Prompt:
+    text = path.read_text(encoding="utf-8")
+    parts = re.split(r"^=== (system|user) ===\s*$", text, flags=re.M)
+    sections = dict(zip(parts[1::2], parts[2::2], strict=False))
+    if "user" not in sections:
+        raise ProfileError(f"{path}: needs a '=== user ===' section")
+    return Prompt(system=sections.get("system", "").strip(), user=sections["user"].strip())
+
+
+def search_dirs() -> list[Path]:
+    extra = [Path(p) for p in os.environ.get("CONCLAVE_PROFILES_DIRS", "").split(os.pathsep) if p]
+    return [*extra, BUILTIN_DIR]
+
+
+def load_file(path: Path) -> Profile:
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"{path}: not valid YAML: {exc}") from exc
+    known = set(Profile.__dataclass_fields__) - {"prompt_dir"}
+    unknown = set(doc) - known
+    if unknown:
+        raise ProfileError(f"{path}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+    for key in ("name", "kind", "prompts"):
+        if key not in doc:
+            raise ProfileError(f"{path}: missing key {key!r}")
+    prompt_dir = path.parent / "prompts"
+    if not prompt_dir.exists():
+        prompt_dir = BUILTIN_DIR / "prompts"
+    doc["prompts"] = tuple(doc["prompts"])
+    doc["budget_menu"] = tuple(int(k) for k in doc.get("budget_menu", Profile.budget_menu))
+    doc.setdefault("description", "")
+    doc.setdefault("answer_format", "")
+    profile = Profile(prompt_dir=prompt_dir, **doc)
+    if not 1 <= profile.n_min <= profile.initial_n <= profile.n_cap:
+        raise ProfileError(f"{path}: need 1 <= n_min <= initial_n <= n_cap")
+    return profile
+
+
+@cache
+def _load_cached(path: Path, mtime: float) -> Profile:
+    return load_file(path)
+
+
+def load(name: str) -> Profile:
+    for directory in search_dirs():
+        path = directory / f"{name}.yaml"
+        if path.exists():
+            return _load_cached(path, path.stat().st_mtime)
+    raise ProfileError(f"unknown profile {name!r}; available: {', '.join(available())}")
+
+
+def available() -> list[str]:
+    names: set[str] = set()
+    for directory in search_dirs():
+        names.update(p.stem for p in directory.glob("*.yaml"))
+    return sorted(names)
+
+
+def for_problem(problem: problem_pb2.Problem) -> Profile:
+    return load(problem.profile or DEFAULT_FOR_KIND.get(problem.kind, "open"))

@@ -1,0 +1,106 @@
+"""A problem's state as the CEO keeps it in JetStream KV, updated after every step.
+
+A replica that picks up a redelivered problem reads this and continues from the last completed step;
+the steps themselves are idempotent (deterministic task ids, replies read back from REPLIES).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from dataclasses import asdict, dataclass, field
+
+from conclave.v1 import agents_pb2, outcome_pb2
+
+# Phases of one turn, in order.
+DECIDE, RECRUIT, SOLVE, REVIEW, REVISE, EXECUTE, EVALUATE, FINISH = (
+    "decide", "recruit", "solve", "review", "revise", "execute", "evaluate", "finish",
+)
+
+
+@dataclass
+class ProblemState:
+    problem_id: str
+    started_at: float = field(default_factory=time.time)
+    turn: int = 1
+    phase: str = DECIDE
+    round: int = 0
+    n: int = 2
+    k: int = 0
+    direction: str = ""
+    experts: list[str] = field(default_factory=list)
+    plan: str = ""
+    plan_turn: int = 0
+    # The solver keeps its memory for the whole problem; critics start empty every turn.
+    solver_memory: list[tuple[str, str]] = field(default_factory=list)
+    critic_memory: list[list[tuple[str, str]]] = field(default_factory=list)
+    pending_reviews: list[tuple[str, str]] = field(default_factory=list)
+    consensus: list[bool] = field(default_factory=list)
+    evaluation: dict = field(default_factory=dict)
+    execution: dict = field(default_factory=dict)
+    execution_plan: str = ""
+    tokens: dict[str, list[int]] = field(default_factory=dict)  # role -> [prompt, completion, calls]
+    fallbacks: int = 0
+    seq: int = 0
+    stop_reason: str = ""
+    stop_note: str = ""
+    published: bool = False
+    trajectory_b64: str = ""
+
+    # --- trajectory, kept as protobuf bytes inside the JSON ---
+    def trajectory(self) -> outcome_pb2.Trajectory:
+        traj = outcome_pb2.Trajectory()
+        if self.trajectory_b64:
+            traj.ParseFromString(base64.b64decode(self.trajectory_b64))
+        return traj
+
+    def set_trajectory(self, traj: outcome_pb2.Trajectory) -> None:
+        self.trajectory_b64 = base64.b64encode(traj.SerializeToString()).decode()
+
+    def record_reply(self, reply: agents_pb2.RoleReply) -> None:
+        traj = self.trajectory()
+        for call in reply.calls:
+            self.seq += 1
+            traj.messages.add(seq=self.seq, turn=reply.turn, round=reply.round, role=reply.role, index=reply.index,
+                              persona=reply.persona, call=call, fallback=reply.fallback,
+                              fallback_reason=reply.fallback_reason, agree=reply.agree)
+            self.add_tokens(agents_pb2.Role.Name(reply.role), call.prompt_tokens, call.completion_tokens)
+        if reply.fallback:
+            self.fallbacks += 1
+        self.set_trajectory(traj)
+
+    def record_decision(self, decision: agents_pb2.CeoDecision, calls: list[agents_pb2.ModelCall],
+                        fallback_reason: str) -> None:
+        traj = self.trajectory()
+        traj.decisions.append(decision)
+        for call in calls:
+            self.seq += 1
+            traj.messages.add(seq=self.seq, turn=decision.turn, role=agents_pb2.ROLE_CEO, call=call,
+                              fallback=bool(fallback_reason), fallback_reason=fallback_reason)
+            self.add_tokens("ROLE_CEO", call.prompt_tokens, call.completion_tokens)
+        if fallback_reason:
+            self.fallbacks += 1
+        self.set_trajectory(traj)
+
+    def add_tokens(self, role: str, prompt: int, completion: int) -> None:
+        entry = self.tokens.setdefault(role, [0, 0, 0])
+        entry[0] += prompt
+        entry[1] += completion
+        entry[2] += 1
+
+    @property
+    def tokens_used(self) -> int:
+        return sum(p + c for p, c, _ in self.tokens.values())
+
+    # --- KV encoding ---
+    def to_bytes(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ProblemState:
+        doc = json.loads(data)
+        doc["solver_memory"] = [tuple(x) for x in doc.get("solver_memory", [])]
+        doc["critic_memory"] = [[tuple(x) for x in m] for m in doc.get("critic_memory", [])]
+        doc["pending_reviews"] = [tuple(x) for x in doc.get("pending_reviews", [])]
+        return cls(**doc)

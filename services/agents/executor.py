@@ -1,0 +1,63 @@
+"""The executor: runs a code solution in the sandbox against the dataset's tests, or tests the model wrote."""
+
+from __future__ import annotations
+
+import re
+
+from conclave.v1 import agents_pb2
+from services.agents import parsing
+from services.agents.calling import StepOutcome, call_and_parse
+from services.agents.context import AgentContext, problem_text
+from services.evaluation.graders import extract_code, grade_code
+from services.sandbox import SandboxLimits
+
+
+def _count_asserts(tests: str) -> int:
+    return len(re.findall(r"^\s*assert\b", tests, flags=re.M))
+
+
+class Executor:
+    role, role_enum = "executor", agents_pb2.ROLE_EXECUTOR
+
+    def __init__(self, limits: SandboxLimits | None = None) -> None:
+        self._limits = limits or SandboxLimits()
+
+    async def serve(self, ctx: AgentContext) -> agents_pb2.RoleReply:
+        t = ctx.task
+        code = t.problem.code
+        outcome: StepOutcome[str] = StepOutcome(value=None)
+        tests, dataset_tests = code.tests, bool(code.tests)
+        if not dataset_tests:
+            messages = ctx.profile.prompt("executor").render(
+                problem=problem_text(t.problem), entry_point=code.entry_point or "the function"
+            )
+
+            def parse(text: str) -> str:
+                block = extract_code(text) or ""
+                if _count_asserts(block) == 0:
+                    raise parsing.ParseError("no assert statements in a code block")
+                return block
+
+            outcome = await call_and_parse(ctx.llm, messages,
+                                           ctx.options(self.role_enum, ctx.profile.max_tokens_for("executor")),
+                                           parse, retries=ctx.retries, key=t.task_id)
+            tests = outcome.value or ""
+        result = agents_pb2.ExecutionResult(dataset_tests=dataset_tests)
+        if not tests:
+            result.status, result.output = "error", "no tests available: the model wrote none that parse"
+        else:
+            grade = await grade_code(t.solution, tests=tests, entry_point=code.entry_point,
+                                     test_setup=code.test_setup, stub=code.stub, limits=self._limits)
+            result.passed = grade.passed
+            result.status = "ok" if grade.passed else grade.status
+            result.output = grade.output
+            result.wall_s = grade.wall_s
+            result.tests_run = _count_asserts(tests) or 1
+            result.tests_failed = 0 if grade.passed else 1
+        reply = agents_pb2.RoleReply(
+            task_id=t.task_id, problem_id=t.problem_id, role=self.role_enum, turn=t.turn, round=t.round,
+            index=t.index, content=f"{result.status}: {result.output[-500:]}", calls=outcome.calls,
+            fallback=outcome.fallback, fallback_reason=outcome.fallback_reason,
+        )
+        reply.execution.CopyFrom(result)
+        return reply

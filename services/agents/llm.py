@@ -1,0 +1,108 @@
+"""The agents' side of the inference gateway: one streaming gRPC call per model call."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import grpc
+
+from conclave.v1 import agents_pb2, inference_pb2, inference_pb2_grpc
+from services.runtime.tracing import grpc_metadata
+
+
+class LlmError(RuntimeError):
+    """The gateway could not serve the call; `code` is the gRPC status name."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+@dataclass
+class Completion:
+    raw_text: str
+    visible_text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+    pod: str
+    seconds: float
+    ttft_s: float = 0.0
+
+
+@dataclass
+class CallOptions:
+    max_tokens: int
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    session_key: str = ""
+    ledger_key: str = ""
+    role: int = agents_pb2.ROLE_UNSPECIFIED
+    reasoning: bool = False
+    model: str = ""
+    timeout_s: float = 600.0
+
+
+class LlmClient:
+    """A long-lived channel to the gateway; `generate` is safe to call concurrently."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._channel = grpc.aio.insecure_channel(
+            address, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+        )
+        self._stub = inference_pb2_grpc.InferenceStub(self._channel)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def generate(
+        self, messages: list[tuple[str, str]], opts: CallOptions, traceparent: str | None = None
+    ) -> Completion:
+        req = inference_pb2.GenerateRequest(
+            model=opts.model,
+            messages=[inference_pb2.ChatMessage(role=r, content=c) for r, c in messages],
+            max_tokens=opts.max_tokens,
+            stop=opts.stop,
+            session_key=opts.session_key,
+            ledger_key=opts.ledger_key,
+            role=opts.role,
+        )
+        if opts.temperature is not None:
+            req.temperature = opts.temperature
+        if opts.top_p is not None:
+            req.top_p = opts.top_p
+        if opts.seed is not None:
+            req.seed = opts.seed
+        if opts.reasoning:
+            req.reasoning.prefill_think = True
+            req.reasoning.budget_forcing = True
+        started = time.perf_counter()
+        chunks: list[str] = []
+        usage: inference_pb2.Usage | None = None
+        try:
+            # The deadline bounds the whole stream, not only its start.
+            call = self._stub.Generate(req, timeout=opts.timeout_s, metadata=grpc_metadata(traceparent))
+            async for resp in call:
+                if resp.text:
+                    chunks.append(resp.text)
+                if resp.HasField("usage"):
+                    usage = resp.usage
+        except grpc.aio.AioRpcError as exc:
+            raise LlmError(exc.code().name, exc.details() or "") from exc
+        raw = "".join(chunks)
+        if usage is None:
+            raise LlmError("INTERNAL", "the gateway closed the stream without a usage record")
+        return Completion(
+            raw_text=usage.raw_text or raw,
+            visible_text=usage.visible_text or usage.raw_text or raw,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            finish_reason=usage.finish_reason,
+            pod=usage.pod,
+            seconds=time.perf_counter() - started,
+            ttft_s=usage.ttft_s,
+        )

@@ -1,0 +1,136 @@
+"""The role agents: each turns a RoleTask into model calls and a RoleReply.
+
+The protocol's fallbacks (PROTOCOL.md) apply when parsing fails after retries: the recruiter names
+generic experts, the solver says it does not know, a critic counts as agreeing, the evaluator scores 0.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from conclave.v1 import agents_pb2
+from services.agents import parsing
+from services.agents.calling import StepOutcome, call_and_parse
+from services.agents.context import AgentContext, history_block, problem_text
+
+R = agents_pb2
+
+
+class Agent(Protocol):
+    role: str
+    role_enum: int
+
+    async def serve(self, ctx: AgentContext) -> agents_pb2.RoleReply: ...
+
+
+def _reply(ctx: AgentContext, role_enum: int, outcome: StepOutcome, content: str) -> agents_pb2.RoleReply:
+    t = ctx.task
+    return agents_pb2.RoleReply(
+        task_id=t.task_id, problem_id=t.problem_id, role=role_enum, turn=t.turn, round=t.round, index=t.index,
+        persona=t.persona, content=content, calls=outcome.calls, fallback=outcome.fallback,
+        fallback_reason=outcome.fallback_reason,
+    )
+
+
+class Recruiter:
+    role, role_enum = "recruiter", R.ROLE_RECRUITER
+
+    async def serve(self, ctx: AgentContext) -> agents_pb2.RoleReply:
+        t = ctx.task
+        n = max(1, t.recruit_number)
+        advice = f"Advice from the last evaluation: {t.advice}\n\n" if t.advice else ""
+        messages = ctx.profile.prompt("recruiter").render(problem=problem_text(t.problem), n=n, advice_note=advice)
+        out = await call_and_parse(
+            ctx.llm, messages, ctx.options(self.role_enum, ctx.profile.max_tokens_for("recruiter")),
+            lambda text: parsing.parse_experts(text, n), retries=ctx.retries, key=t.task_id,
+        )
+        experts = out.value or [parsing.FALLBACK_EXPERTS[i % len(parsing.FALLBACK_EXPERTS)] for i in range(n)]
+        reply = _reply(ctx, self.role_enum, out, "\n".join(f"{i + 1}. {e}" for i, e in enumerate(experts)))
+        reply.experts.extend(experts)
+        return reply
+
+
+class Solver:
+    role, role_enum = "solver", R.ROLE_SOLVER
+    prompt_name = "solver"
+
+    async def serve(self, ctx: AgentContext) -> agents_pb2.RoleReply:
+        t = ctx.task
+        direction = f"Direction from the CEO: {t.direction}\n\n" if t.direction else ""
+        revision = (
+            "Your colleagues disagreed with your last solution (see the discussion). Fix every valid "
+            "objection and give the full corrected solution.\n\n" if t.round > 0 else ""
+        )
+        messages = ctx.profile.prompt(self.prompt_name).render(
+            persona=t.persona or "an expert problem solver", problem=problem_text(t.problem),
+            history=history_block(list(t.memory)), direction_note=direction, revision_note=revision,
+            answer_format=ctx.profile.answer_format,
+        )
+        kind = ctx.kind
+
+        def parse(text: str) -> str:
+            parsing.check_solution(text, kind, echo_of=t.direction)
+            return text
+
+        out = await call_and_parse(ctx.llm, messages, ctx.options(self.role_enum, t.max_tokens), parse,
+                                   retries=ctx.retries, key=t.task_id)
+        if out.value is not None:
+            content = out.value
+        elif out.last is not None and out.last.visible_text.strip():
+            # Keep the model's own text: a malformed answer still carries work the critics can use.
+            content = out.last.visible_text
+        else:
+            content = "I do not know the answer."
+        return _reply(ctx, self.role_enum, out, content)
+
+
+class SingleAgent(Solver):
+    """The paper's baseline: one model call per turn, no CEO, no critics."""
+
+    role, role_enum = "single", R.ROLE_SINGLE
+    prompt_name = "single"
+
+
+class Critic:
+    role, role_enum = "critic", R.ROLE_CRITIC
+
+    async def serve(self, ctx: AgentContext) -> agents_pb2.RoleReply:
+        t = ctx.task
+        messages = ctx.profile.prompt("critic").render(
+            persona=t.persona or "a careful reviewer", problem=problem_text(t.problem),
+            history=history_block(list(t.memory)), solution=t.solution,
+        )
+        out = await call_and_parse(ctx.llm, messages, ctx.options(self.role_enum, t.max_tokens),
+                                   parsing.parse_review, retries=ctx.retries, key=t.task_id)
+        if out.value is not None:
+            reply = _reply(ctx, self.role_enum, out, out.value.text)
+            reply.agree = out.value.agree
+        else:
+            text = out.last.visible_text if out.last else ""
+            reply = _reply(ctx, self.role_enum, out, text or "[Agree]")
+            reply.agree = True  # PROTOCOL.md: an unparsable critic counts as agreeing
+        return reply
+
+
+class Evaluator:
+    role, role_enum = "evaluator", R.ROLE_EVALUATOR
+
+    async def serve(self, ctx: AgentContext) -> agents_pb2.RoleReply:
+        t = ctx.task
+        ex = t.execution
+        note = ""
+        if t.HasField("execution") and ex.status:
+            source = "the dataset's tests" if ex.dataset_tests else "tests written by the team"
+            note = (f"\nThe code was run against {source}: {ex.status}, {ex.tests_failed} failing.\n"
+                    f"Output:\n{ex.output[-1500:]}\n")
+        messages = ctx.profile.prompt("evaluator").render(problem=problem_text(t.problem), solution=t.solution,
+                                                          execution_note=note)
+        out = await call_and_parse(ctx.llm, messages, ctx.options(self.role_enum, ctx.profile.max_tokens_for("evaluator")),
+                                   parsing.parse_verdict, retries=ctx.retries, key=t.task_id)
+        verdict = out.value or parsing.Verdict(correctness=0, advice="", recruit="")
+        reply = _reply(ctx, self.role_enum, out, out.last.visible_text if out.last else "")
+        reply.evaluation.CopyFrom(agents_pb2.Evaluation(
+            correctness=verdict.correctness, advice=verdict.advice, recruit_suggestion=verdict.recruit,
+            fallback=out.fallback,
+        ))
+        return reply

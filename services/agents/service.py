@@ -1,0 +1,128 @@
+"""One service per role: consumes conclave.tasks.<role>, answers on conclave.replies.<problem>.<step>.
+
+Idempotent: a task whose reply is already in the REPLIES stream (a redelivery after a crash between
+publishing and acking) is acked without calling the model again, and replies carry the task id as
+Nats-Msg-Id so a duplicate publish is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from nats.js.errors import NotFoundError
+from prometheus_client import Counter, Histogram
+from pydantic import Field
+
+from ceo import profile as profiles
+from conclave.v1 import agents_pb2
+from services.agents.context import AgentContext
+from services.agents.executor import Executor
+from services.agents.llm import LlmClient, LlmError
+from services.agents.roles import Agent, Critic, Evaluator, Recruiter, SingleAgent, Solver
+from services.bus import subjects, topology
+from services.bus.codec import PayloadError, decode
+from services.bus.headers import MSG_ID
+from services.runtime.lifecycle import Runtime, Service
+from services.runtime.logs import problem_id_var
+from services.runtime.settings import RuntimeSettings
+from services.runtime.worker import Rejected, WorkContext
+
+log = logging.getLogger(__name__)
+
+# Gateway answers that retrying cannot fix: report them to the CEO instead of redelivering.
+FINAL_CODES = {"RESOURCE_EXHAUSTED_CEILING", "FAILED_PRECONDITION", "INVALID_ARGUMENT"}
+
+
+class AgentSettings(RuntimeSettings):
+    inference_addr: str = Field("127.0.0.1:50051", description="host:port of the inference gateway")
+
+
+def step_of(task_id: str) -> str:
+    """'pid/t1-r0-solver-0' -> 't1-r0-solver-0' (a subject token)."""
+    return task_id.rsplit("/", 1)[-1]
+
+
+class RoleService(Service[AgentSettings]):
+    def __init__(self, settings: AgentSettings, agent: Agent) -> None:
+        super().__init__(settings)
+        self.agent = agent
+        self.name = agent.role  # type: ignore[misc]
+        self.description = f"Conclave {agent.role} agents"  # type: ignore[misc]
+
+    async def setup(self, rt: Runtime[AgentSettings]) -> None:
+        self._rt = rt
+        self._llm = LlmClient(self.settings.inference_addr)
+        rt.on_close(self._llm.close)
+        self._served = Counter("conclave_agent_tasks", "Role tasks served, by role and outcome.",
+                               ["role", "outcome"], registry=rt.registry)
+        self._fallbacks = Counter("conclave_parse_fallbacks", "Protocol fallbacks used after unparsable replies.",
+                                  ["role"], registry=rt.registry)
+        self._calls = Counter("conclave_agent_model_calls", "Model calls made by agents, by role.",
+                              ["role"], registry=rt.registry)
+        self._tokens = Counter("conclave_agent_tokens", "Tokens used by agents, by role and kind.",
+                               ["role", "kind"], registry=rt.registry)
+        self._seconds = Histogram("conclave_agent_task_seconds", "Time to serve a role task.", ["role"],
+                                  registry=rt.registry, buckets=(0.01, 0.05, 0.2, 1, 5, 15, 60, 180, 600))
+        rt.add_worker(topology.ROLE_CONSUMERS[self.agent.role], self.handle)
+
+    async def handle(self, ctx: WorkContext) -> None:
+        try:
+            task = decode(agents_pb2.RoleTask, ctx.msg.data, ctx.msg.headers)
+        except PayloadError as exc:
+            raise Rejected("bad_payload", str(exc)) from exc
+        problem_id_var.set(task.problem_id)
+        if not subjects.valid_problem_id(task.problem_id) or "/" not in task.task_id:
+            raise Rejected("invalid_task", f"task {task.task_id!r} of problem {task.problem_id!r} is malformed")
+        reply_subject = subjects.reply(task.problem_id, step_of(task.task_id))
+        try:
+            await self._rt.js.get_last_msg(topology.REPLIES.name, reply_subject)
+            self._served.labels(self.agent.role, "already_answered").inc()
+            return
+        except NotFoundError:
+            pass
+        with self._seconds.labels(self.agent.role).time():
+            reply = await self._serve(task, ctx)
+        reply.worker = self._rt.instance
+        for call in reply.calls:
+            self._calls.labels(self.agent.role).inc()
+            self._tokens.labels(self.agent.role, "prompt").inc(call.prompt_tokens)
+            self._tokens.labels(self.agent.role, "completion").inc(call.completion_tokens)
+        if reply.fallback:
+            self._fallbacks.labels(self.agent.role).inc()
+        await self._rt.js.publish(reply_subject, reply.SerializeToString(), headers={MSG_ID: task.task_id})
+        self._served.labels(self.agent.role, "error" if reply.error else "ok").inc()
+
+    async def _serve(self, task: agents_pb2.RoleTask, ctx: WorkContext) -> agents_pb2.RoleReply:
+        try:
+            profile = profiles.load(task.profile) if task.profile else profiles.for_problem(task.problem)
+        except profiles.ProfileError as exc:
+            return self._error_reply(task, f"profile: {exc}")
+        try:
+            return await self.agent.serve(AgentContext(task=task, profile=profile, llm=self._llm))
+        except LlmError as exc:
+            final = exc.code in FINAL_CODES or "ceiling" in str(exc).lower()
+            if final or ctx.last_attempt:
+                # The CEO must hear about it: it decides what a failed step means for the problem.
+                return self._error_reply(task, str(exc))
+            raise
+
+    def _error_reply(self, task: agents_pb2.RoleTask, error: str) -> agents_pb2.RoleReply:
+        log.warning("task failed: %s", error)
+        return agents_pb2.RoleReply(task_id=task.task_id, problem_id=task.problem_id, role=task.role,
+                                    turn=task.turn, round=task.round, index=task.index, persona=task.persona,
+                                    error=error)
+
+
+def _build(agent: Agent):
+    def build(settings: AgentSettings | None = None) -> RoleService:
+        return RoleService(settings or AgentSettings(), agent)
+
+    return build
+
+
+build_recruiter = _build(Recruiter())
+build_solver = _build(Solver())
+build_critic = _build(Critic())
+build_executor = _build(Executor())
+build_evaluator = _build(Evaluator())
+build_single = _build(SingleAgent())
