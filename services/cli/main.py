@@ -11,6 +11,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("services.cli.up_cmd", "start the whole stack locally (NATS, model pod, every service)"),
     "status": ("services.cli.status_cmd", "list live services through NATS discovery"),
     "serve": ("services.cli.serve_cmd", "run one service in the foreground (the container entrypoint)"),
+    "solve": ("services.cli.solve_cmd", "solve one problem with the agent team and watch it live"),
+    "submit": ("services.cli.submit_cmd", "publish a JSONL batch of problems and write their results"),
 }
 
 EPILOG = """\
@@ -18,6 +20,8 @@ examples:
   conclave up                      # start NATS and every service; Ctrl-C stops them all
   conclave status                  # what is running, via NATS micro discovery
   conclave serve intake            # one service, as a Kubernetes Deployment runs it
+  conclave solve "What is 7*6?" --profile math500      # watch the agent team live
+  conclave submit problems.jsonl --out results.jsonl  # a batch, with a progress bar
 
 Every setting can come from the environment (CONCLAVE_NATS_URL=nats://host:4222, ...) or from a YAML
 file named by CONCLAVE_CONFIG. `conclave COMMAND --help` gives each command's options.

@@ -217,7 +217,9 @@ def _isolate(cfg: dict) -> tuple[str, list[str], int]:
             if wanted == "root-ns":
                 raise
             warnings.append(f"root namespaces unavailable ({e}); trying a user namespace")
-    if wanted in ("auto", "user-ns"):
+    if wanted == "auto" and was_root and not _userns_works(uid, gid):
+        warnings.append("user namespaces unavailable; only audit hooks guard network and files")
+    elif wanted in ("auto", "user-ns"):
         try:
             if os.geteuid() == 0:
                 # Leave root before the user namespace, so the mapped uid is an unprivileged one.
@@ -240,6 +242,20 @@ def _isolate(cfg: dict) -> tuple[str, list[str], int]:
     if was_root:  # init will run as the run's own uid (or stay root, where RLIMIT_NPROC is not enforced)
         return "hooks-only", warnings, cfg["max_procs"] + 1  # + this supervisor, if it already left root
     return "hooks-only", warnings, _tasks_of(os.geteuid()) + cfg["max_procs"]
+
+
+def _userns_works(uid: int, gid: int) -> bool:
+    """Probe in a throwaway child: leaving root first is irreversible, so we only do it if it pays off."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            _become(uid, gid)
+            _unshare(CLONE_NEWUSER)
+        except BaseException:  # noqa: BLE001
+            os._exit(1)
+        os._exit(0)
+    _, wstatus = os.waitpid(pid, 0)
+    return os.WIFEXITED(wstatus) and os.WEXITSTATUS(wstatus) == 0
 
 
 def _keep_visible(path: str, hidden: str) -> bool:
@@ -282,12 +298,12 @@ def _setup_mounts(cfg: dict, isolation: str, keep: str, keep_tree: int | None, w
         warnings.append(f"host /proc stays visible: {e}")
     try:
         _mount_setattr("/", MOUNT_ATTR_RDONLY, 0, recursive=True)
+        _mount_setattr(wd, 0, MOUNT_ATTR_RDONLY, recursive=False)
     except OSError:
-        _remount_all_readonly()
-    _mount_setattr(wd, 0, MOUNT_ATTR_RDONLY, recursive=False)
+        _remount_all_readonly(skip=wd)
 
 
-def _remount_all_readonly() -> None:
+def _remount_all_readonly(skip: str) -> None:
     """For kernels without mount_setattr (< 5.12): one bind-remount per mount, keeping locked flags."""
     keep_flags = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": MS_NOATIME,
                   "nodiratime": MS_NODIRATIME, "relatime": MS_RELATIME}
@@ -296,6 +312,8 @@ def _remount_all_readonly() -> None:
     for line in lines:
         parts = line.split()
         target = parts[4].encode().decode("unicode_escape")
+        if target == skip:
+            continue
         flags = MS_BIND | MS_REMOUNT | MS_RDONLY
         for opt in parts[5].split(","):
             flags |= keep_flags.get(opt, 0)
@@ -571,6 +589,8 @@ def main() -> tuple[dict, dict, str, int]:
             except OSError:
                 keep_tree = None  # init will leave that hide path visible and say so
         isolation, warnings, nproc = _isolate(cfg)
+        if isolation == "hooks-only" and not cfg["audit_hooks"]:
+            raise RuntimeError("no namespaces here and audit hooks are off: refusing to run unguarded")
     except BaseException as e:  # noqa: BLE001
         _send(status_fd, event="error", message=f"sandbox isolation failed: {type(e).__name__}: {e}")
         os._exit(EXIT_SETUP_FAILED)

@@ -1,0 +1,79 @@
+"""Solve one problem with the agent team and watch the discussion live.
+
+Publishes the problem to the bus (the stack must be running: `conclave up`), prints each event as it
+happens (decisions, experts, every agent message with its tokens, verdicts), then the final answer
+with tokens by role and wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import uuid
+
+KINDS = {"math": 1, "choice": 2, "code": 3, "open": 4}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("text", help="the problem statement (or @FILE to read it from a file)")
+    p.add_argument("--profile", default="", help="profile name (math500, aime2024, humaneval, mbpp, gpqa, business, open)")
+    p.add_argument("--kind", choices=list(KINDS), default="", help="problem kind (default: from the profile, else math)")
+    p.add_argument("--single", action="store_true", help="single-agent baseline: one call per turn, no CEO/critics")
+    p.add_argument("--id", default="", help="problem id (default: a fresh one)")
+    p.add_argument("--reference", default="", help="reference answer, to grade the result")
+    p.add_argument("--max-tokens", type=int, default=0, help="token ceiling for the whole discussion")
+    p.add_argument("--max-turns", type=int, default=0)
+    p.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the result")
+    p.add_argument("--quiet", action="store_true", help="no live view, only the result")
+    p.add_argument("--nats-url", default=os.environ.get("CONCLAVE_NATS_URL", "nats://127.0.0.1:4222"))
+
+
+def build_problem(args: argparse.Namespace):
+    from ceo import profile as profiles
+    from conclave.v1 import problem_pb2
+
+    text = args.text
+    if text.startswith("@"):
+        with open(text[1:], encoding="utf-8") as f:
+            text = f.read()
+    kind = KINDS.get(args.kind, 0)
+    if not kind and args.profile:
+        prof = profiles.load(args.profile)
+        kind = {"math": 1, "multiple_choice": 2, "code": 3, "open_ended": 4}[prof.kind]
+    p = problem_pb2.Problem(id=args.id or f"cli-{uuid.uuid4().hex[:12]}", kind=kind or 1, text=text,
+                            profile=args.profile, reference_answer=args.reference, single_agent=args.single)
+    p.limits.max_total_tokens = args.max_tokens
+    p.limits.max_turns = args.max_turns
+    return p
+
+
+async def _solve(args: argparse.Namespace) -> int:
+    import nats
+    from rich.console import Console
+
+    from services.cli.render import print_result, render_event
+    from services.client.solve import solve
+
+    console = Console()
+    problem = build_problem(args)
+    try:
+        nc = await nats.connect(args.nats_url, connect_timeout=3, max_reconnect_attempts=3)
+    except Exception as exc:
+        console.print(f"[red]cannot reach NATS at {args.nats_url}: {exc}. Is the stack up (`conclave up`)?[/red]")
+        return 1
+    console.print(f"[bold]problem {problem.id}[/bold] ({'single agent' if problem.single_agent else 'agent team'})")
+    try:
+        result = await solve(nc, problem, on_event=None if args.quiet else (lambda ev: render_event(console, ev)),
+                             timeout_s=args.timeout)
+    except TimeoutError:
+        console.print(f"[red]no result within {args.timeout:.0f}s[/red]")
+        return 1
+    finally:
+        await nc.close()
+    print_result(console, result)
+    return 0 if result.status == "ok" else 1
+
+
+def run(args: argparse.Namespace) -> int:
+    return asyncio.run(_solve(args))

@@ -1,0 +1,44 @@
+"""Turning benchmark or user items into bus Problems."""
+
+from __future__ import annotations
+
+import re
+
+from conclave.v1 import problem_pb2
+from services.evaluation.loaders import BenchItem
+
+KINDS = {
+    "math": problem_pb2.PROBLEM_KIND_MATH,
+    "multiple_choice": problem_pb2.PROBLEM_KIND_MULTIPLE_CHOICE,
+    "code": problem_pb2.PROBLEM_KIND_CODE,
+    "open_ended": problem_pb2.PROBLEM_KIND_OPEN_ENDED,
+}
+
+
+def safe_id(raw: str) -> str:
+    """Benchmark ids like 'HumanEval/0' become subject-safe ids like 'HumanEval-0'."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", raw)[:128]
+
+
+def item_to_problem(item: BenchItem, *, profile: str = "", single_agent: bool = False, prefix: str = "",
+                    max_total_tokens: int = 0, max_turns: int = 0) -> problem_pb2.Problem:
+    p = problem_pb2.Problem(id=safe_id(prefix + item.id), kind=KINDS[item.kind], text=item.text, profile=profile,
+                            single_agent=single_agent)
+    if item.reference_answer is not None:
+        p.reference_answer = str(item.reference_answer)
+    if item.options:
+        p.options.extend(item.options)
+        if item.correct_letter:
+            p.reference_answer = item.correct_letter
+    if item.kind == "code":
+        p.code.entry_point = item.entry_point or ""
+        p.code.tests = item.tests or ""
+        p.code.test_setup = item.test_setup or ""
+        p.code.stub = item.stub or ""
+        p.code.language = "python"
+    for key, value in (item.metadata or {}).items():
+        p.metadata[str(key)] = str(value)
+    p.metadata.setdefault("source_id", item.id)
+    p.limits.max_total_tokens = max_total_tokens
+    p.limits.max_turns = max_turns
+    return p

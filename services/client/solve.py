@@ -1,0 +1,70 @@
+"""A Python client for publishing problems and waiting for their results, as users' programs would.
+
+    async with await nats.connect(url) as nc:
+        result = await solve(nc, problem, on_event=print)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+from nats.aio.client import Client
+from nats.js.errors import NotFoundError
+
+from conclave.v1 import outcome_pb2, problem_pb2
+from services.bus import subjects, topology
+from services.bus.headers import CONTENT_TYPE, MSG_ID, PROTOBUF
+
+EventHandler = Callable[[outcome_pb2.ProgressEvent], Awaitable[None] | None]
+
+
+async def existing_result(nc: Client, problem_id: str) -> outcome_pb2.Result | None:
+    """The result already stored for this id (a resubmitted id is deduplicated and gets no new one)."""
+    try:
+        raw = await nc.jetstream().get_last_msg(topology.RESULTS.name, subjects.result(problem_id))
+    except NotFoundError:
+        return None
+    result = outcome_pb2.Result.FromString(raw.data)
+    # An intake rejection of some other payload under this id is not this problem's answer.
+    return None if result.status == "error" and result.error.code in ("bad_payload", "invalid_problem") else result
+
+
+async def solve(
+    nc: Client,
+    problem: problem_pb2.Problem,
+    *,
+    on_event: EventHandler | None = None,
+    timeout_s: float | None = None,
+    reuse_existing: bool = True,
+) -> outcome_pb2.Result:
+    if reuse_existing and subjects.valid_problem_id(problem.id):
+        found = await existing_result(nc, problem.id)
+        if found is not None:
+            return found
+    done: asyncio.Future[outcome_pb2.Result] = asyncio.get_running_loop().create_future()
+
+    async def on_result(msg) -> None:
+        if not done.done():
+            done.set_result(outcome_pb2.Result.FromString(msg.data))
+
+    async def on_progress(msg) -> None:
+        if on_event is not None:
+            maybe = on_event(outcome_pb2.ProgressEvent.FromString(msg.data))
+            if asyncio.iscoroutine(maybe):
+                await maybe
+
+    inbox = nc.new_inbox()
+    subs = [await nc.subscribe(inbox, cb=on_result)]
+    if subjects.valid_problem_id(problem.id):
+        subs.append(await nc.subscribe(subjects.result(problem.id), cb=on_result))
+        subs.append(await nc.subscribe(subjects.event(problem.id), cb=on_progress))
+    try:
+        await nc.publish(subjects.PROBLEMS_SUBMIT, problem.SerializeToString(), reply=inbox,
+                         headers={CONTENT_TYPE: PROTOBUF, MSG_ID: problem.id})
+        return await asyncio.wait_for(done, timeout_s)
+    finally:
+        for sub in subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()

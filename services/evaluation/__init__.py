@@ -1,0 +1,1 @@
+"""Benchmark loading and answer grading."""

@@ -1,0 +1,255 @@
+"""Answer extraction and grading: math (symbolic, via math-verify), multiple choice, and code (sandboxed).
+
+Decisions worth knowing (tests pin them):
+- Math: only the LAST \\boxed{...} / \\fbox{...} counts. Without one, math-verify's own extraction of the
+  final answer from the whole text is used, unless `require_boxed=True`.
+- Several comma-separated answers in one box ("2, 3") are an unordered set: "3,2" matches, "2" or
+  "2, 4" do not. Write ordered pairs/tuples with parentheses: "(2, 3)" is a point or an interval.
+- Text answers (a reference like \\text{Evelyn} or \\text{(C)}) compare as normalised strings
+  (case, spaces, \\text{}, parentheses and punctuation ignored), never symbolically: math-verify
+  would read "Nevely" as the product of the same letters.
+- Units and degree signs are dropped by math-verify's normalisation: 10\\text{ cm} == 10, 30^\\circ == 30.
+- math-verify's time limits use SIGALRM, which exists only in the main thread. Elsewhere (a worker
+  thread, asyncio.to_thread) grading runs without them; the length cap below is then what bounds it.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import secrets
+import threading
+from dataclasses import dataclass
+
+from services.sandbox import SandboxLimits, run_python
+
+CHOICE_LETTERS = "ABCDEFGHIJ"
+MAX_ANSWER_CHARS = 2000  # longer "answers" are refused unparsed: sympy can take minutes on them
+_MATH_TIMEOUT_S = 5
+
+# ----------------------------------------------------------------------------------------------- boxed
+
+_BOX_START = re.compile(r"\\(?:boxed|fbox)\b\s*")
+
+
+def _balanced_group(text: str, open_at: int) -> str | None:
+    """Contents of the {...} group whose "{" is at `open_at`; escaped braces (\\{ \\}) do not count."""
+    depth = 0
+    i = open_at
+    while i < len(text):
+        c = text[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                return text[open_at + 1 : i]
+        i += 1
+    return None
+
+
+def extract_boxed(text: str) -> str | None:
+    """The content of the last complete \\boxed{...} (or \\fbox{...}); also the bare form `\\boxed 5`."""
+    found: str | None = None
+    for m in _BOX_START.finditer(text):
+        if m.end() < len(text) and text[m.end()] == "{":
+            content = _balanced_group(text, m.end())
+        elif m.group(0)[-1:].isspace():  # "\boxed 5": a single bare token
+            bare = re.match(r"[^\s$\\{}]+", text[m.end() :])
+            content = bare.group(0) if bare else None
+        else:
+            content = None
+        if content is not None:
+            found = content
+    return found.strip() if found is not None else None
+
+
+# ------------------------------------------------------------------------------------------------ math
+
+_TEXT_WRAPPER = re.compile(r"^\\(?:text|textbf|textit|mathrm|mbox)\s*\{(.*)\}$", re.S)
+_NOT_TEXT = frozenset({"inf", "infty", "infinity", "pi", "sqrt", "sin", "cos", "tan", "log", "ln", "exp"})
+
+
+def _text_key(answer: str) -> str | None:
+    """Lower-case letters of an answer with \\text{} wrappers, spaces and punctuation dropped;
+    None if anything else (a digit, an operator, a command) is left."""
+    s = answer.strip().strip("$").strip()
+    s = re.sub(r"\\(?:text|textbf|textit|mathrm|mbox)\s*\{([^{}]*)\}", r"\1", s)
+    letters = re.sub(r"[\s().,;:!'\"*-]", "", s).lower()
+    return letters if letters.isalpha() else None
+
+
+def _text_answer(reference: str) -> str | None:
+    """The text key of a reference that is a word rather than mathematics, else None."""
+    key = _text_key(reference)
+    if key is None:
+        return None
+    s = reference.strip().strip("$").strip()
+    if _TEXT_WRAPPER.match(s) or (len(key) >= 3 and key not in _NOT_TEXT and "\\" not in s):
+        return key
+    return None
+
+
+def _strip_math_delimiters(s: str) -> str:
+    s = s.strip()
+    for left, right in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
+        if s.startswith(left) and s.endswith(right) and len(s) > len(left) + len(right):
+            return s[len(left) : -len(right)].strip()
+    return s
+
+
+def grade_math(answer_text: str, reference: str, *, require_boxed: bool = False) -> bool:
+    """Whether the final answer in `answer_text` equals `reference` (a bare answer, LaTeX allowed)."""
+    from math_verify import parse, verify  # heavy (sympy): only when math is graded
+
+    ref = extract_boxed(reference) or _strip_math_delimiters(reference)
+    boxed = extract_boxed(answer_text)
+    if boxed is None and require_boxed:
+        return False
+    if len(boxed if boxed is not None else answer_text) > MAX_ANSWER_CHARS * (1 if boxed is not None else 50):
+        return False
+
+    ref_text = _text_answer(ref)
+    if ref_text is not None:
+        pred = boxed if boxed is not None else _last_line(re.split(r"answer\s*(?:is|:)", answer_text, flags=re.I)[-1])
+        return _text_key(pred) == ref_text
+
+    # SIGALRM-based limits only work in the main thread; elsewhere pass None or math-verify raises.
+    timeout = _MATH_TIMEOUT_S if threading.current_thread() is threading.main_thread() else None
+    gold = parse("\\boxed{" + ref + "}", parsing_timeout=timeout)  # type: ignore[arg-type]
+    if not gold:
+        return False
+    pred_source = "\\boxed{" + _clean_boxed(boxed) + "}" if boxed is not None else answer_text
+    pred = parse(pred_source, parsing_timeout=timeout)  # type: ignore[arg-type]
+    if not pred:
+        return False
+    return bool(verify(gold, pred, timeout_seconds=timeout))
+
+
+def _clean_boxed(content: str) -> str:
+    """Undo formatting math-verify trips on: a sentence's full stop, a bold or \\text wrapper."""
+    s = re.sub(r"(?<!\.)\.\s*$", "", content.strip())
+    wrapped = _TEXT_WRAPPER.match(s)
+    return wrapped.group(1).strip() if wrapped else s
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+# -------------------------------------------------------------------------------------- multiple choice
+
+_L = f"[{CHOICE_LETTERS}]"
+_CHOICE_PATTERNS = [
+    # "the answer is (B)", "Answer: **C**", "final answer: D", "correct option is B."
+    re.compile(
+        rf"(?:answer|option|choice)\s*(?:is|:)?\s*(?:is\s*)?[:\s]*(?:\*\*|\\textbf\{{)?\s*\(?({_L})\)?(?![A-Za-z0-9])",
+        re.I,
+    ),
+    re.compile(rf"\(({_L})\)"),  # a lone "(C)"
+    re.compile(rf"^\s*\**\(?({_L})[).:]?\**\s*$", re.M),  # a line that is just "C", "C.", "(C)"
+]
+
+
+def extract_choice(text: str, letters: str = CHOICE_LETTERS) -> str | None:
+    """The chosen option letter: last boxed letter, else the last "answer is X", else a lone (X) or X line."""
+    boxed = extract_boxed(text)
+    if boxed is not None:
+        letter = re.sub(r"\\(?:text|textbf|mathrm)\s*\{([^{}]*)\}", r"\1", boxed)
+        letter = letter.strip().strip("()[]. ").upper()
+        if len(letter) == 1 and letter in letters:
+            return letter
+    for pattern in _CHOICE_PATTERNS:
+        hits = [m.group(1).upper() for m in pattern.finditer(text) if m.group(1).upper() in letters]
+        if hits:
+            return hits[-1]
+    return None
+
+
+def grade_choice(answer_text: str, correct_letter: str) -> bool:
+    return extract_choice(answer_text) == correct_letter.strip().upper()
+
+
+def shuffle_options(options: list[str], correct_index: int, seed: str | int) -> tuple[list[str], str]:
+    """Options in an order fixed by `seed` (same seed, same order on every run and machine) and the
+    letter the correct one ends up under."""
+    if not 0 <= correct_index < len(options) <= len(CHOICE_LETTERS):
+        raise ValueError(f"correct_index {correct_index} out of range for {len(options)} options")
+    order = list(range(len(options)))
+    random.Random(f"{seed}").shuffle(order)  # a string seed hashes the same everywhere
+    return [options[i] for i in order], CHOICE_LETTERS[order.index(correct_index)]
+
+
+# ------------------------------------------------------------------------------------------------ code
+
+_FENCE = re.compile(r"```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
+_PY_LANGS = frozenset({"", "python", "py", "python3", "py3"})
+_CODE_LINE = re.compile(r"^(?:def |class |import |from \S+ import |async def |@\w)", re.M)
+
+
+def extract_code(text: str) -> str | None:
+    """The last fenced Python (or untagged) block; else the last fenced block of any language; an
+    unclosed final fence counts (truncated output). Without fences, the text itself if it looks like code."""
+    blocks = [(m.group(1).lower(), m.group(2)) for m in _FENCE.finditer(text)]
+    python_blocks = [code for lang, code in blocks if lang in _PY_LANGS]
+    chosen = python_blocks[-1] if python_blocks else (blocks[-1][1] if blocks else None)
+    if chosen is not None:
+        return chosen.strip("\n") or None
+    if _CODE_LINE.search(text):
+        return text.strip("\n")
+    return None
+
+
+@dataclass
+class CodeGrade:
+    passed: bool
+    status: str  # "passed", "failed", "timeout", "memory", "error", "no_code"
+    output: str  # tail of stdout + stderr, for the reason
+    wall_s: float = 0.0
+
+
+_OUTPUT_TAIL = 4000
+
+
+async def grade_code(
+    solution_text: str,
+    *,
+    tests: str,
+    entry_point: str,
+    test_setup: str = "",
+    stub: str = "",
+    limits: SandboxLimits | None = None,
+) -> CodeGrade:
+    """Run the extracted solution against `tests` in the sandbox.
+
+    HumanEval-style tests (they define `check(candidate)`) are followed by `check(<entry_point>)`;
+    MBPP-style tests (assert lines) run as they are. If the code does not define `entry_point` and a
+    `stub` (the prompt's signature) is given, the code is taken as the body that completes the stub.
+    The run passes only if it exits 0 AND prints a per-run random marker after the tests, so a
+    solution that calls exit(0) early does not pass.
+    """
+    code = extract_code(solution_text)
+    if code is None and stub and solution_text.strip():
+        code = solution_text.strip("\n")  # a bare completion of the stub, HumanEval style
+    if code is None:
+        return CodeGrade(False, "no_code", "no code found in the answer")
+    if stub and not re.search(rf"^\s*(?:async\s+)?def\s+{re.escape(entry_point)}\s*\(", code, re.M):
+        code = stub.rstrip("\n") + "\n" + code
+    marker = f"CONCLAVE-TESTS-PASSED-{secrets.token_hex(16)}"
+    call = f"\ncheck({entry_point})\n" if re.search(r"^def\s+check\s*\(", tests, re.M) else "\n"
+    program = "\n\n".join(part for part in (test_setup, code, tests + call, f"print({marker!r})") if part)
+    result = await run_python(program, limits=limits or SandboxLimits())
+    output = (result.stdout + result.stderr).replace(marker, "")[-_OUTPUT_TAIL:]
+    completed = result.stdout.rstrip().endswith(marker)
+    if result.status == "ok" and completed:
+        return CodeGrade(True, "passed", output, result.wall_s)
+    status = result.status if result.status != "ok" else "failed"
+    if result.status == "ok" and not completed:
+        output = (output + "\n[the tests did not run to the end]").lstrip()
+    if result.detail:
+        output = (output + f"\n[{result.detail}]").lstrip()
+    return CodeGrade(False, status, output, result.wall_s)
