@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 
@@ -155,3 +155,37 @@ def available() -> list[str]:
 
 def for_problem(problem: problem_pb2.Problem) -> Profile:
     return load(problem.profile or DEFAULT_FOR_KIND.get(problem.kind, "open"))
+
+
+OVERRIDE_PREFIX = "profile."
+_INT_OVERRIDES = ("critic_rounds", "max_turns", "n_cap", "n_min", "initial_n", "parse_retries")
+
+
+def with_overrides(profile: Profile, metadata: dict[str, str]) -> Profile:
+    """Applies `profile.<field>` keys of a problem's metadata (what `conclave eval --sweep` sets).
+
+    `profile.k_cap` cuts the budget menu; `profile.n_min` = `profile.n_cap` fixes the team size.
+    """
+    changes: dict[str, object] = {}
+    for key, value in metadata.items():
+        if not key.startswith(OVERRIDE_PREFIX):
+            continue
+        name = key.removeprefix(OVERRIDE_PREFIX)
+        try:
+            number = int(value)
+        except ValueError as exc:
+            raise ProfileError(f"metadata {key}={value!r} is not a whole number") from exc
+        if name in _INT_OVERRIDES:
+            changes[name] = number
+        elif name == "k_cap":
+            menu = tuple(k for k in profile.budget_menu if k <= number) or (number,)
+            changes["budget_menu"] = menu
+        else:
+            raise ProfileError(f"metadata {key} overrides nothing; known: {', '.join(_INT_OVERRIDES)}, k_cap")
+    if not changes:
+        return profile
+    n_min = int(changes.get("n_min", profile.n_min))  # type: ignore[arg-type]
+    n_cap = int(changes.get("n_cap", max(profile.n_cap, n_min)))  # type: ignore[arg-type]
+    changes.setdefault("initial_n", min(max(profile.initial_n, n_min), n_cap))
+    changes["n_cap"] = n_cap
+    return replace(profile, **changes)  # type: ignore[arg-type]

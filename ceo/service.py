@@ -64,7 +64,7 @@ class CeoService(Service[CeoSettings]):
         # Publishers may write to the queue directly; check again what intake checks.
         errors = problem_errors(problem)
         try:
-            profile = profiles.for_problem(problem)
+            profile = profiles.with_overrides(profiles.for_problem(problem), dict(problem.metadata))
         except profiles.ProfileError as exc:
             errors.append(str(exc))
         if errors:

@@ -94,7 +94,8 @@ class RoleService(Service[AgentSettings]):
 
     async def _serve(self, task: agents_pb2.RoleTask, ctx: WorkContext) -> agents_pb2.RoleReply:
         try:
-            profile = profiles.load(task.profile) if task.profile else profiles.for_problem(task.problem)
+            base = profiles.load(task.profile) if task.profile else profiles.for_problem(task.problem)
+            profile = profiles.with_overrides(base, dict(task.problem.metadata))
         except profiles.ProfileError as exc:
             return self._error_reply(task, f"profile: {exc}")
         try:

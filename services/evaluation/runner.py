@@ -1,0 +1,158 @@
+"""`conclave eval`: publish a benchmark to the bus, collect and grade the results, write a report.
+
+Resumable: every graded problem is a line in OUT/results.jsonl, and a rerun skips the ids already
+there. Problem ids are stable per (benchmark, mode, settings), so a problem interrupted mid-run is not
+solved twice: its result is picked up from the RESULTS stream if it finished meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from nats.aio.client import Client
+from nats.js.errors import NotFoundError
+
+from conclave.v1 import agents_pb2, outcome_pb2
+from services.bus import subjects, topology
+from services.client.problems import item_to_problem
+from services.client.solve import solve
+from services.evaluation.graders import grade_choice, grade_code, grade_math
+from services.evaluation.loaders import BenchItem
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    benchmark: str
+    mode: str = "mas"  # "mas" or "single"
+    profile: str = ""
+    limit: int = 0
+    concurrency: int = 4
+    timeout_s: float = 3600.0
+    # Overrides along the paper's scaling axes (0 = the profile's value); carried in problem metadata.
+    max_turns: int = 0
+    critic_rounds: int = 0
+    team_size: int = 0
+    k_cap: int = 0
+
+    def tag(self) -> str:
+        key = json.dumps(asdict(self) | {"limit": 0, "concurrency": 0, "timeout_s": 0}, sort_keys=True)
+        return hashlib.blake2b(key.encode(), digest_size=4).hexdigest()
+
+    def overrides(self) -> dict[str, str]:
+        out = {}
+        if self.critic_rounds:
+            out["profile.critic_rounds"] = str(self.critic_rounds)
+        if self.team_size:
+            out["profile.n_min"] = out["profile.n_cap"] = str(self.team_size)
+        if self.k_cap:
+            out["profile.k_cap"] = str(self.k_cap)
+        return out
+
+
+@dataclass
+class Graded:
+    id: str
+    problem_id: str
+    correct: bool
+    extracted: str
+    stop_reason: str
+    turns: int
+    total_tokens: int
+    tokens_by_role: dict[str, int]
+    wall_s: float
+    consensus: bool
+    decisions: list[dict] = field(default_factory=list)
+    fallbacks: int = 0
+    grade_note: str = ""
+
+
+async def grade(item: BenchItem, result: outcome_pb2.Result) -> tuple[bool, str]:
+    answer = result.answer
+    if result.status != "ok" or not answer:
+        return False, result.error.message or "no answer"
+    if item.kind == "math":
+        return grade_math(answer, str(item.reference_answer)), ""
+    if item.kind == "multiple_choice":
+        return grade_choice(answer, item.correct_letter or ""), ""
+    if item.kind == "code":
+        g = await grade_code(answer, tests=item.tests or "", entry_point=item.entry_point or "",
+                             test_setup=item.test_setup, stub=item.stub or "")
+        return g.passed, g.status
+    return False, "open-ended answers are not graded"
+
+
+async def trajectory_of(nc: Client, problem_id: str) -> outcome_pb2.Trajectory | None:
+    try:
+        raw = await nc.jetstream().get_last_msg(topology.TRAJECTORIES.name, subjects.trajectory(problem_id))
+    except NotFoundError:
+        return None
+    return outcome_pb2.Trajectory.FromString(raw.data)
+
+
+def load_done(path: Path) -> dict[str, Graded]:
+    done: dict[str, Graded] = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                g = Graded(**json.loads(line))
+                done[g.id] = g
+    return done
+
+
+async def run_eval(
+    nc: Client, items: list[BenchItem], settings: RunSettings, out_dir: Path,
+    progress: Callable[[Graded | None, int, int], None] | None = None,
+) -> list[Graded]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results_path = out_dir / "results.jsonl"
+    items = items[: settings.limit] if settings.limit else items
+    done = load_done(results_path)
+    todo = [i for i in items if i.id not in done]
+    slots = asyncio.Semaphore(max(1, settings.concurrency))
+    lock = asyncio.Lock()
+    prefix = f"{settings.benchmark}-{settings.mode}-{settings.tag()}-"
+    if progress:
+        progress(None, len(items) - len(todo), len(items))
+
+    async def one(item: BenchItem) -> None:
+        async with slots:
+            problem = item_to_problem(item, profile=settings.profile, single_agent=settings.mode == "single",
+                                      prefix=prefix, max_turns=settings.max_turns)
+            for key, value in settings.overrides().items():
+                problem.metadata[key] = value
+            started = time.monotonic()
+            try:
+                result = await solve(nc, problem, timeout_s=settings.timeout_s)
+            except TimeoutError:
+                result = outcome_pb2.Result(problem_id=problem.id, status="error", stop_reason="timeout",
+                                            wall_s=time.monotonic() - started)
+            ok, note = await grade(item, result)
+            traj = await trajectory_of(nc, problem.id)
+            decisions = [
+                {"turn": d.turn, "action": agents_pb2.CeoDecision.Action.Name(d.action).removeprefix("ACTION_").lower(),
+                 "n": d.recruit_number, "k": d.max_tokens, "fallback": d.fallback}
+                for d in (traj.decisions if traj else [])
+            ]
+            graded = Graded(
+                id=item.id, problem_id=problem.id, correct=ok, extracted=result.extracted_answer[:500],
+                stop_reason=result.stop_reason, turns=result.turns, total_tokens=result.total_tokens,
+                tokens_by_role={agents_pb2.Role.Name(t.role).removeprefix("ROLE_").lower():
+                                t.prompt_tokens + t.completion_tokens for t in result.tokens},
+                wall_s=result.wall_s, consensus=result.consensus, decisions=decisions,
+                fallbacks=result.fallbacks, grade_note=note,
+            )
+            async with lock:
+                with results_path.open("a", encoding="utf-8") as f:
+                    f.write(json.dumps(asdict(graded)) + "\n")
+                done[item.id] = graded
+                if progress:
+                    progress(graded, len(done), len(items))
+
+    await asyncio.gather(*(one(i) for i in todo))
+    return [done[i.id] for i in items if i.id in done]
