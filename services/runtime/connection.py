@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-import nats
 from nats.aio.client import Client
 
 from services.runtime.settings import RuntimeSettings
@@ -13,7 +12,11 @@ log = logging.getLogger(__name__)
 
 
 async def connect(settings: RuntimeSettings, name: str) -> Client:
+    nc = Client()
+
     async def on_disconnect() -> None:
+        if nc.is_closed or nc.is_draining:
+            return  # our own shutdown, not an outage
         log.warning("nats disconnected; reconnecting", extra={"nats_url": settings.nats_url})
 
     async def on_reconnect() -> None:
@@ -25,7 +28,7 @@ async def connect(settings: RuntimeSettings, name: str) -> Client:
     async def on_closed() -> None:
         log.info("nats connection closed")
 
-    return await nats.connect(
+    await nc.connect(
         servers=[s.strip() for s in settings.nats_url.split(",")],
         name=name,
         connect_timeout=settings.nats_connect_timeout_s,
@@ -37,3 +40,4 @@ async def connect(settings: RuntimeSettings, name: str) -> Client:
         error_cb=on_error,
         closed_cb=on_closed,
     )
+    return nc
