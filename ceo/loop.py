@@ -322,6 +322,7 @@ class ProblemRun:
             wall_s=time.time() - st.started_at, stop_reason=st.stop_reason, correct=self.grade(extracted, st),
             consensus=bool(st.consensus) and all(st.consensus), metadata=dict(self.p.metadata),
             profile=self.profile.name, single_agent=self.p.single_agent, fallbacks=st.fallbacks,
+            stop_detail=st.stop_note,
         )
         if st.stop_reason == "error":
             result.error.CopyFrom(outcome_pb2.Error(code="step_failed", message=st.stop_note, problem_id=self.p.id))

@@ -63,7 +63,7 @@ class RoleTokens(_message.Message):
     def __init__(self, role: _Optional[_Union[_agents_pb2.Role, str]] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., calls: _Optional[int] = ...) -> None: ...
 
 class Result(_message.Message):
-    __slots__ = ("problem_id", "status", "answer", "extracted_answer", "turns", "tokens", "total_tokens", "wall_s", "stop_reason", "error", "correct", "consensus", "metadata", "profile", "single_agent", "fallbacks")
+    __slots__ = ("problem_id", "status", "answer", "extracted_answer", "turns", "tokens", "total_tokens", "wall_s", "stop_reason", "error", "correct", "consensus", "metadata", "profile", "single_agent", "fallbacks", "stop_detail")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +87,7 @@ class Result(_message.Message):
     PROFILE_FIELD_NUMBER: _ClassVar[int]
     SINGLE_AGENT_FIELD_NUMBER: _ClassVar[int]
     FALLBACKS_FIELD_NUMBER: _ClassVar[int]
+    STOP_DETAIL_FIELD_NUMBER: _ClassVar[int]
     problem_id: str
     status: str
     answer: str
@@ -103,7 +104,8 @@ class Result(_message.Message):
     profile: str
     single_agent: bool
     fallbacks: int
-    def __init__(self, problem_id: _Optional[str] = ..., status: _Optional[str] = ..., answer: _Optional[str] = ..., extracted_answer: _Optional[str] = ..., turns: _Optional[int] = ..., tokens: _Optional[_Iterable[_Union[RoleTokens, _Mapping]]] = ..., total_tokens: _Optional[int] = ..., wall_s: _Optional[float] = ..., stop_reason: _Optional[str] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., correct: _Optional[int] = ..., consensus: _Optional[bool] = ..., metadata: _Optional[_Mapping[str, str]] = ..., profile: _Optional[str] = ..., single_agent: _Optional[bool] = ..., fallbacks: _Optional[int] = ...) -> None: ...
+    stop_detail: str
+    def __init__(self, problem_id: _Optional[str] = ..., status: _Optional[str] = ..., answer: _Optional[str] = ..., extracted_answer: _Optional[str] = ..., turns: _Optional[int] = ..., tokens: _Optional[_Iterable[_Union[RoleTokens, _Mapping]]] = ..., total_tokens: _Optional[int] = ..., wall_s: _Optional[float] = ..., stop_reason: _Optional[str] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., correct: _Optional[int] = ..., consensus: _Optional[bool] = ..., metadata: _Optional[_Mapping[str, str]] = ..., profile: _Optional[str] = ..., single_agent: _Optional[bool] = ..., fallbacks: _Optional[int] = ..., stop_detail: _Optional[str] = ...) -> None: ...
 
 class TrajectoryMessage(_message.Message):
     __slots__ = ("seq", "turn", "round", "role", "index", "persona", "call", "fallback", "fallback_reason", "agree")
