@@ -41,6 +41,8 @@ class RunConfig:
     k_cap: int
     honour_stop: bool | None
     default_model: str
+    # The paper's code asks critics one after another; we ask them concurrently unless this is set.
+    serial_critics: bool = False
 
 
 class ProblemRun:
@@ -204,7 +206,10 @@ class ProblemRun:
                            direction=st.direction, memory=st.critic_memory[i][-self.profile.critic_memory:])
             for i, persona in enumerate(critics)
         ]
-        replies = await steps.run(tasks)  # the critics of one round run concurrently
+        if self.cfg.serial_critics:
+            replies = [(await steps.run([t]))[0] for t in tasks]
+        else:
+            replies = await steps.run(tasks)  # the critics of one round run concurrently
         for r in replies:
             st.record_reply(r)
         await self.message_events(st, replies)

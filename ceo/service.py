@@ -36,6 +36,7 @@ class CeoSettings(RuntimeSettings):
     k_cap: int = Field(0, description="cap on the per-agent budget K, for pods with small contexts (0 = none)")
     honour_stop: bool | None = Field(None, description="override the profiles' honour_stop (paper code: false)")
     default_model: str = ""
+    serial_critics: bool = Field(False, description="ask critics one after another, as the paper's code does")
 
 
 class CeoService(Service[CeoSettings]):
@@ -49,7 +50,8 @@ class CeoService(Service[CeoSettings]):
         self._kv = await rt.js.key_value(topology.PROBLEM_STATE.bucket)
         self._metrics = CeoMetrics(rt.registry)
         self._cfg = RunConfig(step_timeout_s=self.settings.step_timeout_s, k_cap=self.settings.k_cap,
-                              honour_stop=self.settings.honour_stop, default_model=self.settings.default_model)
+                              honour_stop=self.settings.honour_stop, default_model=self.settings.default_model,
+                              serial_critics=self.settings.serial_critics)
         rt.add_worker(topology.CEO_CONSUMER, self.handle)
 
     async def handle(self, ctx: WorkContext) -> None:
