@@ -247,7 +247,9 @@ class ProblemRun:
                 st.execution = {"passed": reply.execution.passed, "status": reply.execution.status,
                                 "dataset_tests": reply.execution.dataset_tests}
                 st.execution_plan = st.plan
-                self._last_execution = reply.execution
+                traj = st.trajectory()
+                traj.executions.append(reply.execution)
+                st.set_trajectory(traj)
                 await self.event(st, "execution", role=R.ROLE_EXECUTOR, execution=reply.execution,
                                  text=reply.execution.status)
         st.phase = S.EVALUATE

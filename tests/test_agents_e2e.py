@@ -185,3 +185,34 @@ async def test_a_sigkilled_service_mid_problem_still_completes_exactly_once(agen
     assert counts == {"results": 1, "trajectories": 1}
     steps = [(m.turn, m.round, m.role, m.index) for m in traj.messages]
     assert len(steps) == len(set(steps)), f"a step was recorded twice: {steps}"
+
+
+@pytest.fixture
+def agent_stack(nats_server, tmp_path):
+    from tests.agents.env import agent_stack_factory
+
+    return agent_stack_factory(nats_server, tmp_path)
+
+
+async def test_a_code_problem_is_run_against_its_tests_in_the_sandbox(agent_stack):
+    good = "```python\ndef add(a, b):\n    return a + b\n```"
+    buggy = "```python\ndef add(a, b):\n    return a - b\n```"
+    script = team(
+        ceo=[(R.ROLE_CEO, ".", ceo(n=2, k=2048, direction="Write add(a, b) and make the tests pass."))],
+        solver=[(R.ROLE_SOLVER, "disagreed", good), (R.ROLE_SOLVER, ".", buggy)],
+        critic=[(R.ROLE_CRITIC, r"a - b", "Subtracting is wrong: add must return the sum of both numbers.\n[Disagree]")],
+        evaluator=[(R.ROLE_EVALUATOR, r"dataset's tests: ok", CORRECT), (R.ROLE_EVALUATOR, ".", WRONG)],
+    )
+    problem = problem_pb2.Problem(id="code-1", kind=problem_pb2.PROBLEM_KIND_CODE, profile="humaneval",
+                                  text="Write a function add(a, b) that returns a + b.")
+    problem.code.entry_point = "add"
+    problem.code.tests = "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(-1, 1) == 0\n"
+    async with agent_stack(script) as env:
+        result = await env.solve(problem)
+        traj = await env.trajectory("code-1")
+    assert result.stop_reason == "accepted" and "return a + b" in result.extracted_answer
+    (execution,) = traj.executions
+    assert execution.passed and execution.dataset_tests and execution.status == "ok"
+    executor = [m for m in traj.messages if m.role == R.ROLE_EXECUTOR]
+    assert executor == []  # dataset tests: the executor made no model call
+    assert result.correct == 1
