@@ -43,6 +43,8 @@ class BusTiming:
     backoff_s: tuple[float, ...] = (30.0, 60.0, 120.0, 300.0)
     # Publishes with a Nats-Msg-Id already seen within this window are dropped.
     duplicate_window_s: float = 600.0
+    # Copies of each stream and bucket in a NATS cluster (3 survives one server down); 1 on one server.
+    replicas: int = 1
 
     @property
     def effective_ack_wait_s(self) -> float:
@@ -174,6 +176,7 @@ def stream_config(spec: StreamSpec, timing: BusTiming) -> StreamConfig:
         max_msg_size=spec.max_msg_size,
         duplicate_window=timing.duplicate_window_s,
         allow_direct=True,
+        num_replicas=timing.replicas,
     )
 
 
@@ -199,7 +202,8 @@ class DeclareReport:
 
 
 def _same_stream(have: StreamConfig, want: StreamConfig) -> bool:
-    keys = ("subjects", "retention", "max_age", "max_msg_size", "duplicate_window", "discard", "description")
+    keys = ("subjects", "retention", "max_age", "max_msg_size", "duplicate_window", "discard", "description",
+            "num_replicas")
     return all(_norm(getattr(have, k)) == _norm(getattr(want, k)) for k in keys)
 
 
@@ -258,6 +262,7 @@ async def declare(js: JetStreamContext, timing: BusTiming) -> DeclareReport:
         except (NotFoundError, BadRequestError):
             await js.create_key_value(
                 KeyValueConfig(
+                    replicas=timing.replicas,
                     bucket=bspec.bucket,
                     description=bspec.description,
                     history=bspec.history,

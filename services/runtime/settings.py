@@ -39,6 +39,7 @@ class RuntimeSettings(BaseSettings):
     max_deliver: int = 5
     backoff_s: tuple[float, ...] = (30.0, 60.0, 120.0, 300.0)
     duplicate_window_s: float = 600.0
+    stream_replicas: int = Field(1, description="copies of each stream/bucket; 3 in a 3-node NATS cluster")
 
     @classmethod
     def settings_customise_sources(
@@ -61,6 +62,7 @@ class RuntimeSettings(BaseSettings):
             max_deliver=self.max_deliver,
             backoff_s=tuple(self.backoff_s),
             duplicate_window_s=self.duplicate_window_s,
+            replicas=self.stream_replicas,
         )
 
     def instance_name(self, service: str) -> str:
