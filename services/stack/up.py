@@ -25,6 +25,8 @@ class StackOptions:
     # Extra processes the stack runs beside the services (e.g. the CPU model pod).
     extra: list[ProcessSpec] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    # Settings for one service only, e.g. {"inference": {"CONCLAVE_PODS": "http://127.0.0.1:8081"}}.
+    service_env: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 class Stack:
@@ -61,7 +63,8 @@ class Stack:
             entry = registry.get(name)
             for i in range(entry.replicas):
                 suffix = f"-{i}" if entry.replicas > 1 else ""
-                self.supervisor.add(ProcessSpec(name=f"{name}{suffix}", argv=service_argv(name), env=env))
+                self.supervisor.add(ProcessSpec(name=f"{name}{suffix}", argv=service_argv(name),
+                                                env={**env, **self.opts.service_env.get(name, {})}))
 
     async def stop(self) -> None:
         await self.supervisor.stop()
