@@ -26,6 +26,7 @@ SERVICES: dict[str, ServiceEntry] = {
     e.name: e
     for e in (
         ServiceEntry("intake", "services.intake.service:build", "validates published problems and queues them"),
+        ServiceEntry("inference", "services.inference.service:build", "the gRPC gateway in front of the model pods"),
         ServiceEntry("ceo", "ceo.service:build", "runs each problem's loop: turns, team size, direction, budgets"),
         ServiceEntry("recruiter", "services.agents.service:build_recruiter", "names the experts of each turn"),
         ServiceEntry("solver", "services.agents.service:build_solver", "writes and revises the solution"),

@@ -13,6 +13,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("services.cli.serve_cmd", "run one service in the foreground (the container entrypoint)"),
     "solve": ("services.cli.solve_cmd", "solve one problem with the agent team and watch it live"),
     "submit": ("services.cli.submit_cmd", "publish a JSONL batch of problems and write their results"),
+    "infer": ("services.inference.cli", "stream a completion through the inference gateway (checks your pods)"),
     "eval": ("services.cli.eval_cmd", "run a benchmark, grade it, write a report (mas or single agent)"),
 }
 

@@ -56,3 +56,6 @@ def configure(service: str, level: str = "INFO", json_lines: bool = True) -> Non
     root.setLevel(level.upper())
     # nats-py logs every reconnect attempt at ERROR; our connection callbacks say it better.
     logging.getLogger("nats.aio.client").setLevel(logging.CRITICAL)
+    # One line per HTTP request (health checks every few seconds) drowns everything else.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
