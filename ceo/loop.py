@@ -62,10 +62,12 @@ class ProblemRun:
         try:
             entry = await self.kv.get(self.p.id)
             st = ProblemState.from_bytes(entry.value)
+            self.resuming = True
             log.info("resuming problem at turn %d, phase %s", st.turn, st.phase)
             self.m.resumed.inc()
             return st
         except (KeyNotFoundError, NotFoundError):
+            self.resuming = False
             return ProblemState(problem_id=self.p.id, n=self.profile.initial_n)
 
     async def save(self, st: ProblemState) -> None:
@@ -117,7 +119,7 @@ class ProblemRun:
     # ------------------------------------------------------------------ the loop
     async def run(self) -> None:
         st = await self.load()
-        async with StepRunner(self.nc, self.js, self.p.id, self.cfg.step_timeout_s) as steps:
+        async with StepRunner(self.nc, self.js, self.p.id, self.cfg.step_timeout_s, resuming=self.resuming) as steps:
             while st.phase != S.FINISH:
                 if self.out_of_time(st):
                     self.stop(st, "deadline", f"deadline of {self.p.limits.deadline_s:.0f}s passed")

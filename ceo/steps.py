@@ -41,8 +41,11 @@ def step_of(tid: str) -> str:
 
 
 class StepRunner:
-    def __init__(self, nc: Client, js: JetStreamContext, problem_id: str, timeout_s: float) -> None:
+    def __init__(self, nc: Client, js: JetStreamContext, problem_id: str, timeout_s: float, *,
+                 resuming: bool) -> None:
         self._nc, self._js, self._pid, self._timeout = nc, js, problem_id, timeout_s
+        # A fresh problem has no stored replies; only a resumed one must look before publishing.
+        self._look_up_stored = resuming
         self._replies: dict[str, agents_pb2.RoleReply] = {}
         self._arrived = asyncio.Condition()
         self._sub = None
@@ -76,15 +79,21 @@ class StepRunner:
 
     async def run(self, tasks: list[agents_pb2.RoleTask]) -> list[agents_pb2.RoleReply]:
         steps = [step_of(t.task_id) for t in tasks]
+        to_publish = []
         for task, step in zip(tasks, steps, strict=True):
             if step in self._replies:
                 continue
-            stored = await self._stored(step)
+            stored = await self._stored(step) if self._look_up_stored else None
             if stored is not None:
                 self._replies[step] = stored
                 continue
-            await self._js.publish(subjects.task(ROLE_QUEUE[task.role]), task.SerializeToString(),
-                                   headers={MSG_ID: task.task_id})
+            to_publish.append(task)
+        # Concurrent publishes: the critics of a round leave together, not one PubAck after another.
+        await asyncio.gather(*(
+            self._js.publish(subjects.task(ROLE_QUEUE[t.role]), t.SerializeToString(), headers={MSG_ID: t.task_id})
+            for t in to_publish
+        ))
+        self._look_up_stored = False  # the step that was in flight at the crash is settled after this
         async with self._arrived:
             try:
                 await asyncio.wait_for(

@@ -74,12 +74,14 @@ class RoleService(Service[AgentSettings]):
         if not subjects.valid_problem_id(task.problem_id) or "/" not in task.task_id:
             raise Rejected("invalid_task", f"task {task.task_id!r} of problem {task.problem_id!r} is malformed")
         reply_subject = subjects.reply(task.problem_id, step_of(task.task_id))
-        try:
-            await self._rt.js.get_last_msg(topology.REPLIES.name, reply_subject)
-            self._served.labels(self.agent.role, "already_answered").inc()
-            return
-        except NotFoundError:
-            pass
+        if ctx.deliveries > 1:
+            # A redelivery: the crashed worker may have answered before it could ack.
+            try:
+                await self._rt.js.get_last_msg(topology.REPLIES.name, reply_subject)
+                self._served.labels(self.agent.role, "already_answered").inc()
+                return
+            except NotFoundError:
+                pass
         with self._seconds.labels(self.agent.role).time():
             reply = await self._serve(task, ctx)
         reply.worker = self._rt.instance

@@ -114,12 +114,13 @@ class JetStreamWorker:
     async def _fetch_loop(self) -> None:
         assert self._sub is not None
         while not self._draining.is_set():
-            free = self._concurrency - len(self._tasks)
-            if free <= 0:
+            if len(self._tasks) >= self._concurrency:
                 await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
                 continue
             try:
-                msgs = await self._sub.fetch(batch=free, timeout=1.0)
+                # One message per pull: nats-py's batched fetch can leave a message waiting on a
+                # lingering pull request for up to its expiry (measured: +400 ms per problem).
+                msgs = await self._sub.fetch(batch=1, timeout=1.0)
             except (NatsTimeoutError, asyncio.TimeoutError):
                 continue
             except Exception as exc:  # the connection is reconnecting: keep trying, say so
