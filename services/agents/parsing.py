@@ -113,11 +113,12 @@ def parse_review(text: str, *, min_reason_words: int = 6) -> Review:
     if last is None:
         raise ParseError("no [Agree] or [Disagree] tag")
     agree = last.group(1).lower() == "agree"
-    reasons = body[: last.start()].strip() or body[last.end():].strip()
+    # Reasons come before the verdict; what follows a tag is usually the prompt's wording echoed back.
+    reasons = body[: last.start()].strip()
     if len(re.findall(r"\w+", reasons)) < min_reason_words:
         # The protocol needs reasons: a bare tag gives the solver nothing to revise with.
         raise ParseError("a review needs reasons before its tag, not a bare tag")
-    return Review(agree=agree, text=body)
+    return Review(agree=agree, text=body[: last.end()].strip())
 
 
 def parse_verdict(text: str) -> Verdict:
