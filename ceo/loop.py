@@ -187,16 +187,23 @@ class ProblemRun:
         memory = st.solver_memory[-self.profile.solver_memory:]
         task = self.base_task(st, R.ROLE_SOLVER, persona=self.solver_persona(st), max_tokens=st.k,
                               direction=st.direction, memory=memory)
+        reply = await self._new_plan(st, steps, task, self.solver_persona(st))
+        if reply is not None:
+            for mem in st.critic_memory:
+                mem.append((self.solver_persona(st), reply.content))
+
+    async def _new_plan(self, st: ProblemState, steps: StepRunner, task: agents_pb2.RoleTask,
+                        sender: str) -> agents_pb2.RoleReply | None:
+        """Runs a solver-like task; its answer becomes the plan and joins the solver's memory."""
         (reply,) = await steps.run([task])
         st.record_reply(reply)
         await self.message_events(st, [reply])
         if reply.error:
             self.fail_step(st, reply)
-            return
+            return None
         st.plan, st.plan_turn = reply.content, st.turn
-        st.solver_memory.append((self.solver_persona(st), reply.content))
-        for mem in st.critic_memory:
-            mem.append((self.solver_persona(st), reply.content))
+        st.solver_memory.append((sender, reply.content))
+        return reply
 
     async def _review(self, st: ProblemState, steps: StepRunner) -> None:
         critics = st.experts[1:] or ["a careful reviewer"]
@@ -284,15 +291,8 @@ class ProblemRun:
             self.stop(st, "token_ceiling", f"{st.tokens_used} of {self.ceiling} tokens used")
             return
         task = self.base_task(st, R.ROLE_SINGLE, max_tokens=k, memory=st.solver_memory[-self.profile.solver_memory:])
-        (reply,) = await steps.run([task])
-        st.record_reply(reply)
-        await self.message_events(st, [reply])
-        if reply.error:
-            self.fail_step(st, reply)
-            return
-        st.plan, st.plan_turn = reply.content, st.turn
-        st.solver_memory.append(("assistant", reply.content))
-        st.turn += 1
+        if await self._new_plan(st, steps, task, "assistant") is not None:
+            st.turn += 1
 
     def fail_step(self, st: ProblemState, reply: agents_pb2.RoleReply) -> None:
         role = R.Role.Name(reply.role)
