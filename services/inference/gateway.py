@@ -1,0 +1,306 @@
+"""The gateway's request path, free of gRPC: route -> admit -> stream (with failover before the first
+token) -> budget forcing -> ledger -> metrics. `server.py` maps it to and from protobuf.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+
+from services.inference import admission
+from services.inference.backends.base import Backend, GenRequest, PodError, PodUsage
+from services.inference.budget import (
+    ReasoningSpec,
+    answer_allowance,
+    extra_allowance,
+    first_segment_tokens,
+    thinking_open,
+    visible_text,
+)
+from services.inference.ledger import CeilingReached, Ledger, LedgerConflict, Reservation
+from services.inference.metrics import InferenceMetrics
+from services.inference.pods import Pod, PodPool
+from services.inference.router import Router
+
+log = logging.getLogger(__name__)
+
+
+class GatewayError(Exception):
+    """A call that cannot be served; `code` is the gRPC status name the client gets."""
+
+    OUTCOMES = {"RESOURCE_EXHAUSTED": "rejected", "FAILED_PRECONDITION": "ceiling", "INVALID_ARGUMENT": "invalid",
+                "DEADLINE_EXCEEDED": "deadline"}
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    @property
+    def outcome(self) -> str:
+        return self.OUTCOMES.get(self.code, "error")
+
+
+@dataclass(slots=True)
+class Call:
+    req: GenRequest
+    session_key: str = ""
+    priority: int = 0
+    reasoning: ReasoningSpec | None = None
+    role: str = "unspecified"
+    ledger_key: str = ""
+    traceparent: str = ""
+
+
+@dataclass(slots=True)
+class Result:
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+    ttft_s: float
+    total_s: float
+    pod: str
+    extra_tokens: int
+    raw_text: str
+    visible_text: str
+    model: str
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    limit: int = 4
+    queue_limit: int = 16
+    max_attempts: int = 3
+    context_length: int = 4096
+    chars_per_token: float = 3.5
+
+
+@dataclass(slots=True)
+class _Segment:
+    pod: Pod | None = None
+    usage: PodUsage | None = None
+
+
+@dataclass
+class Gateway:
+    backend: Backend
+    pool: PodPool
+    router: Router
+    metrics: InferenceMetrics
+    config: GatewayConfig
+    ledger: Ledger | None = None
+    known_models: set[str] = field(default_factory=set)
+    # Mutable: with DNS discovery the pods (and so the default model) may appear after start-up.
+    default_model: str = ""
+    _settling: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def learn_models(self, pools_models: set[str]) -> None:
+        self.known_models |= pools_models
+        if not self.default_model and pools_models:
+            self.default_model = sorted(pools_models)[0]
+
+    def _model_label(self, model: str) -> str:
+        return model if model in self.known_models else "other"
+
+    async def generate(self, call: Call) -> AsyncIterator[str | Result]:
+        """Yields text chunks (raw: thinking and forced tags included), then one Result."""
+        t0 = time.perf_counter()
+        req = call.req
+        if not req.model:
+            req.model = self.default_model
+        spec = call.reasoning
+        label = self._model_label(req.model)
+        reservation: Reservation | None = None
+        raw_parts: list[str] = []
+        ttft = t_last = 0.0
+        n_chunks = 0
+        outcome = "error"
+        result: Result | None = None
+        try:
+            if call.ledger_key:
+                reservation = await self._reserve(call)
+            # The thinking prefill goes out with the first generated chunk, so TTFT stays honest.
+            pending = spec.think_open + "\n" if spec is not None and spec.prefill_think else ""
+            seg1_req = replace(req, assistant_prefix=req.assistant_prefix + pending,
+                               max_tokens=first_segment_tokens(req.max_tokens, spec))
+            seg1 = _Segment()
+            async for text in self._segment(seg1_req, call, seg1, None):
+                if pending:
+                    text, pending = pending + text, ""
+                now = time.perf_counter()
+                if not n_chunks:
+                    ttft = now - t0
+                t_last = now
+                n_chunks += 1
+                raw_parts.append(text)
+                yield text
+            assert seg1.usage is not None and seg1.pod is not None
+            prompt_tokens, generated, finish = seg1.usage.prompt_tokens, seg1.usage.completion_tokens, \
+                seg1.usage.finish_reason
+            pod, extra = seg1.pod, 0
+            if spec is not None and spec.budget_forcing and finish == "length" and seg1_req.max_tokens < req.max_tokens:
+                raw = pending + "".join(raw_parts)
+                forced = thinking_open(raw, spec)
+                if forced:
+                    tail = spec.think_close + "\n"
+                    allowance = answer_allowance(req.max_tokens, self.config.context_length, prompt_tokens, generated)
+                    self.metrics.forced.labels(label).inc()
+                    text, pending = pending + tail, ""
+                    raw_parts.append(text)
+                    yield text
+                    raw += tail
+                else:
+                    allowance = req.max_tokens - generated
+                if allowance > 0:
+                    seg2 = _Segment()
+                    seg2_req = replace(req, assistant_prefix=req.assistant_prefix + raw, max_tokens=allowance)
+                    # Same pod as the first segment when it can take it: its cache holds the whole prefix.
+                    async for text in self._segment(seg2_req, call, seg2, seg1.pod):
+                        if pending:
+                            text, pending = pending + text, ""
+                        t_last = time.perf_counter()
+                        if not n_chunks:
+                            ttft = t_last - t0
+                        n_chunks += 1
+                        raw_parts.append(text)
+                        yield text
+                    assert seg2.usage is not None and seg2.pod is not None
+                    generated += seg2.usage.completion_tokens
+                    finish, pod = seg2.usage.finish_reason, seg2.pod
+                    if forced:
+                        extra = seg2.usage.completion_tokens
+            raw_text = pending + "".join(raw_parts)
+            result = Result(
+                prompt_tokens=prompt_tokens, completion_tokens=generated, finish_reason=finish, ttft_s=ttft,
+                total_s=time.perf_counter() - t0, pod=pod.name, extra_tokens=extra, raw_text=raw_text,
+                visible_text=visible_text(raw_text, spec) if spec is not None and spec.active else raw_text,
+                model=req.model,
+            )
+            if reservation is not None:
+                await self._settle(reservation, prompt_tokens + generated)
+                reservation = None
+            outcome = "ok"
+            yield result
+        except GatewayError as exc:
+            outcome = exc.outcome
+            raise
+        except (GeneratorExit, asyncio.CancelledError):
+            if outcome != "ok":  # closing after the Result was taken is a normal end
+                outcome = "cancelled"
+            raise
+        finally:
+            if reservation is not None:
+                # Cancelled or failed: count what the pod did produce (one streamed delta is one token),
+                # free the rest. In the background, because a cancelled task cannot await reliably.
+                used = self._estimate_prompt(call) + n_chunks if n_chunks else 0
+                task = asyncio.get_running_loop().create_task(self._settle(reservation, used))
+                self._settling.add(task)
+                task.add_done_callback(self._settling.discard)
+            self._observe(call, label, outcome, result, t0, ttft, t_last, n_chunks)
+
+    async def _segment(self, req: GenRequest, call: Call, seg: _Segment, prefer: Pod | None) -> AsyncIterator[str]:
+        """One generation on one pod; moves to another pod if a pod fails before the first token."""
+        tried: set[Pod] = set()
+        last_error: PodError | None = None
+        for _ in range(self.config.max_attempts):
+            candidates = self.router.candidates(call.session_key, tried, prefer)
+            if not candidates:
+                break
+            try:
+                pod = await admission.acquire(candidates, call.priority, n_pods=len(candidates),
+                                              limit=self.config.limit, queue_limit=self.config.queue_limit)
+            except admission.Rejected as exc:
+                self.metrics.rejections.labels("admission").inc()
+                raise GatewayError("RESOURCE_EXHAUSTED", str(exc)) from None
+            started = False
+            try:
+                stream = self.backend.stream(req, pod)
+                try:
+                    async for chunk in stream:
+                        if chunk.usage is not None:
+                            seg.usage, seg.pod = chunk.usage, pod
+                        elif chunk.text:
+                            started = True
+                            yield chunk.text
+                finally:
+                    await stream.aclose()  # type: ignore[attr-defined]
+                if seg.usage is None:
+                    raise PodError(f"{pod.name}: stream ended without usage", retryable=False)
+                return
+            except PodError as exc:
+                if started:
+                    raise GatewayError("UNAVAILABLE", f"pod {pod.name} failed after the first token (not "
+                                       f"retried: the text already streamed): {exc}") from exc
+                if not exc.retryable:
+                    code = "INVALID_ARGUMENT" if exc.status is not None and 400 <= exc.status < 500 else "INTERNAL"
+                    raise GatewayError(code, str(exc)) from exc
+                last_error = exc
+                tried.add(pod)
+                self.metrics.retries.labels(pod.name).inc()
+                if exc.status != 429:
+                    self.pool.eject(pod, str(exc))
+                    self.metrics.ejections.labels(pod.name).inc()
+                log.warning("pod failed before the first token; trying another",
+                            extra={"pod": pod.name, "error": str(exc), "traceparent": call.traceparent})
+            finally:
+                pod.slots.release()
+        if last_error is None:
+            self.metrics.rejections.labels("no_pods").inc()
+            raise GatewayError("UNAVAILABLE", f"no healthy pod among {len(self.pool)}; retry later")
+        raise GatewayError("UNAVAILABLE", f"no pod could serve the call after {len(tried)} attempts: {last_error}")
+
+    def _estimate_prompt(self, call: Call) -> int:
+        req = call.req
+        chars = len(req.prompt) + sum(len(m.content) + 8 for m in req.messages)
+        return int(chars / self.config.chars_per_token) + 1
+
+    async def _reserve(self, call: Call) -> Reservation | None:
+        if self.ledger is None:
+            log.warning("ledger_key given but the gateway has no ledger; not accounted",
+                        extra={"traceparent": call.traceparent})
+            return None
+        tokens = self._estimate_prompt(call) + call.req.max_tokens
+        if call.reasoning is not None and call.reasoning.budget_forcing:
+            tokens += extra_allowance(call.req.max_tokens, self.config.context_length)
+        try:
+            return await self.ledger.reserve(call.ledger_key, tokens)
+        except CeilingReached as exc:
+            self.metrics.rejections.labels("ceiling").inc()
+            raise GatewayError("FAILED_PRECONDITION", str(exc)) from None
+        except LedgerConflict as exc:
+            raise GatewayError("UNAVAILABLE", str(exc)) from None
+        except Exception as exc:  # KV unavailable, invalid key
+            raise GatewayError("UNAVAILABLE", f"token ledger unavailable: {exc!r}") from exc
+
+    async def _settle(self, reservation: Reservation, used: int) -> None:
+        assert self.ledger is not None
+        try:
+            await self.ledger.commit(reservation, used)
+        except Exception as exc:
+            # The reservation expires with the entry (bucket TTL); the call itself is not failed for it.
+            log.error("could not settle a ledger reservation", extra={"ledger_key": reservation.key,
+                                                                      "error": repr(exc)})
+
+    def _observe(self, call: Call, label: str, outcome: str, result: Result | None, t0: float, ttft: float,
+                 t_last: float, n_chunks: int) -> None:
+        m = self.metrics
+        m.requests.labels(label, call.role, outcome).inc()
+        m.e2e.labels(label, call.role).observe(time.perf_counter() - t0)
+        if n_chunks:
+            m.ttft.labels(label).observe(ttft)
+            if n_chunks > 1:
+                m.inter_token.labels(label).observe((t_last - t0 - ttft) / (n_chunks - 1))
+        if result is not None:
+            m.tokens.labels(label, call.role, "prompt").inc(result.prompt_tokens)
+            m.tokens.labels(label, call.role, "completion").inc(result.completion_tokens)
+            if result.extra_tokens:
+                m.tokens.labels(label, call.role, "extra").inc(result.extra_tokens)
+        if outcome != "ok" and outcome != "cancelled":
+            log.info("call failed", extra={"outcome": outcome, "role": call.role, "traceparent": call.traceparent})
+        elif log.isEnabledFor(logging.DEBUG) and result is not None:
+            log.debug("call done", extra={"pod": result.pod, "role": call.role, "prompt_tokens": result.prompt_tokens,
+                                          "completion_tokens": result.completion_tokens, "ttft_s": round(ttft, 4),
+                                          "finish": result.finish_reason, "traceparent": call.traceparent})

@@ -1,0 +1,67 @@
+"""Background upkeep of the pod pool: health probes (which bring ejected pods back) and DNS refresh."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from services.inference.backends.base import Backend, PodError
+from services.inference.pods import Pod, PodPool, resolve
+
+log = logging.getLogger(__name__)
+
+
+class HealthChecker:
+    def __init__(self, pool: PodPool, backend: Backend, *, interval_s: float,
+                 on_change: Callable[[], Awaitable[None]] | None = None) -> None:
+        self._pool = pool
+        self._backend = backend
+        self._interval_s = interval_s
+        self._on_change = on_change
+
+    async def probe(self, pod: Pod) -> None:
+        was = pod.healthy
+        if await self._backend.health(pod):
+            if not was or not pod.models:
+                await self._load_models(pod)
+            self._pool.restore(pod)
+        else:
+            self._pool.eject(pod, "health check failed")
+        if pod.healthy != was and self._on_change is not None:
+            await self._on_change()
+
+    async def probe_due(self) -> None:
+        """Probes healthy pods, and ejected pods whose backoff has passed."""
+        now = time.monotonic()
+        due = [p for p in self._pool if p.healthy or now >= p.retry_at]
+        await asyncio.gather(*(self.probe(p) for p in due), return_exceptions=True)
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval_s)
+            await self.probe_due()
+
+    async def _load_models(self, pod: Pod) -> None:
+        try:
+            pod.models = tuple(await self._backend.list_models(pod))
+        except PodError as exc:
+            log.warning("could not list models", extra={"pod": pod.name, "error": str(exc)})
+
+
+async def refresh_dns(pool: PodPool, dns: str, scheme: str) -> None:
+    try:
+        urls = await resolve(dns, scheme)
+    except (OSError, TimeoutError, ValueError) as exc:
+        # Keep the pods we know: a DNS hiccup must not empty the pool.
+        log.warning("pod DNS lookup failed; keeping the current pods", extra={"dns": dns, "error": repr(exc)})
+        return
+    if urls:
+        pool.set_urls(urls)
+
+
+async def dns_loop(pool: PodPool, dns: str, scheme: str, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        await refresh_dns(pool, dns, scheme)

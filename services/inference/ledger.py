@@ -1,0 +1,145 @@
+"""The token ledger: per-problem token ceilings in the JetStream KV bucket `conclave_token_ledger`.
+
+Key: the problem id. Value: JSON {"ceiling", "reserved", "committed"} (ceiling 0 = no ceiling). A call
+reserves its worst case before it starts, commits what it really used when it ends (which also frees
+its reservation), or releases the reservation when it fails. Every change is an optimistic-concurrency
+update on the entry's last revision, retried on conflict, so gateway replicas and the CEO can share
+an entry without a lock.
+
+The CEO opens the entry with the problem's ceiling (`Ledger.open`); a call whose reservation would cross
+it gets "token ceiling reached".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from dataclasses import asdict, dataclass
+
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from services.bus.topology import TOKEN_LEDGER
+
+log = logging.getLogger(__name__)
+
+
+class CeilingReached(Exception):
+    pass
+
+
+class LedgerConflict(Exception):
+    """Too many concurrent writers on one entry; retrying later may succeed."""
+
+
+@dataclass
+class LedgerEntry:
+    ceiling: int = 0
+    reserved: int = 0
+    committed: int = 0
+
+    @property
+    def spent(self) -> int:
+        return self.committed
+
+    @property
+    def available(self) -> int | None:
+        """Tokens that can still be reserved; None without a ceiling."""
+        return None if not self.ceiling else self.ceiling - self.reserved - self.committed
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes | None) -> LedgerEntry:
+        doc = json.loads(raw or b"{}")
+        return cls(int(doc.get("ceiling", 0)), int(doc.get("reserved", 0)), int(doc.get("committed", 0)))
+
+
+@dataclass(frozen=True)
+class Reservation:
+    key: str
+    tokens: int
+
+
+class Ledger:
+    def __init__(self, js: JetStreamContext, bucket: str = TOKEN_LEDGER.bucket, *, max_attempts: int = 50) -> None:
+        self._js = js
+        self._bucket = bucket
+        self._kv: KeyValue | None = None
+        self._max_attempts = max_attempts
+
+    async def _store(self) -> KeyValue:
+        if self._kv is None:
+            self._kv = await self._js.key_value(self._bucket)
+        return self._kv
+
+    async def entry(self, key: str) -> LedgerEntry | None:
+        kv = await self._store()
+        try:
+            got = await kv.get(key)
+        except KeyNotFoundError:
+            return None
+        return LedgerEntry.decode(got.value)
+
+    async def spent(self, key: str) -> int:
+        entry = await self.entry(key)
+        return entry.committed if entry else 0
+
+    async def open(self, key: str, ceiling: int) -> LedgerEntry:
+        """Creates the problem's entry, or sets the ceiling of an existing one (a resumed CEO)."""
+
+        def change(e: LedgerEntry) -> LedgerEntry:
+            e.ceiling = ceiling
+            return e
+
+        return await self._change(key, change)
+
+    async def reserve(self, key: str, tokens: int) -> Reservation:
+        def change(e: LedgerEntry) -> LedgerEntry:
+            if e.ceiling and e.committed + e.reserved + tokens > e.ceiling:
+                raise CeilingReached(
+                    f"token ceiling reached: {e.committed} committed + {e.reserved} reserved + {tokens} "
+                    f"requested > ceiling {e.ceiling} for {key}"
+                )
+            e.reserved += tokens
+            return e
+
+        await self._change(key, change)
+        return Reservation(key, tokens)
+
+    async def commit(self, reservation: Reservation, used: int) -> LedgerEntry:
+        """Records `used` tokens and frees the reservation."""
+
+        def change(e: LedgerEntry) -> LedgerEntry:
+            e.reserved = max(0, e.reserved - reservation.tokens)
+            e.committed += used
+            return e
+
+        return await self._change(reservation.key, change)
+
+    async def release(self, reservation: Reservation) -> LedgerEntry:
+        return await self.commit(reservation, 0)
+
+    async def _change(self, key: str, change) -> LedgerEntry:  # type: ignore[no-untyped-def]
+        kv = await self._store()
+        for attempt in range(self._max_attempts):
+            try:
+                got = await kv.get(key)
+                entry, revision = LedgerEntry.decode(got.value), got.revision
+            except KeyNotFoundError:
+                entry, revision = LedgerEntry(), None
+            new = change(entry)
+            try:
+                if revision is None:
+                    await kv.create(key, new.encode())
+                else:
+                    await kv.update(key, new.encode(), last=revision)
+                return new
+            except KeyWrongLastSequenceError:
+                # Someone else wrote first: re-read and re-apply; jitter spreads colliding writers.
+                await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+        raise LedgerConflict(f"ledger entry {key} kept changing; gave up after {self._max_attempts} attempts")

@@ -1,0 +1,79 @@
+"""Settings of the inference gateway (environment CONCLAVE_*, or the YAML file named by CONCLAVE_CONFIG)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
+
+from services.runtime.settings import RuntimeSettings
+
+BackendKind = Literal["openai", "vllm", "scripted"]
+
+
+class InferenceSettings(RuntimeSettings):
+    grpc_host: str = Field("127.0.0.1", description="Address the gRPC server binds (0.0.0.0 in a container).")
+    grpc_port: int = Field(50051, description="gRPC port; 0 picks a free one.")
+    backend: BackendKind = Field("openai", description="openai: HTTP pods; vllm: in-process engine; scripted: tests.")
+
+    # Where the pods are: a static list, or a DNS name resolved to many addresses (a Kubernetes
+    # headless service). CONCLAVE_PODS accepts "http://a:8081,http://b:8081" or a JSON list.
+    pods: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Base URLs of the pods.")
+    pods_dns: str = Field("", description="name:port resolved every dns_refresh_s to the pod set.")
+    pods_scheme: str = Field("http", description="Scheme of the URLs built from pods_dns.")
+    dns_refresh_s: float = 10.0
+
+    default_model: str = Field("", description="Model for requests that name none; empty: the pods' first model.")
+    context_length: int = Field(4096, description="Context window of one pod slot, for budget forcing.")
+
+    # Admission: a pod takes at most pod_max_inflight requests (match the pod's parallel slots) and
+    # pod_queue_limit waiting ones; beyond that the gateway answers RESOURCE_EXHAUSTED.
+    pod_max_inflight: int = Field(4, ge=1)
+    pod_queue_limit: int = Field(16, ge=0)
+    virtual_nodes: int = Field(128, ge=1, description="Points per pod on the consistent-hash ring.")
+    max_attempts: int = Field(3, ge=1, description="Pods tried when a call fails before its first token.")
+
+    health_interval_s: float = 2.0
+    health_timeout_s: float = 2.0
+    eject_base_s: float = Field(1.0, description="First ejection backoff; doubles per failure.")
+    eject_max_s: float = 30.0
+
+    connect_timeout_s: float = 2.0
+    # Longest silence between two streamed chunks (prefill of a long prompt included).
+    read_timeout_s: float = 300.0
+    request_timeout_s: float = Field(900.0, description="Upper bound of one call when the client set no deadline.")
+
+    force_margin: int = Field(200, description="Default budget-forcing margin (ReasoningOptions.force_margin).")
+    count_tokens: Literal["pod", "estimate"] = Field(
+        "pod", description="CountTokens: ask a pod's tokenizer, or estimate from characters."
+    )
+    chars_per_token: float = Field(3.5, description="For estimates: ledger reservations, CountTokens=estimate.")
+
+    # The scripted backend (tests and demos only).
+    scripted_file: str = Field("", description="YAML/JSON list of {pattern, response, role} rules.")
+    scripted_latency_s: float = 0.0
+    scripted_token_latency_s: float = 0.0
+
+    # The in-process vLLM engine.
+    vllm_model: str = ""
+    vllm_max_model_len: int = 0
+    vllm_gpu_memory_utilization: float = 0.9
+    vllm_tensor_parallel_size: int = 1
+
+    @field_validator("pods", mode="before")
+    @classmethod
+    def _split_pods(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [p.strip() for p in text.split(",") if p.strip()]
+        return value
+
+    @field_validator("pods")
+    @classmethod
+    def _normalise_pods(cls, value: list[str]) -> list[str]:
+        return [p.rstrip("/") if "://" in p else f"http://{p}".rstrip("/") for p in value]

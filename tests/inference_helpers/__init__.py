@@ -1,0 +1,1 @@
+"""Helpers for the inference gateway tests: real llama.cpp pods as subprocesses, an in-process gateway."""

@@ -1,0 +1,145 @@
+"""The token ledger (JetStream KV) on a real nats-server, alone and through the running service."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from conclave.v1 import inference_pb2, inference_pb2_grpc
+from services.inference.ledger import CeilingReached, Ledger
+from services.inference.service import InferenceService, build
+from services.inference.settings import InferenceSettings
+from services.runtime.lifecycle import run
+from services.stack.natsd import NatsServer
+from tests.conftest import eventually
+from tests.inference_helpers.gateway import chat
+
+
+async def test_reserve_commit_release_and_spent(bus) -> None:  # type: ignore[no-untyped-def]
+    ledger = Ledger(bus)
+    assert await ledger.entry("p1") is None
+    await ledger.open("p1", 1000)
+    r1 = await ledger.reserve("p1", 300)
+    r2 = await ledger.reserve("p1", 200)
+    entry = await ledger.entry("p1")
+    assert entry is not None and (entry.ceiling, entry.reserved, entry.committed) == (1000, 500, 0)
+    await ledger.commit(r1, 120)
+    await ledger.release(r2)
+    entry = await ledger.entry("p1")
+    assert entry is not None and (entry.reserved, entry.committed) == (0, 120)
+    assert await ledger.spent("p1") == 120
+    # Re-opening (a resumed CEO) changes the ceiling and keeps what was spent.
+    await ledger.open("p1", 2000)
+    entry = await ledger.entry("p1")
+    assert entry is not None and (entry.ceiling, entry.committed) == (2000, 120)
+
+
+async def test_ceiling_refuses_a_reservation_that_would_cross_it(bus) -> None:  # type: ignore[no-untyped-def]
+    ledger = Ledger(bus)
+    await ledger.open("p2", 100)
+    await ledger.reserve("p2", 60)
+    with pytest.raises(CeilingReached, match="token ceiling reached"):
+        await ledger.reserve("p2", 41)
+    await ledger.reserve("p2", 40)
+    # Without an entry there is no ceiling, but usage is still tracked.
+    free = await ledger.reserve("p3", 10**6)
+    await ledger.commit(free, 7)
+    assert await ledger.spent("p3") == 7
+
+
+async def test_concurrent_reservations_never_overshoot(bus) -> None:  # type: ignore[no-untyped-def]
+    ledgers = [Ledger(bus) for _ in range(5)]  # as if from several gateway replicas
+    await ledgers[0].open("p4", 100)
+
+    async def attempt(i: int) -> bool:
+        try:
+            await ledgers[i % 5].reserve("p4", 10)
+            return True
+        except CeilingReached:
+            return False
+
+    results = await asyncio.gather(*(attempt(i) for i in range(25)))
+    assert sum(results) == 10
+    entry = await ledgers[0].entry("p4")
+    assert entry is not None and entry.reserved == 100
+
+
+@contextlib.asynccontextmanager
+async def serving(nats_server: NatsServer, tmp_path: Path, **overrides) -> AsyncIterator[InferenceService]:  # type: ignore[no-untyped-def]
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps([{"pattern": "count", "response": " ".join(str(i) for i in range(100))},
+                                  {"response": "fine thanks"}]))
+    settings = InferenceSettings(nats_url=nats_server.url, backend="scripted", grpc_port=0,
+                                 scripted_file=str(script), drain_grace_s=2.0, **overrides)
+    service = build(settings)
+    stop, started = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(run(service, stop=stop, started=started))
+    await asyncio.wait_for(started.wait(), 15)
+    try:
+        yield service
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+
+
+async def test_service_accounts_calls_and_enforces_the_ceiling(nats_server: NatsServer, nc, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    async with serving(nats_server, tmp_path, scripted_token_latency_s=0.01) as service:
+        ledger = Ledger(nc.jetstream())
+        await ledger.open("prob-1", 200)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+            stub = inference_pb2_grpc.InferenceStub(channel)
+            usage = None
+            async for resp in stub.Generate(chat("how are you", 20, ledger_key="prob-1"), timeout=10):
+                usage = resp.usage if resp.HasField("usage") else usage
+            assert usage is not None and usage.visible_text == "fine thanks"
+            entry = await ledger.entry("prob-1")
+            assert entry is not None
+            assert (entry.reserved, entry.committed) == (0, usage.prompt_tokens + usage.completion_tokens)
+
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                async for _ in stub.Generate(chat("how are you", 500, ledger_key="prob-1"), timeout=10):
+                    pass
+            assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "token ceiling reached" in (err.value.details() or "")
+
+            # Cancelled mid-stream: the reservation is freed, the tokens already produced are counted.
+            before = entry.committed
+            call = stub.Generate(chat("count for me", 100, ledger_key="prob-1"), timeout=10)
+            seen = 0
+            async for resp in call:
+                seen += bool(resp.text)
+                if seen == 5:
+                    break
+            call.cancel()
+
+            async def settled() -> bool:
+                e = await ledger.entry("prob-1")
+                return e is not None and e.reserved == 0 and e.committed > before
+
+            await eventually(settled, timeout=5)
+            entry = await ledger.entry("prob-1")
+            assert entry is not None and entry.committed - before < 100
+
+            # A call without a ledger key does not touch the KV at all.
+            async for _ in stub.Generate(chat("how are you", 5), timeout=10):
+                pass
+            assert (await ledger.entry("prob-1")) == entry
+
+
+async def test_service_health_and_drain(nats_server: NatsServer, tmp_path: Path) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    async with serving(nats_server, tmp_path) as service:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            resp = await health.Check(health_pb2.HealthCheckRequest(service="conclave.v1.Inference"), timeout=5)
+            assert resp.status == health_pb2.HealthCheckResponse.SERVING
+            models = await inference_pb2_grpc.InferenceStub(channel).ListModels(
+                inference_pb2.ListModelsRequest(), timeout=5)
+            assert models.default_model == "scripted"
