@@ -154,5 +154,9 @@ async def run_eval(
                 if progress:
                     progress(graded, len(done), len(items))
 
-    await asyncio.gather(*(one(i) for i in todo))
+    # A TaskGroup: when one problem fails (or the user interrupts), the others are cancelled, and what
+    # was graded so far is already on disk for the rerun.
+    async with asyncio.TaskGroup() as group:
+        for item in todo:
+            group.create_task(one(item))
     return [done[i.id] for i in items if i.id in done]

@@ -1,0 +1,82 @@
+"""`conclave eval`: grading through the real stack, reports and plots, and resuming after an interruption."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from services.evaluation import report
+from services.evaluation.loaders import BenchItem
+from services.evaluation.runner import RunSettings, load_done, run_eval
+from tests.agents.scripts import R, team
+
+ITEMS = [BenchItem(id=f"sum/{i}", kind="math", text=f"What is 2+3? (variant {i})", reference_answer="5")
+         for i in range(6)]
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.fixture
+def agent_stack(nats_server, tmp_path):
+    from tests.agents.env import agent_stack_factory
+
+    return agent_stack_factory(nats_server, tmp_path)
+
+
+async def test_the_runner_grades_writes_a_report_and_resumes_after_an_interruption(agent_stack, tmp_path):
+    # Variant 3 gets a wrong answer, so the grade is not simply "all correct".
+    script = team(solver=[(R.ROLE_SOLVER, r"variant 3\)", "It is \\boxed{6}.")])
+    out = tmp_path / "eval"
+    settings = RunSettings(benchmark="toy", profile="math500", concurrency=1)
+    async with agent_stack(script) as env:
+        graded_first: list[str] = []
+
+        def stop_after_two(g, done, total):
+            if g is not None:
+                graded_first.append(g.id)
+                if len(graded_first) == 2:
+                    raise Interrupted  # as if the process died mid-run
+
+        with pytest.raises(ExceptionGroup) as info:
+            await run_eval(env.nc, ITEMS, settings, out, stop_after_two)
+        assert info.group_contains(Interrupted)
+        await asyncio.sleep(0.5)
+        assert sorted(load_done(out / "results.jsonl")) == sorted(graded_first)
+
+        resumed: list[str] = []
+        graded = await run_eval(env.nc, ITEMS, settings, out,
+                                lambda g, d, t: resumed.append(g.id) if g is not None else None)
+        counts = {item.id: await env.count(f"toy-mas-{settings.tag()}-{item.id.replace('/', '-')}") for item in ITEMS}
+    assert set(resumed) == {i.id for i in ITEMS} - set(graded_first)  # nothing graded twice
+    assert all(c == {"results": 1, "trajectories": 1} for c in counts.values())  # nothing solved twice
+    assert [g.id for g in graded] == [i.id for i in ITEMS]
+    assert [g.correct for g in graded] == [True, True, True, False, True, True]
+    lines = (out / "results.jsonl").read_text().splitlines()
+    assert len(lines) == len(ITEMS)
+
+    summary = report.write(out, settings, graded)
+    assert summary["correct"] == 5 and summary["problems"] == 6 and summary["consensus_rate"] == 1.0
+    assert summary["ceo_decisions"]["action"] == {"continue": 6}
+    assert "| 6 | 5 | 83.3% |" in (out / "report.md").read_text()
+    assert json.loads((out / "report.json").read_text())["summary"]["accuracy"] == pytest.approx(5 / 6)
+    for png in ("accuracy_vs_tokens.png", "budgets.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+
+
+async def test_a_sweep_varies_the_profile_through_problem_metadata(agent_stack, tmp_path):
+    async with agent_stack(team()) as env:
+        rows = []
+        for team_size in (2, 3):
+            settings = RunSettings(benchmark="toy", profile="math500", team_size=team_size, max_turns=1)
+            graded = await run_eval(env.nc, ITEMS[:2], settings, tmp_path / f"team{team_size}")
+            traj = await env.trajectory(graded[0].problem_id)
+            critics = {m.index for m in traj.messages if m.role == R.ROLE_CRITIC}
+            assert len(critics) == team_size - 1
+            rows.append(({"team": team_size}, report.summarize(graded)))
+    report.write_sweep(tmp_path, rows)
+    table = (tmp_path / "sweep.md").read_text()
+    assert "| team | accuracy | tokens/problem | problems |" in table and "| 3 | 100.0% |" in table
