@@ -17,6 +17,10 @@ from conclave.v1 import outcome_pb2, problem_pb2
 from services.bus import subjects, topology
 from services.bus.headers import CONTENT_TYPE, MSG_ID, PROTOBUF
 
+class NoIntake(RuntimeError):
+    """Nothing is listening on the submit subject."""
+
+
 EventHandler = Callable[[outcome_pb2.ProgressEvent], Awaitable[None] | None]
 
 
@@ -46,8 +50,14 @@ async def solve(
     done: asyncio.Future[outcome_pb2.Result] = asyncio.get_running_loop().create_future()
 
     async def on_result(msg) -> None:
-        if not done.done():
-            done.set_result(outcome_pb2.Result.FromString(msg.data))
+        if done.done():
+            return
+        if not msg.data and (msg.headers or {}).get("Status") == "503":
+            # "No responders": nothing listens on the submit subject, so nobody took the problem.
+            done.set_exception(NoIntake(f"no intake service answers on {subjects.PROBLEMS_SUBMIT}; "
+                                        "is the stack up (`conclave up`)?"))
+            return
+        done.set_result(outcome_pb2.Result.FromString(msg.data))
 
     async def on_progress(msg) -> None:
         if on_event is not None:

@@ -67,6 +67,16 @@ class AgentEnv:
         replicas.append(proc)
         return proc
 
+    async def wait_registered(self, count: int, timeout_s: float = 60) -> None:
+        """Until `count` services answer NATS discovery (their workers are bound and serving)."""
+        from services.stack.discovery import discover
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while len(await discover(self.nc, 0.3)) < count:
+            if loop.time() > deadline:
+                raise AssertionError(f"fewer than {count} services registered within {timeout_s}s")
+
     def kill(self, name: str) -> None:
         for proc in self.processes.get(name, []):
             proc.kill()
