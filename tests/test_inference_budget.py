@@ -149,7 +149,7 @@ async def test_deadline_is_enforced() -> None:
             await gw.generate(chat("plain", 50, deadline_s=0.1))
         assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         await asyncio.sleep(0)
-        assert gw.metric("conclave_inference_inflight", pod="local") == 0
+        assert gw.metric("conclave_inference_in_flight", pod="local") == 0
 
 
 async def test_failover_and_no_retry_after_first_token() -> None:

@@ -52,6 +52,10 @@ async def slots_busy(pod: PodProcess) -> int:
 async def test_streams_chunks_then_usage(pods: list[PodProcess]) -> None:
     async with running_gateway([pods[0].url]) as gw:
         chunks, usage = await gw.generate(chat("Tell me about the sea.", 24, temperature=0.0))
+        labels = {"model": "smollm2-135m-instruct", "role": "unspecified"}
+        assert gw.metric("conclave_inference_completion_tokens_total", **labels) == usage.completion_tokens
+        assert gw.metric("conclave_inference_prompt_tokens_total", **labels) == usage.prompt_tokens
+        assert gw.metric("conclave_inference_ttft_seconds_count", model="smollm2-135m-instruct") == 1
     assert len(chunks) >= 3
     assert "".join(chunks).strip()
     assert usage.completion_tokens > 0 and usage.prompt_tokens > 0
@@ -109,7 +113,7 @@ async def test_cancel_aborts_the_pods_request(pods: list[PodProcess]) -> None:
         cancelled_at = time.monotonic()
 
         async def idle() -> bool:
-            inflight = gw.metric("conclave_inference_inflight", pod=pod.name)
+            inflight = gw.metric("conclave_inference_in_flight", pod=pod.name)
             return inflight == 0 and await slots_busy(pod) == 0
 
         # Uncancelled, the pod would keep decoding for ~10 s.
@@ -177,7 +181,7 @@ async def test_admission_rejects_beyond_limit_and_queue(pods: list[PodProcess]) 
 async def test_admission_queues_within_its_bound(pods: list[PodProcess]) -> None:
     async with running_gateway([pods[0].url], pod_max_inflight=1, pod_queue_limit=1) as gw:
         first = asyncio.create_task(gw.generate(inference_pb2.GenerateRequest(prompt=ENDLESS, max_tokens=40)))
-        await eventually(lambda: _async(gw.metric("conclave_inference_inflight", pod=pods[0].name) == 1))
+        await eventually(lambda: _async(gw.metric("conclave_inference_in_flight", pod=pods[0].name) == 1))
         queued = asyncio.create_task(gw.generate(chat("Hi", 2)))
         await eventually(lambda: _async(gw.metric("conclave_inference_queue_depth", pod=pods[0].name) == 1))
         with pytest.raises(grpc.aio.AioRpcError) as rejected:

@@ -92,3 +92,14 @@ def test_a_user_profile_dir_is_searched_first(tmp_path, monkeypatch):
     (tmp_path / "bad.yaml").write_text("name: bad\nkind: math\nprompts: [common]\nturns: 3\n")
     with pytest.raises(profiles.ProfileError, match="unknown keys \\['turns'\\]"):
         profiles.load("bad")
+
+
+def test_a_code_problem_shows_its_signature_when_the_statement_lacks_it():
+    from conclave.v1 import problem_pb2
+    from services.agents.context import problem_text
+
+    p = problem_pb2.Problem(text="Write a function that removes a character.")
+    p.code.stub = "def remove_Occ(s,ch):"
+    assert "def remove_Occ(s,ch):" in problem_text(p)
+    p.text = "def remove_Occ(s,ch):\n    '''Remove ch.'''"
+    assert problem_text(p) == p.text  # already there: not repeated

@@ -22,6 +22,10 @@ def kind_name(problem: problem_pb2.Problem) -> str:
 
 def problem_text(problem: problem_pb2.Problem) -> str:
     text = problem.text.strip()
+    stub = problem.code.stub.strip()
+    if stub and stub not in text:
+        # The tests call the dataset's entry point: the signature must be in the statement (MBPP's is not).
+        text += f"\n\nUse this signature:\n```python\n{stub}\n```"
     if problem.options:
         letters = "ABCDEFGHIJ"
         text += "\n\nOptions:\n" + "\n".join(f"{letters[i]}. {o}" for i, o in enumerate(problem.options))

@@ -294,10 +294,10 @@ class Gateway:
             if n_chunks > 1:
                 m.inter_token.labels(label).observe((t_last - t0 - ttft) / (n_chunks - 1))
         if result is not None:
-            m.tokens.labels(label, call.role, "prompt").inc(result.prompt_tokens)
-            m.tokens.labels(label, call.role, "completion").inc(result.completion_tokens)
+            m.prompt_tokens.labels(label, call.role).inc(result.prompt_tokens)
+            m.completion_tokens.labels(label, call.role).inc(result.completion_tokens)
             if result.extra_tokens:
-                m.tokens.labels(label, call.role, "extra").inc(result.extra_tokens)
+                m.extra_tokens.labels(label, call.role).inc(result.extra_tokens)
         if outcome != "ok" and outcome != "cancelled":
             log.info("call failed", extra={"outcome": outcome, "role": call.role, "traceparent": call.traceparent})
         elif log.isEnabledFor(logging.DEBUG) and result is not None:

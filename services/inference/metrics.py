@@ -26,7 +26,7 @@ class PodCollector(Collector):
         self._pool = pool
 
     def collect(self) -> Iterator[Metric]:
-        inflight = GaugeMetricFamily("conclave_inference_inflight", "Requests running on each pod.", labels=["pod"])
+        inflight = GaugeMetricFamily("conclave_inference_in_flight", "Requests running on each pod.", labels=["pod"])
         queued = GaugeMetricFamily("conclave_inference_queue_depth", "Requests waiting for a slot on each pod.",
                                    labels=["pod"])
         healthy = GaugeMetricFamily("conclave_inference_pod_healthy", "1 when the pod is in rotation.",
@@ -53,8 +53,12 @@ class InferenceMetrics:
                                      ["model"], buckets=_TOKEN_TIME, registry=registry)
         self.e2e = Histogram("conclave_inference_request_seconds", "Whole Generate calls.", ["model", "role"],
                              buckets=_E2E, registry=registry)
-        self.tokens = Counter("conclave_inference_tokens", "Tokens by model, role and kind (prompt, completion, "
-                              "extra).", ["model", "role", "kind"], registry=registry)
+        self.prompt_tokens = Counter("conclave_inference_prompt_tokens", "Prompt tokens, as the pods counted them.",
+                                     ["model", "role"], registry=registry)
+        self.completion_tokens = Counter("conclave_inference_completion_tokens", "Generated tokens, forced "
+                                         "extra tokens included.", ["model", "role"], registry=registry)
+        self.extra_tokens = Counter("conclave_inference_extra_tokens", "Tokens generated after budget forcing "
+                                    "closed the thinking.", ["model", "role"], registry=registry)
         self.retries = Counter("conclave_inference_retries", "Calls moved to another pod before their first "
                                "token, by the pod that failed.", ["pod"], registry=registry)
         self.ejections = Counter("conclave_inference_ejections", "Pods taken out of rotation.", ["pod"],

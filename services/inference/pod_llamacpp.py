@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parallel", type=int, default=4, help="slots decoded together (default 4)")
     p.add_argument("--ctx", type=int, default=16384, help="total KV context, split over the slots (default 16384)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="CPU threads (default: all cores)")
+    p.add_argument("--poll", type=int, default=50,
+                   help="0-100: how much idle threads spin before sleeping (llama.cpp default 50); 0 suits hosts "
+                        "shared with other busy processes")
     p.add_argument("--alias", default="", help="model id announced in /v1/models (default: the model's name)")
     p.add_argument("--http-threads", type=int, default=0,
                    help="HTTP worker threads (default 2*parallel+4; llama.cpp's own default starves small hosts)")
@@ -56,6 +59,8 @@ def make_params(args: argparse.Namespace, gguf: str, alias: str):  # type: ignor
     p.endpoint_slots = True
     p.cpuparams.n_threads = args.threads
     p.cpuparams_batch.n_threads = args.threads
+    p.cpuparams.poll = args.poll
+    p.cpuparams_batch.poll = args.poll
     p.port = args.port
     p.hostnames = [args.host]
     # One HTTP thread per streaming request plus room for /health and /metrics; with llama.cpp's default

@@ -48,7 +48,9 @@ class PodProcess:
         return self.log_path.read_text(errors="replace")[-n:] if self.log_path.exists() else ""
 
 
-def start_pod(log_dir: Path, *, model: str = "tiny", parallel: int = 4, ctx: int = 8192, threads: int = 2) -> PodProcess:
+def start_pod(log_dir: Path, *, model: str = "tiny", parallel: int = 4, ctx: int = 8192, threads: int = 1) -> PodProcess:
+    """One thread per pod: llama.cpp's spinning threads collapse when a small host is oversubscribed
+    (two pods, the gateway and pytest on 2 cores)."""
     port = free_port()
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"pod-{port}.log"

@@ -205,7 +205,7 @@ class Http1Pool:
                 conn = await self._connect(origin)
             try:
                 return await self._exchange(origin, conn, head + body)
-            except HttpError as exc:
+            except HttpError:
                 conn.close()
                 if fresh:
                     raise

@@ -1,0 +1,129 @@
+"""The gateway's small HTTP/1.1 streaming client, against scripted asyncio servers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from services.inference.backends.http1 import Dechunker, Http1Pool, HttpError
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+    return await reader.readexactly(length)
+
+
+async def serve(handler: Handler) -> tuple[asyncio.AbstractServer, str]:
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+def chunked(*pieces: bytes) -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+
+
+async def collect(body: AsyncIterator[bytes]) -> bytes:
+    return b"".join([p async for p in body])
+
+
+def test_dechunker_handles_any_split() -> None:
+    wire = chunked(b"hello ", b"world", b"x" * 300)
+    for cut in range(1, len(wire)):
+        d = Dechunker()
+        out = d.feed(wire[:cut]) + d.feed(wire[cut:])
+        assert b"".join(out) == b"hello world" + b"x" * 300 and d.done, cut
+
+
+async def test_streams_a_chunked_body_and_reuses_keepalive_connections() -> None:
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while True:
+            try:
+                body = await read_request(reader)
+            except asyncio.IncompleteReadError:
+                return
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(b"got ", body))
+            await writer.drain()
+
+    server, url = await serve(handler)
+    pool = Http1Pool()
+    try:
+        for i in range(3):
+            resp = await pool.post(url, "/x", b"req%d" % i)
+            assert resp.status == 200
+            assert await collect(resp.body()) == b"got req%d" % i
+            await resp.aclose()
+        assert connections == 1
+    finally:
+        await pool.close()
+        server.close()
+
+
+async def test_a_server_that_closes_after_each_response_is_not_offered_reused_connections() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(b"ok"))
+        await writer.drain()
+        writer.close()  # like llama.cpp after a streamed response, without saying so
+
+    server, url = await serve(handler)
+    pool = Http1Pool()
+    try:
+        for _ in range(5):
+            resp = await pool.post(url, "/x", b"{}")
+            assert await collect(resp.body()) == b"ok"
+            await resp.aclose()  # handed back while the FIN may still be in flight
+    finally:
+        await pool.close()
+        server.close()
+
+
+async def test_error_bodies_and_refused_connections() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 12\r\nConnection: close\r\n\r\ntoo long ctx")
+        await writer.drain()
+        writer.close()
+
+    server, url = await serve(handler)
+    pool = Http1Pool(connect_timeout_s=1.0)
+    try:
+        resp = await pool.post(url, "/x", b"{}")
+        assert resp.status == 400 and await resp.read(100) == b"too long ctx"
+        await resp.aclose()
+        server.close()
+        await server.wait_closed()
+        with pytest.raises(HttpError, match="connect"):
+            await pool.post(url, "/x", b"{}")
+    finally:
+        await pool.close()
+
+
+async def test_silence_longer_than_the_read_timeout_fails_the_stream() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+        await writer.drain()
+        await asyncio.sleep(5)
+
+    server, url = await serve(handler)
+    pool = Http1Pool(read_timeout_s=0.2)
+    try:
+        resp = await pool.post(url, "/x", b"{}")
+        got = []
+        with pytest.raises(TimeoutError):
+            async for piece in resp.body():
+                got.append(piece)
+        assert got == [b"first"]
+        await resp.aclose()
+    finally:
+        await pool.close()
+        server.close()
