@@ -59,4 +59,4 @@ async def test_a_problem_is_solved_end_to_end_on_the_real_tiny_model(nats_server
     assert all(m.call.completion_tokens <= max(m.call.max_tokens, 1) for m in traj.messages)
     assert counts == {"results": 1, "trajectories": 1}
     kinds = [e.type for e in env.events["tiny-1"]]
-    assert kinds[0] == "accepted" and "decision" in kinds and "recruited" in kinds and kinds[-1] == "done"
+    assert kinds[0] == "accepted" and {"decision", "recruited", "message", "evaluation"} <= set(kinds)
