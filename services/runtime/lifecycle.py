@@ -142,6 +142,8 @@ async def run(service: Service[S], stop: asyncio.Event | None = None, started: a
             await rt.micro.add_endpoint(name=ep_name, subject=subject, handler=handler)
         for worker in rt.workers:
             await worker.start()
+        # Subscriptions are buffered by the client: flush, so "ready" means the server routes to us.
+        await nc.flush()
         rt.ready = True
         up.set(1)
         if started is not None:
