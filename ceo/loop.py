@@ -29,6 +29,7 @@ from services.bus import subjects, topology
 from services.bus.headers import MSG_ID
 from services.bus.replies import publish_result
 from services.evaluation.graders import grade_choice, grade_math
+from services.inference.ledger import Ledger
 
 log = logging.getLogger(__name__)
 R = agents_pb2
@@ -119,6 +120,9 @@ class ProblemRun:
     # ------------------------------------------------------------------ the loop
     async def run(self) -> None:
         st = await self.load()
+        if self.ceiling:
+            # The gateway enforces the ceiling on every call of this problem from this ledger entry.
+            await Ledger(self.js).open(self.p.id, self.ceiling)
         async with StepRunner(self.nc, self.js, self.p.id, self.cfg.step_timeout_s, resuming=self.resuming) as steps:
             while st.phase != S.FINISH:
                 if self.out_of_time(st):
