@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ceo.profile import Profile
+from ceo.profile import Profile, cut_menu
 from ceo.state import ProblemState
 from conclave.v1 import agents_pb2
 from services.agents import parsing
@@ -15,10 +15,7 @@ A = agents_pb2.CeoDecision
 
 def budget_menu(profile: Profile, k_cap: int) -> tuple[int, ...]:
     """The profile's menu, cut to what this deployment's pods can serve (k_cap=0: no cut)."""
-    if not k_cap:
-        return profile.budget_menu
-    menu = tuple(k for k in profile.budget_menu if k <= k_cap)
-    return menu or (k_cap,)
+    return cut_menu(profile.budget_menu, k_cap)
 
 
 async def decide(

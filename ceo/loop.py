@@ -290,7 +290,7 @@ class ProblemRun:
         if st.turn > self.max_turns:
             self.stop(st, "max_turns", f"{self.max_turns} turns used")
             return
-        k = max(self.profile.budget_menu) if not self.cfg.k_cap else min(self.cfg.k_cap, max(self.profile.budget_menu))
+        k = min(self.cfg.k_cap or max(self.profile.budget_menu), max(self.profile.budget_menu))
         if self.would_cross_ceiling(st, 1, k):
             self.stop(st, "token_ceiling", f"{st.tokens_used} of {self.ceiling} tokens used")
             return

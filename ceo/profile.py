@@ -157,6 +157,13 @@ def for_problem(problem: problem_pb2.Problem) -> Profile:
     return load(problem.profile or DEFAULT_FOR_KIND.get(problem.kind, "open"))
 
 
+def cut_menu(menu: tuple[int, ...], cap: int) -> tuple[int, ...]:
+    """The budgets a deployment can serve: those up to `cap` (0: all), or just `cap` if none is."""
+    if not cap:
+        return menu
+    return tuple(k for k in menu if k <= cap) or (cap,)
+
+
 OVERRIDE_PREFIX = "profile."
 _INT_OVERRIDES = ("critic_rounds", "max_turns", "n_cap", "n_min", "initial_n", "parse_retries")
 
@@ -178,8 +185,7 @@ def with_overrides(profile: Profile, metadata: dict[str, str]) -> Profile:
         if name in _INT_OVERRIDES:
             changes[name] = number
         elif name == "k_cap":
-            menu = tuple(k for k in profile.budget_menu if k <= number) or (number,)
-            changes["budget_menu"] = menu
+            changes["budget_menu"] = cut_menu(profile.budget_menu, number)
         else:
             raise ProfileError(f"metadata {key} overrides nothing; known: {', '.join(_INT_OVERRIDES)}, k_cap")
     if not changes:

@@ -8,9 +8,24 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from services.inference.pods import Pod
+
+
+def sampling_fields(req: GenRequest) -> dict[str, Any]:
+    """max_tokens and the sampling options a request sets, under the names both the OpenAI API and
+    vLLM's SamplingParams use."""
+    kw: dict[str, Any] = {"max_tokens": req.max_tokens}
+    if req.temperature is not None:
+        kw["temperature"] = req.temperature
+    if req.top_p is not None:
+        kw["top_p"] = req.top_p
+    if req.stop:
+        kw["stop"] = list(req.stop)
+    if req.seed is not None:
+        kw["seed"] = req.seed
+    return kw
 
 
 @dataclass(frozen=True, slots=True)

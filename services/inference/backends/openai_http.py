@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from services.inference.backends.base import Chunk, GenRequest, PodError, PodUsage
+from services.inference.backends.base import Chunk, GenRequest, PodError, PodUsage, sampling_fields
 from services.inference.backends.http1 import Http1Pool, HttpError
 from services.inference.backends.sse import DONE, StreamError, data_events
 from services.inference.pods import Pod
@@ -26,21 +26,9 @@ _ERROR_BODY_LIMIT = 2000
 
 def request_body(req: GenRequest) -> tuple[str, dict[str, Any]]:
     """The endpoint and JSON body for one generation."""
-    body: dict[str, Any] = {
-        "max_tokens": req.max_tokens,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
+    body: dict[str, Any] = {**sampling_fields(req), "stream": True, "stream_options": {"include_usage": True}}
     if req.model:  # without one, vLLM and llama.cpp use the model they serve
         body["model"] = req.model
-    if req.temperature is not None:
-        body["temperature"] = req.temperature
-    if req.top_p is not None:
-        body["top_p"] = req.top_p
-    if req.stop:
-        body["stop"] = list(req.stop)
-    if req.seed is not None:
-        body["seed"] = req.seed
     if not req.is_chat:
         body["prompt"] = req.prompt + req.assistant_prefix
         return "/v1/completions", body

@@ -14,7 +14,7 @@ import os
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from services.inference.backends.base import Chunk, GenRequest, PodError, PodUsage
+from services.inference.backends.base import Chunk, GenRequest, PodError, PodUsage, sampling_fields
 from services.inference.pods import Pod
 
 if TYPE_CHECKING:
@@ -23,18 +23,8 @@ if TYPE_CHECKING:
 LOCAL_POD = "vllm://local"
 
 
-def sampling_kwargs(req: GenRequest) -> dict[str, Any]:
-    """SamplingParams keyword arguments for a request (kept apart so it is testable without vLLM)."""
-    kw: dict[str, Any] = {"max_tokens": req.max_tokens}
-    if req.temperature is not None:
-        kw["temperature"] = req.temperature
-    if req.top_p is not None:
-        kw["top_p"] = req.top_p
-    if req.stop:
-        kw["stop"] = list(req.stop)
-    if req.seed is not None:
-        kw["seed"] = req.seed
-    return kw
+# SamplingParams keyword arguments for a request (testable without vLLM).
+sampling_kwargs = sampling_fields
 
 
 class VllmEngineBackend:
