@@ -305,6 +305,7 @@ async def client_child(args: argparse.Namespace) -> None:
                              args.ignore_eos)
     else:
         import grpc
+
         from conclave.v1 import inference_pb2_grpc
 
         channel = grpc.aio.insecure_channel(args.client_target)
@@ -720,8 +721,8 @@ def pod_argv(args: argparse.Namespace, port: int) -> list[str]:
 async def steps_1_to_4(args: argparse.Namespace, rep: Report, procs: Procs) -> None:
     import grpc
     import httpx
-    from conclave.v1 import inference_pb2_grpc
 
+    from conclave.v1 import inference_pb2_grpc
     from services.agents.llm import CallOptions, LlmClient
 
     steps = args.steps

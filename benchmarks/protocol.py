@@ -29,7 +29,6 @@ import nats  # noqa: E402
 import yaml  # noqa: E402
 
 from conclave.v1 import problem_pb2  # noqa: E402
-from services.bus import topology  # noqa: E402
 from services.client.solve import solve  # noqa: E402
 from services.stack.natsd import NatsServer, free_port, reachable  # noqa: E402
 

@@ -9,7 +9,7 @@ import pytest
 from google.protobuf import json_format
 
 from conclave.v1 import agents_pb2, outcome_pb2, problem_pb2
-from services.bus import subjects, topology
+from services.bus import subjects
 from tests.agents import scripts
 from tests.agents.scripts import CORRECT, DISAGREE, WRONG, R, ceo, team
 from tests.conftest import eventually

@@ -133,7 +133,7 @@ async def test_a_message_never_acked_is_dead_lettered_by_the_advisory_watcher(bu
     async def pull_and_look():
         try:
             assert not await sub.fetch(1, timeout=0.5), "a message past MaxDeliver was delivered again"
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         return await dead_letters(bus)
 

@@ -8,8 +8,8 @@ from `BusTiming`, which tests shorten and operators can tune.
 from __future__ import annotations
 
 import logging
-from enum import Enum
 from dataclasses import dataclass, field
+from enum import Enum
 
 from nats.js import JetStreamContext
 from nats.js.api import (

@@ -17,6 +17,7 @@ from conclave.v1 import outcome_pb2, problem_pb2
 from services.bus import subjects, topology
 from services.bus.headers import CONTENT_TYPE, MSG_ID, PROTOBUF
 
+
 class NoIntake(RuntimeError):
     """Nothing is listening on the submit subject."""
 

@@ -121,7 +121,7 @@ class JetStreamWorker:
                 # One message per pull: nats-py's batched fetch can leave a message waiting on a
                 # lingering pull request for up to its expiry (measured: +400 ms per problem).
                 msgs = await self._sub.fetch(batch=1, timeout=1.0)
-            except (NatsTimeoutError, asyncio.TimeoutError):
+            except (TimeoutError, NatsTimeoutError):
                 continue
             except Exception as exc:  # the connection is reconnecting: keep trying, say so
                 if self._draining.is_set():
