@@ -70,8 +70,8 @@ def parse_sweep(specs: list[str]) -> list[dict[str, int]]:
 
 async def _eval(args: argparse.Namespace) -> int:
     import nats
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from services.cli.progress import progress
     from services.evaluation import report
     from services.evaluation.runner import RunSettings, run_eval
 
@@ -92,17 +92,19 @@ async def _eval(args: argparse.Namespace) -> int:
             )
             out = base_out / "_".join(f"{k}{v}" for k, v in point.items()) if point else base_out
             label = " ".join(f"{k}={v}" for k, v in point.items()) or args.mode
-            with Progress(TextColumn(f"[bold]{args.benchmark} {label}"), BarColumn(), MofNCompleteColumn(),
-                          TimeElapsedColumn(), TextColumn("{task.fields[acc]}")) as bar:
-                task = bar.add_task("eval", total=args.limit or len(items), acc="")
+            with progress(f"{args.benchmark} {label}", args.limit or len(items)) as view:
                 correct = [0]
 
-                def progress(g, done, total, bar=bar, task=task, correct=correct):
-                    if g is not None and g.correct:
-                        correct[0] += 1
-                    bar.update(task, completed=done, total=total, acc=f"{correct[0]} correct this run")
+                def on_graded(g, done, total, view=view, correct=correct, out=out):
+                    if g is None:
+                        if done:
+                            view.update(done, total, f"{done} already graded in {out}, skipped")
+                        return
+                    correct[0] += g.correct
+                    verdict = "correct" if g.correct else f"wrong ({g.stop_reason})"
+                    view.update(done, total, f"{g.id} {verdict}; {correct[0]} correct this run")
 
-                graded = await run_eval(nc, items, settings, out, progress)
+                graded = await run_eval(nc, items, settings, out, on_graded)
             summary = report.write(out, settings, graded)
             rows.append((point, summary))
             print(f"{label}: {summary.get('correct', 0)}/{summary.get('problems', 0)} correct "

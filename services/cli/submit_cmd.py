@@ -38,8 +38,8 @@ def done_ids(path: Path) -> set[str]:
 async def _submit(args: argparse.Namespace) -> int:
     import nats
     from google.protobuf import json_format
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from services.cli.progress import progress
     from services.client.problems import item_to_problem
     from services.client.solve import solve
     from services.evaluation.loaders import DataError, load_jsonl
@@ -55,26 +55,25 @@ async def _submit(args: argparse.Namespace) -> int:
     nc = await nats.connect(args.nats_url, connect_timeout=3)
     slots = asyncio.Semaphore(max(1, args.concurrency))
     failures = 0
-    with out.open("a", encoding="utf-8") as sink, Progress(
-        TextColumn("[bold]submit"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("{task.fields[last]}"),
-    ) as bar:
-        task = bar.add_task("problems", total=len(items), completed=len(items) - len(todo), last="")
+    finished = len(items) - len(todo)
+    with out.open("a", encoding="utf-8") as sink, progress("submit", len(items), finished) as view:
 
         async def one(item) -> None:
-            nonlocal failures
+            nonlocal failures, finished
             async with slots:
                 problem = item_to_problem(item, profile=args.profile, single_agent=args.single)
                 try:
                     result = await solve(nc, problem, timeout_s=args.timeout)
                 except TimeoutError:
                     failures += 1
-                    bar.update(task, advance=1, last=f"{item.id}: timeout")
+                    finished += 1
+                    view.update(finished, len(items), f"{item.id}: timeout")
                     return
                 sink.write(json_format.MessageToJson(result, preserving_proto_field_name=True, indent=None) + "\n")
                 sink.flush()
                 failures += result.status != "ok"
-                bar.update(task, advance=1, last=f"{item.id}: {result.stop_reason}")
+                finished += 1
+                view.update(finished, len(items), f"{item.id}: {result.stop_reason}")
 
         await asyncio.gather(*(one(i) for i in todo))
     await nc.close()
