@@ -56,6 +56,14 @@ async def test_changed_timing_updates_consumers_in_place(nc):
     assert (await js.consumer_info(TASKS.name, "solver")).config.backoff == [2.0, 2.0, 2.0]
 
 
+async def test_a_long_discussion_s_trajectory_fits_through_the_local_server(bus):
+    # Several MB: more than nats-server's 1 MB default, within the TRAJECTORIES stream's 16 MB.
+    record = os.urandom(6 * 1024 * 1024)
+    ack = await bus.publish(subjects.trajectory("long-discussion"), record)
+    stored = await bus.get_msg(topology.TRAJECTORIES.name, ack.seq)
+    assert stored.data == record
+
+
 async def test_a_duplicate_publish_is_dropped(bus):
     first = await bus.publish(subjects.task("solver"), b"one", headers={MSG_ID: "task-1"})
     again = await bus.publish(subjects.task("solver"), b"one", headers={MSG_ID: "task-1"})

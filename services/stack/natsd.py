@@ -66,6 +66,9 @@ class NatsServer:
     host: str = "127.0.0.1"
     port: int = 0
     log_file: Path | None = None
+    # The server's default (1 MB) would refuse a long discussion's trajectory or CEO state before the
+    # stream's own limit applies; deploy/k8s/base/nats.yaml sets the same 16 MB.
+    max_payload: int = 16 * 1024 * 1024
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -75,7 +78,10 @@ class NatsServer:
     def start(self, timeout: float = 10.0) -> NatsServer:
         self.port = self.port or free_port(self.host)
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        args = [str(find_binary()), "-a", self.host, "-p", str(self.port), "-js", "-sd", str(self.store_dir)]
+        config = self.store_dir / "nats-server.conf"
+        config.write_text(f"max_payload: {self.max_payload}\n", encoding="utf-8")
+        args = [str(find_binary()), "-c", str(config), "-a", self.host, "-p", str(self.port),
+                "-js", "-sd", str(self.store_dir)]
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(args, stdout=out, stderr=out, start_new_session=True,
                                      preexec_fn=die_with_parent)
