@@ -61,7 +61,7 @@ async def test_the_runner_grades_writes_a_report_and_resumes_after_an_interrupti
     summary = report.write(out, settings, graded)
     assert summary["correct"] == 5 and summary["problems"] == 6 and summary["consensus_rate"] == 1.0
     assert summary["ceo_decisions"]["action"] == {"continue": 6}
-    assert "| 6 | 5 | 83.3% |" in (out / "report.md").read_text()
+    assert "| 6 | 5 | 83.3% (44%–97%) |" in (out / "report.md").read_text()
     assert json.loads((out / "report.json").read_text())["summary"]["accuracy"] == pytest.approx(5 / 6)
     for png in ("accuracy_vs_tokens.png", "budgets.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"

@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "submit": ("services.cli.submit_cmd", "publish a JSONL batch of problems and write their results"),
     "infer": ("services.inference.cli", "stream a completion through the inference gateway (checks your pods)"),
     "eval": ("services.cli.eval_cmd", "run a benchmark, grade it, write a report (mas or single agent)"),
+    "compare": ("services.cli.compare_cmd", "compare two eval runs, paired, with intervals and a significance test"),
 }
 
 EPILOG = """\
@@ -24,6 +25,9 @@ examples:
   conclave serve intake            # one service, as a Kubernetes Deployment runs it
   conclave solve "What is 7*6?" --profile math500      # watch the agent team live
   conclave submit problems.jsonl --out results.jsonl  # a batch, with a progress bar
+  conclave eval --benchmark humaneval --limit 40 --mode single --out out/he-single
+  conclave eval --benchmark humaneval --limit 40 --mode mas --out out/he-mas
+  conclave compare out/he-single out/he-mas          # is the team better, beyond chance?
 
 Every setting can come from the environment (CONCLAVE_NATS_URL=nats://host:4222, ...) or from a YAML
 file named by CONCLAVE_CONFIG. `conclave COMMAND --help` gives each command's options.

@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from services.evaluation.runner import Graded, RunSettings
+from services.evaluation.stats import wilson_interval
 
 
 def summarize(graded: list[Graded]) -> dict:
@@ -19,10 +20,12 @@ def summarize(graded: list[Graded]) -> dict:
     for g in graded:
         roles.update(g.tokens_by_role)
     decisions = [d for g in graded for d in g.decisions]
+    correct = sum(g.correct for g in graded)
     return {
         "problems": n,
-        "correct": sum(g.correct for g in graded),
-        "accuracy": sum(g.correct for g in graded) / n,
+        "correct": correct,
+        "accuracy": correct / n,
+        "accuracy_interval_95": list(wilson_interval(correct, n)),
         "tokens_per_problem": statistics.fmean(g.total_tokens for g in graded),
         "tokens_per_problem_by_role": {r: v / n for r, v in sorted(roles.items())},
         "wall_s_total": sum(g.wall_s for g in graded),
@@ -53,25 +56,31 @@ def write(out_dir: Path, settings: RunSettings, graded: list[Graded]) -> dict:
 def markdown(settings: RunSettings, s: dict) -> str:
     if not s.get("problems"):
         return f"# {settings.benchmark} ({settings.mode})\n\nNo problems graded.\n"
+    lo, hi = s["accuracy_interval_95"]
+    team = settings.mode == "mas"
     lines = [
         f"# {settings.benchmark}: {settings.mode}" + (f", profile {settings.profile}" if settings.profile else ""),
         "",
-        "| problems | correct | accuracy | tokens/problem | wall s (mean) | turns (mean) | consensus rate |",
-        "|---|---|---|---|---|---|---|",
-        f"| {s['problems']} | {s['correct']} | {s['accuracy']:.1%} | {s['tokens_per_problem']:.0f} | "
-        f"{s['wall_s_mean']:.1f} | {s['turns_mean']:.2f} | {s['consensus_rate']:.1%} |",
+        "| problems | correct | accuracy (95% interval) | tokens/problem | wall s (mean) | turns (mean) |"
+        + (" consensus rate |" if team else ""),
+        "|---|---|---|---|---|---|" + ("---|" if team else ""),
+        f"| {s['problems']} | {s['correct']} | {s['accuracy']:.1%} ({lo:.0%}–{hi:.0%}) | {s['tokens_per_problem']:.0f} | "
+        f"{s['wall_s_mean']:.1f} | {s['turns_mean']:.2f} |" + (f" {s['consensus_rate']:.1%} |" if team else ""),
         "",
         "Tokens per problem by role: " + ", ".join(f"{r} {v:.0f}" for r, v in s["tokens_per_problem_by_role"].items()),
         "",
         "Stop reasons: " + ", ".join(f"{k} {v}" for k, v in s["stop_reasons"].items()),
         "",
-        "CEO decisions: " + ", ".join(f"{k} {v}" for k, v in s["ceo_decisions"]["action"].items())
-        + f"; team sizes {s['ceo_decisions']['team_size']}; budgets K {s['ceo_decisions']['budget_k']}; "
-        f"{s['ceo_decisions']['fallbacks']} parse fallbacks",
-        "",
-        "Plots: `accuracy_vs_tokens.png`, `budgets.png`.",
-        "",
     ]
+    if team:
+        lines += [
+            "CEO decisions: " + ", ".join(f"{k} {v}" for k, v in s["ceo_decisions"]["action"].items())
+            + f"; team sizes {s['ceo_decisions']['team_size']}; budgets K {s['ceo_decisions']['budget_k']}; "
+            f"{s['ceo_decisions']['fallbacks']} parse fallbacks",
+            "",
+        ]
+    lines += [f"Parser fallbacks (all roles): {s['parse_fallbacks']}.", "",
+              "Plots: `accuracy_vs_tokens.png`, `budgets.png`.", ""]
     return "\n".join(lines)
 
 
