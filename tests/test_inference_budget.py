@@ -149,7 +149,7 @@ async def test_deadline_is_enforced() -> None:
             await gw.generate(chat("plain", 50, deadline_s=0.1))
         assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         await asyncio.sleep(0)
-        assert gw.metric("conclave_inference_in_flight", pod="local") == 0
+        assert gw.metric("conclave_inference_in_flight", backend="local") == 0
 
 
 async def test_failover_and_no_retry_after_first_token() -> None:
@@ -162,12 +162,12 @@ async def test_failover_and_no_retry_after_first_token() -> None:
             _, usage = await gw.generate(chat("plain", 5, session_key=f"k{i}"))
             pods.add(usage.pod)
         assert pods == {"b"}
-        assert gw.metric("conclave_inference_retries_total", pod="a") == 1
-        assert gw.metric("conclave_inference_pod_healthy", pod="a") == 0
+        assert gw.metric("conclave_inference_retries_total", backend="a") == 1
+        assert gw.metric("conclave_inference_pod_healthy", backend="a") == 0
         # A health probe after the backoff brings it back.
         backend.down.clear()
         await gw.app.health.probe(gw.app.pool.get("a"))  # type: ignore[arg-type]
-        assert gw.metric("conclave_inference_pod_healthy", pod="a") == 1
+        assert gw.metric("conclave_inference_pod_healthy", backend="a") == 1
 
 
 class _DiesMidStream(ScriptedBackend):
@@ -195,4 +195,4 @@ async def test_failure_after_the_first_token_is_not_retried() -> None:
         assert "after the first token" in (err.value.details() or "")
         assert received == ["The", " answer"]
         assert len(backend.calls) == 1
-        assert gw.metric("conclave_inference_retries_total", pod="a") == 0
+        assert gw.metric("conclave_inference_retries_total", backend="a") == 0

@@ -113,7 +113,7 @@ async def test_cancel_aborts_the_pods_request(pods: list[PodProcess]) -> None:
         cancelled_at = time.monotonic()
 
         async def idle() -> bool:
-            inflight = gw.metric("conclave_inference_in_flight", pod=pod.name)
+            inflight = gw.metric("conclave_inference_in_flight", backend=pod.name)
             return inflight == 0 and await slots_busy(pod) == 0
 
         # Uncancelled, the pod would keep decoding for ~10 s.
@@ -153,12 +153,12 @@ async def test_failover_before_first_token_and_ejection(pods: list[PodProcess], 
             _, usage = await gw.generate(chat("Say one word.", 2, session_key=key))
             assert usage.pod == pods[1].name
             assert usage.completion_tokens >= 1
-            assert gw.metric("conclave_inference_retries_total", pod=doomed.name) == 1
-            assert gw.metric("conclave_inference_pod_healthy", pod=doomed.name) == 0
+            assert gw.metric("conclave_inference_retries_total", backend=doomed.name) == 1
+            assert gw.metric("conclave_inference_pod_healthy", backend=doomed.name) == 0
             # Ejected: the next call goes straight to the live pod, without another retry.
             _, again = await gw.generate(chat("Say one word.", 2, session_key=key))
             assert again.pod == pods[1].name
-            assert gw.metric("conclave_inference_retries_total", pod=doomed.name) == 1
+            assert gw.metric("conclave_inference_retries_total", backend=doomed.name) == 1
     finally:
         doomed.kill()
 
@@ -181,9 +181,9 @@ async def test_admission_rejects_beyond_limit_and_queue(pods: list[PodProcess]) 
 async def test_admission_queues_within_its_bound(pods: list[PodProcess]) -> None:
     async with running_gateway([pods[0].url], pod_max_inflight=1, pod_queue_limit=1) as gw:
         first = asyncio.create_task(gw.generate(inference_pb2.GenerateRequest(prompt=ENDLESS, max_tokens=40)))
-        await eventually(lambda: _async(gw.metric("conclave_inference_in_flight", pod=pods[0].name) == 1))
+        await eventually(lambda: _async(gw.metric("conclave_inference_in_flight", backend=pods[0].name) == 1))
         queued = asyncio.create_task(gw.generate(chat("Hi", 2)))
-        await eventually(lambda: _async(gw.metric("conclave_inference_queue_depth", pod=pods[0].name) == 1))
+        await eventually(lambda: _async(gw.metric("conclave_inference_queue_depth", backend=pods[0].name) == 1))
         with pytest.raises(grpc.aio.AioRpcError) as rejected:
             await gw.generate(chat("Hi", 2))
         assert rejected.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -26,11 +26,13 @@ class PodCollector(Collector):
         self._pool = pool
 
     def collect(self) -> Iterator[Metric]:
-        inflight = GaugeMetricFamily("conclave_inference_in_flight", "Requests running on each pod.", labels=["pod"])
+        # "backend", not "pod": Prometheus's Kubernetes discovery already sets `pod` to the gateway's own.
+        inflight = GaugeMetricFamily("conclave_inference_in_flight", "Requests running on each model pod.",
+                                     labels=["backend"])
         queued = GaugeMetricFamily("conclave_inference_queue_depth", "Requests waiting for a slot on each pod.",
-                                   labels=["pod"])
+                                   labels=["backend"])
         healthy = GaugeMetricFamily("conclave_inference_pod_healthy", "1 when the pod is in rotation.",
-                                    labels=["pod"])
+                                    labels=["backend"])
         for pod in self._pool:
             inflight.add_metric([pod.name], pod.slots.inflight)
             queued.add_metric([pod.name], pod.slots.queued)
@@ -60,8 +62,8 @@ class InferenceMetrics:
         self.extra_tokens = Counter("conclave_inference_extra_tokens", "Tokens generated after budget forcing "
                                     "closed the thinking.", ["model", "role"], registry=registry)
         self.retries = Counter("conclave_inference_retries", "Calls moved to another pod before their first "
-                               "token, by the pod that failed.", ["pod"], registry=registry)
-        self.ejections = Counter("conclave_inference_ejections", "Pods taken out of rotation.", ["pod"],
+                               "token, by the pod that failed.", ["backend"], registry=registry)
+        self.ejections = Counter("conclave_inference_ejections", "Pods taken out of rotation.", ["backend"],
                                  registry=registry)
         self.rejections = Counter("conclave_inference_rejections", "Calls refused, by reason (admission, "
                                   "ceiling, no_pods).", ["reason"], registry=registry)
