@@ -178,16 +178,19 @@ class _FakeEngine:
 
     def get_tokenizer(self) -> Any:
         class Tok:
+            """Like Llama's: the chat template writes <s>, and encode() adds one more unless told not to."""
+
             def apply_chat_template(self, messages: list[dict[str, str]], tokenize: bool,
                                     add_generation_prompt: bool) -> str:
-                return "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"
+                return "<s>" + "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"
 
-            def encode(self, text: str, add_special_tokens: bool) -> list[int]:
-                return list(range(len(text.split())))
+            def encode(self, text: str, add_special_tokens: bool) -> list[str]:
+                pieces = text.replace("<", " <").replace(">", "> ").split()
+                return (["<s>"] if add_special_tokens else []) + pieces
 
         return Tok()
 
-    async def generate(self, prompt: str, params: Any, request_id: str) -> AsyncIterator[_FakeOut]:
+    async def generate(self, prompt: Any, params: Any, request_id: str) -> AsyncIterator[_FakeOut]:
         self.prompt, self.params = prompt, params
         try:
             yield _FakeOut("Hel", [1], None, [7, 8, 9])
@@ -203,7 +206,9 @@ async def test_vllm_backend_maps_requests_and_counts_tokens() -> None:
     req = GenRequest(model="m", messages=(Message("user", "hi"),), max_tokens=3, temperature=0.5, top_p=0.9,
                      stop=("\n",), seed=1, assistant_prefix="<think>\n")
     chunks = [c async for c in backend.stream(req, None)]  # type: ignore[arg-type]
-    assert engine.prompt == "<user>hi<assistant><think>\n"
+    # Chat prompts go to the engine as token ids, so the template's BOS is the only one.
+    assert engine.prompt == {"prompt_token_ids": ["<s>", "<user>", "hi", "<assistant>", "<think>"]}
+    assert await backend.count_tokens(req, None) == 5  # type: ignore[arg-type]
     assert engine.params == {"output_kind": "DELTA", "max_tokens": 3, "temperature": 0.5, "top_p": 0.9,
                              "stop": ["\n"], "seed": 1}
     assert [c.text for c in chunks[:-1]] == ["Hel", "lo"]
@@ -212,6 +217,15 @@ async def test_vllm_backend_maps_requests_and_counts_tokens() -> None:
     await stream.__anext__()
     await stream.aclose()  # cancelling the call aborts the engine's request
     assert engine.closed_early
+
+
+async def test_vllm_backend_lets_the_engine_tokenize_raw_prompts_as_completions_do() -> None:
+    engine = _FakeEngine()
+    backend = VllmEngineBackend(engine, "m", sampling_params=lambda **kw: kw, delta_kind="DELTA")
+    req = GenRequest(model="m", prompt="Once upon", max_tokens=3)
+    [c async for c in backend.stream(req, None)]  # type: ignore[arg-type]
+    assert engine.prompt == "Once upon"
+    assert await backend.count_tokens(req, None) == 3  # type: ignore[arg-type]  # BOS, Once, upon
 
 
 def test_real_vllm_accepts_our_sampling_params() -> None:

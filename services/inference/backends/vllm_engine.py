@@ -70,13 +70,16 @@ class VllmEngineBackend:
             self._tokenizer = await tok if inspect.isawaitable(tok) else tok
         return self._tokenizer
 
-    async def _prompt(self, req: GenRequest) -> str:
+    async def _prompt(self, req: GenRequest) -> str | dict[str, list[int]]:
+        """What the engine gets: raw text for a completion (the engine tokenizes it as /v1/completions
+        does), token ids for a chat. The chat template already writes the BOS its model wants; text
+        would be tokenized again with special tokens, and a model like Llama would see two."""
         if not req.is_chat:
             return req.prompt + req.assistant_prefix
         tok = await self._get_tokenizer()
         messages = [{"role": m.role, "content": m.content} for m in req.messages]
         text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return text + req.assistant_prefix
+        return {"prompt_token_ids": list(tok.encode(text + req.assistant_prefix, add_special_tokens=False))}
 
     async def stream(self, req: GenRequest, pod: Pod) -> AsyncIterator[Chunk]:
         params = self._sampling_params(output_kind=self._delta, **sampling_kwargs(req))
@@ -106,8 +109,11 @@ class VllmEngineBackend:
         yield Chunk(usage=PodUsage(prompt_tokens, generated, finish or "stop"))
 
     async def count_tokens(self, req: GenRequest, pod: Pod) -> int:
+        prompt = await self._prompt(req)
+        if isinstance(prompt, dict):
+            return len(prompt["prompt_token_ids"])
         tok = await self._get_tokenizer()
-        return len(tok.encode(await self._prompt(req), add_special_tokens=False))
+        return len(tok.encode(prompt, add_special_tokens=True))
 
     async def list_models(self, pod: Pod) -> list[str]:
         return [self.model_name]
