@@ -10,7 +10,7 @@ import pytest
 from services.evaluation import report
 from services.evaluation.loaders import BenchItem
 from services.evaluation.runner import RunSettings, load_done, run_eval
-from tests.agents.scripts import R, team
+from tests.agents.scripts import CORRECT, R, ceo, team
 
 ITEMS = [BenchItem(id=f"sum/{i}", kind="math", text=f"What is 2+3? (variant {i})", reference_answer="5")
          for i in range(6)]
@@ -80,3 +80,28 @@ async def test_a_sweep_varies_the_profile_through_problem_metadata(agent_stack, 
     report.write_sweep(tmp_path, rows)
     table = (tmp_path / "sweep.md").read_text()
     assert "| team | accuracy | tokens/problem | problems |" in table and "| 3 | 100.0% |" in table
+
+
+async def test_by_default_the_team_never_sees_the_tests_that_grade_it(agent_stack, tmp_path):
+    add = BenchItem(id="add/0", kind="code", text="Write add(a, b) that returns the sum.", entry_point="add",
+                    tests="def check(candidate):\n    assert candidate(2, 3) == 5\n")
+    script = team(
+        ceo=[(R.ROLE_CEO, ".", ceo(n=2, k=2048, stop=True))],
+        solver=[(R.ROLE_SOLVER, ".", "```python\ndef add(a, b):\n    return a + b\n```")],
+        executor=[(R.ROLE_EXECUTOR, ".", "```python\nassert add(1, 1) == 2\n```")],
+        evaluator=[(R.ROLE_EVALUATOR, ".", CORRECT)],
+    )
+    async with agent_stack(script) as env:
+        held_out = (await run_eval(env.nc, [add], RunSettings(benchmark="toy", profile="humaneval"),
+                                   tmp_path / "model"))[0]
+        shown = (await run_eval(env.nc, [add], RunSettings(benchmark="toy", profile="humaneval",
+                                                           executor_tests="dataset"), tmp_path / "dataset"))[0]
+        held_out_traj = await env.trajectory(held_out.problem_id)
+        shown_traj = await env.trajectory(shown.problem_id)
+    (execution,) = held_out_traj.executions
+    assert not execution.dataset_tests and execution.passed  # ran the executor's own test
+    assert "candidate(2, 3)" not in held_out_traj.problem.code.tests
+    assert [m.role for m in held_out_traj.messages].count(R.ROLE_EXECUTOR) == 1
+    (execution,) = shown_traj.executions
+    assert execution.dataset_tests and execution.passed
+    assert held_out.correct and shown.correct  # graded with the dataset's tests either way

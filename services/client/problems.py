@@ -21,7 +21,8 @@ def safe_id(raw: str) -> str:
 
 
 def item_to_problem(item: BenchItem, *, profile: str = "", single_agent: bool = False, prefix: str = "",
-                    max_total_tokens: int = 0, max_turns: int = 0) -> problem_pb2.Problem:
+                    max_total_tokens: int = 0, max_turns: int = 0, with_tests: bool = True) -> problem_pb2.Problem:
+    """with_tests=False keeps a code item's tests from the team (an eval grades with them afterwards)."""
     p = problem_pb2.Problem(id=safe_id(prefix + item.id), kind=KINDS[item.kind], text=item.text, profile=profile,
                             single_agent=single_agent)
     if item.reference_answer is not None:
@@ -32,7 +33,7 @@ def item_to_problem(item: BenchItem, *, profile: str = "", single_agent: bool = 
             p.reference_answer = item.correct_letter
     if item.kind == "code":
         p.code.entry_point = item.entry_point or ""
-        p.code.tests = item.tests or ""
+        p.code.tests = (item.tests or "") if with_tests else ""
         p.code.test_setup = item.test_setup or ""
         p.code.stub = item.stub or ""
         p.code.language = "python"

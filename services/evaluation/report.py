@@ -53,6 +53,12 @@ def write(out_dir: Path, settings: RunSettings, graded: list[Graded]) -> dict:
     return summary
 
 
+EXECUTOR_TESTS = {
+    "model": "Code problems: the executor ran tests it wrote; the grading tests stayed hidden from the team.",
+    "dataset": "Code problems: the executor ran the grading tests, so the team saw their outcome before grading.",
+}
+
+
 def markdown(settings: RunSettings, s: dict) -> str:
     if not s.get("problems"):
         return f"# {settings.benchmark} ({settings.mode})\n\nNo problems graded.\n"
@@ -61,6 +67,7 @@ def markdown(settings: RunSettings, s: dict) -> str:
     lines = [
         f"# {settings.benchmark}: {settings.mode}" + (f", profile {settings.profile}" if settings.profile else ""),
         "",
+        *([EXECUTOR_TESTS[settings.executor_tests], ""] if team else []),
         "| problems | correct | accuracy (95% interval) | tokens/problem | wall s (mean) | turns (mean) |"
         + (" consensus rate |" if team else ""),
         "|---|---|---|---|---|---|" + ("---|" if team else ""),

@@ -39,6 +39,10 @@ class RunSettings:
     critic_rounds: int = 0
     team_size: int = 0
     k_cap: int = 0
+    # Code benchmarks: "model", the executor writes its own tests and the team never sees the grading
+    # tests (the paper's setting, and the fair one against a single agent); "dataset", the executor runs
+    # the grading tests themselves, so the evaluator sees their outcome before the grader does.
+    executor_tests: str = "model"
 
     def tag(self) -> str:
         key = json.dumps(asdict(self) | {"limit": 0, "concurrency": 0, "timeout_s": 0}, sort_keys=True)
@@ -123,7 +127,8 @@ async def run_eval(
     async def one(item: BenchItem) -> None:
         async with slots:
             problem = item_to_problem(item, profile=settings.profile, single_agent=settings.mode == "single",
-                                      prefix=prefix, max_turns=settings.max_turns)
+                                      prefix=prefix, max_turns=settings.max_turns,
+                                      with_tests=settings.executor_tests == "dataset")
             for key, value in settings.overrides().items():
                 problem.metadata[key] = value
             started = time.monotonic()
