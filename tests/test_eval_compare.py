@@ -39,7 +39,7 @@ def test_mcnemar_counts_only_the_problems_on_which_the_runs_disagree():
 
 
 def test_runs_are_compared_on_the_problems_both_graded():
-    single = {g.id: g for g in [graded("p1", True), graded("p2", True), graded("p3", False), graded("p4", False),
+    single = {g.id: g for g in [graded("p2", True), graded("p1", True), graded("p3", False), graded("p4", False),
                                 graded("p5", True)]}
     team = {g.id: g for g in [graded("p1", True, 1000), graded("p2", False, 1000), graded("p3", True, 1000),
                               graded("p4", False, 1000)]}  # p5 not graded yet
@@ -50,6 +50,13 @@ def test_runs_are_compared_on_the_problems_both_graded():
     assert c.a.correct == 2 and c.b.correct == 2
     assert c.token_ratio == pytest.approx(10.0)
     assert c.p_value == 1.0
+
+
+def test_problems_are_listed_in_their_benchmark_order():
+    ids = ["HumanEval/10", "HumanEval/2", "HumanEval/1"]
+    single = {i: graded(i, True) for i in ids}
+    team = {i: graded(i, False) for i in ids}
+    assert compare(single, team).only_a_ids == ["HumanEval/1", "HumanEval/2", "HumanEval/10"]
 
 
 def test_runs_with_nothing_in_common_cannot_be_compared():

@@ -7,6 +7,7 @@ difference is larger than chance (exact McNemar test).
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -54,8 +55,13 @@ def _side(name: str, rows: list[Graded]) -> Side:
                 wall_s_mean=statistics.fmean(g.wall_s for g in rows))
 
 
+def natural(item_id: str) -> list[int | str]:
+    """HumanEval/2 before HumanEval/10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", item_id)]
+
+
 def compare(a: dict[str, Graded], b: dict[str, Graded], names: tuple[str, str] = ("a", "b")) -> Comparison:
-    common = [i for i in a if i in b]
+    common = sorted((i for i in a if i in b), key=natural)
     if not common:
         raise NothingToCompare("the two runs have no graded problem in common")
     only_a = [i for i in common if a[i].correct and not b[i].correct]
