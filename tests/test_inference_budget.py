@@ -193,6 +193,6 @@ async def test_failure_after_the_first_token_is_not_retried() -> None:
                 received.append(resp.text)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "after the first token" in (err.value.details() or "")
-        assert received == ["The", " answer"]
+        assert "".join(received) == "The answer"  # what was streamed before the pod died arrived
         assert len(backend.calls) == 1
         assert gw.metric("conclave_inference_retries_total", backend="a") == 0

@@ -12,6 +12,7 @@ from conclave.v1 import agents_pb2, inference_pb2, inference_pb2_grpc
 from services.bus.headers import TRACEPARENT
 from services.inference.backends.base import GenRequest, Message, PodError
 from services.inference.budget import ReasoningSpec
+from services.inference.coalesce import coalesce
 from services.inference.gateway import Call, Gateway, GatewayError, Result
 from services.runtime.logs import problem_id_var
 
@@ -86,7 +87,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             write = context.write
             response = inference_pb2.GenerateResponse
             async with asyncio.timeout(limit):
-                async with contextlib.aclosing(self._gw.generate(call)) as events:
+                async with contextlib.aclosing(coalesce(self._gw.generate(call))) as events:
                     async for event in events:
                         if type(event) is str:
                             await write(response(text=event))
