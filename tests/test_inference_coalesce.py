@@ -55,18 +55,18 @@ async def test_an_error_after_some_text_reaches_the_caller_after_that_text():
     assert got == ["partial"]
 
 
+async def endless(closed: asyncio.Event):
+    try:
+        while True:
+            yield "x"
+            await asyncio.sleep(0.001)
+    finally:
+        closed.set()  # where the gateway aborts the pod's request
+
+
 async def test_closing_the_stream_early_closes_the_source():
     closed = asyncio.Event()
-
-    async def endless():
-        try:
-            while True:
-                yield "x"
-                await asyncio.sleep(0.001)
-        finally:
-            closed.set()  # where the gateway aborts the pod's request
-
-    stream = coalesce(endless())
+    stream = coalesce(endless(closed))
     assert (await stream.__anext__()).startswith("x")
     await stream.aclose()
     assert closed.is_set()
@@ -75,16 +75,8 @@ async def test_closing_the_stream_early_closes_the_source():
 async def test_cancelling_the_caller_closes_the_source():
     closed = asyncio.Event()
 
-    async def endless():
-        try:
-            while True:
-                yield "x"
-                await asyncio.sleep(0.001)
-        finally:
-            closed.set()
-
     async def caller():
-        async for _ in coalesce(endless()):
+        async for _ in coalesce(endless(closed)):
             pass
 
     task = asyncio.create_task(caller())
