@@ -58,6 +58,9 @@ async def test_a_disagreement_sends_the_reviews_to_the_solver_who_revises(agent_
                                     (1, 2, "critic"), (1, 2, "critic"), (1, 2, "evaluator")]
     revision = [m for m in traj.messages if m.role == R.ROLE_SOLVER][1]
     assert "two plus three is five, not four" in revision.call.prompt  # the objection reached the solver
+    # The trainer gets the exact chat the solver was sent.
+    assert [m.role for m in revision.call.messages] == ["system", "user"]
+    assert "two plus three is five, not four" in revision.call.messages[1].content
     assert not [m for m in traj.messages if m.round == 2 and m.role == R.ROLE_CRITIC and not m.agree]
 
 

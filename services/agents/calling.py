@@ -40,6 +40,7 @@ def model_call(messages: list[tuple[str, str]], c: Completion, max_tokens: int) 
         prompt=prompt, raw_text=c.raw_text, visible_text=c.visible_text, prompt_tokens=c.prompt_tokens,
         completion_tokens=c.completion_tokens, max_tokens=max_tokens, finish_reason=c.finish_reason,
         pod=c.pod, seconds=c.seconds,
+        messages=[agents_pb2.PromptMessage(role=role, content=content) for role, content in messages],
     )
 
 

@@ -147,8 +147,16 @@ class RoleTask(_message.Message):
     model: str
     def __init__(self, task_id: _Optional[str] = ..., problem_id: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., problem: _Optional[_Union[_problem_pb2.Problem, _Mapping]] = ..., turn: _Optional[int] = ..., round: _Optional[int] = ..., index: _Optional[int] = ..., persona: _Optional[str] = ..., max_tokens: _Optional[int] = ..., direction: _Optional[str] = ..., solution: _Optional[str] = ..., memory: _Optional[_Iterable[_Union[MemoryLine, _Mapping]]] = ..., recruit_number: _Optional[int] = ..., advice: _Optional[str] = ..., execution: _Optional[_Union[ExecutionResult, _Mapping]] = ..., profile: _Optional[str] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., reasoning: _Optional[bool] = ..., tokens_used: _Optional[int] = ..., token_ceiling: _Optional[int] = ..., last_evaluation: _Optional[_Union[Evaluation, _Mapping]] = ..., max_turns: _Optional[int] = ..., parse_retries: _Optional[int] = ..., model: _Optional[str] = ...) -> None: ...
 
+class PromptMessage(_message.Message):
+    __slots__ = ("role", "content")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    content: str
+    def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
+
 class ModelCall(_message.Message):
-    __slots__ = ("prompt", "raw_text", "visible_text", "prompt_tokens", "completion_tokens", "max_tokens", "finish_reason", "pod", "seconds")
+    __slots__ = ("prompt", "raw_text", "visible_text", "prompt_tokens", "completion_tokens", "max_tokens", "finish_reason", "pod", "seconds", "messages")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     RAW_TEXT_FIELD_NUMBER: _ClassVar[int]
     VISIBLE_TEXT_FIELD_NUMBER: _ClassVar[int]
@@ -158,6 +166,7 @@ class ModelCall(_message.Message):
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     POD_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     raw_text: str
     visible_text: str
@@ -167,7 +176,8 @@ class ModelCall(_message.Message):
     finish_reason: str
     pod: str
     seconds: float
-    def __init__(self, prompt: _Optional[str] = ..., raw_text: _Optional[str] = ..., visible_text: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., max_tokens: _Optional[int] = ..., finish_reason: _Optional[str] = ..., pod: _Optional[str] = ..., seconds: _Optional[float] = ...) -> None: ...
+    messages: _containers.RepeatedCompositeFieldContainer[PromptMessage]
+    def __init__(self, prompt: _Optional[str] = ..., raw_text: _Optional[str] = ..., visible_text: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., max_tokens: _Optional[int] = ..., finish_reason: _Optional[str] = ..., pod: _Optional[str] = ..., seconds: _Optional[float] = ..., messages: _Optional[_Iterable[_Union[PromptMessage, _Mapping]]] = ...) -> None: ...
 
 class RoleReply(_message.Message):
     __slots__ = ("task_id", "problem_id", "role", "turn", "round", "index", "persona", "content", "agree", "experts", "decision", "evaluation", "execution", "calls", "fallback", "fallback_reason", "error", "worker")
