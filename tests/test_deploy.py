@@ -422,6 +422,16 @@ def test_archive_and_trainer_share_the_volume() -> None:
     assert all(m.get("readOnly") is True for m in jc["volumeMounts"] if m["name"] == vols[0]["name"])
 
 
+def test_the_trainer_job_runs_trainer_sft_with_arguments_it_accepts() -> None:
+    from trainer.sft import build_parser
+
+    (job,) = by_kind(objects(K8S / "trainer"), "Job").values()
+    (jc,) = job["spec"]["template"]["spec"]["containers"]
+    args = build_parser().parse_args(jc["args"])
+    mounts = {m["mountPath"] for m in jc["volumeMounts"]}
+    assert str(args.archive) in mounts and str(args.output) in mounts
+
+
 # --- Grafana ------------------------------------------------------------------------------------------------
 
 def dashboard_exprs(dash: dict[str, Any]) -> list[str]:
