@@ -5,8 +5,14 @@ CONCLAVE_BENCHMARKS_DIR), gpqa (from --gpqa PATH only; never shipped), or jsonl 
 schema in docs/problems.md). Writes OUT/results.jsonl, OUT/report.md, OUT/report.json and PNG plots.
 Rerunning with the same --out skips the problems already graded.
 
+Code benchmarks hide their grading tests from the team by default (--executor-tests model): the
+executor writes its own tests, as in the paper, so the team gets no hint the single agent lacks.
+
 Sweeps vary one or more of the paper's scaling axes and write OUT/sweep.md:
   conclave eval --benchmark math500 --limit 20 --sweep turns=1,2,3 --sweep team=2,3
+
+Single against team, paired, with a significance test:
+  conclave compare out/eval/humaneval-single out/eval/humaneval-mas
 """
 
 from __future__ import annotations
