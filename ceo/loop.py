@@ -280,7 +280,12 @@ class ProblemRun:
         traj.evaluations.append(ev)
         st.set_trajectory(traj)
         await self.event(st, "evaluation", role=R.ROLE_EVALUATOR, evaluation=ev, text=ev.advice)
-        if ev.correctness == 1:
+        if ev.correctness == 1 and self.profile.require_passing_tests and execution is not None \
+                and not execution.passed:
+            self.m.overruled.inc()
+            await self.event(st, "evaluation", role=R.ROLE_EXECUTOR,
+                             text=f"not accepted: the evaluator said correct, but the tests failed ({execution.status})")
+        elif ev.correctness == 1:
             self.stop(st, "accepted", "the evaluator accepted the solution")
             return
         st.turn += 1

@@ -63,6 +63,9 @@ class Profile:
     top_p: float = 0.95
     parse_retries: int = 2
     honour_stop: bool = True
+    # Code: accept a turn only if the executor's tests passed too, not on the evaluator's word alone.
+    # Off in the paper's protocol; a small evaluator accepts code whose tests fail (docs/results.md).
+    require_passing_tests: bool = False
     reasoning: bool = False
     solver_memory: int = 5
     critic_memory: int = 3
@@ -166,6 +169,7 @@ def cut_menu(menu: tuple[int, ...], cap: int) -> tuple[int, ...]:
 
 OVERRIDE_PREFIX = "profile."
 _INT_OVERRIDES = ("critic_rounds", "max_turns", "n_cap", "n_min", "initial_n", "parse_retries")
+_BOOL_OVERRIDES = ("require_passing_tests",)
 
 
 def with_overrides(profile: Profile, metadata: dict[str, str]) -> Profile:
@@ -178,6 +182,11 @@ def with_overrides(profile: Profile, metadata: dict[str, str]) -> Profile:
         if not key.startswith(OVERRIDE_PREFIX):
             continue
         name = key.removeprefix(OVERRIDE_PREFIX)
+        if name in _BOOL_OVERRIDES:
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise ProfileError(f"metadata {key}={value!r} is not true or false")
+            changes[name] = value.lower() in ("true", "1")
+            continue
         try:
             number = int(value)
         except ValueError as exc:
@@ -187,9 +196,12 @@ def with_overrides(profile: Profile, metadata: dict[str, str]) -> Profile:
         elif name == "k_cap":
             changes["budget_menu"] = cut_menu(profile.budget_menu, number)
         else:
-            raise ProfileError(f"metadata {key} overrides nothing; known: {', '.join(_INT_OVERRIDES)}, k_cap")
+            known = ", ".join((*_INT_OVERRIDES, *_BOOL_OVERRIDES, "k_cap"))
+            raise ProfileError(f"metadata {key} overrides nothing; known: {known}")
     if not changes:
         return profile
+    if not any(k in changes for k in ("n_min", "n_cap", "initial_n")):
+        return replace(profile, **changes)  # type: ignore[arg-type]
     n_min = int(changes.get("n_min", profile.n_min))  # type: ignore[arg-type]
     n_cap = int(changes.get("n_cap", max(profile.n_cap, n_min)))  # type: ignore[arg-type]
     changes.setdefault("initial_n", min(max(profile.initial_n, n_min), n_cap))

@@ -197,6 +197,35 @@ def agent_stack(nats_server, tmp_path):
     return agent_stack_factory(nats_server, tmp_path)
 
 
+async def test_with_require_passing_tests_failing_tests_overrule_the_evaluator(agent_stack):
+    buggy = "```python\ndef add(a, b):\n    return a - b\n```"
+    good = "```python\ndef add(a, b):\n    return a + b\n```"
+    script = team(
+        ceo=[(R.ROLE_CEO, "Turn 2 of", ceo(n=2, k=2048, direction="Make the failing tests pass.")),
+             (R.ROLE_CEO, ".", ceo(n=2, k=2048, direction="Write add(a, b)."))],
+        solver=[(R.ROLE_SOLVER, "Make the failing tests pass", good), (R.ROLE_SOLVER, ".", buggy)],
+        evaluator=[(R.ROLE_EVALUATOR, ".", CORRECT)],  # an evaluator that accepts anything
+    )
+
+    def add_problem(pid: str, gate: bool) -> problem_pb2.Problem:
+        p = problem_pb2.Problem(id=pid, kind=problem_pb2.PROBLEM_KIND_CODE, profile="humaneval",
+                                text="Write a function add(a, b) that returns a + b.")
+        p.code.entry_point = "add"
+        p.code.tests = "def check(candidate):\n    assert candidate(2, 3) == 5\n"
+        if gate:
+            p.metadata["profile.require_passing_tests"] = "true"
+        return p
+
+    async with agent_stack(script) as env:
+        trusting = await env.solve(add_problem("trust-1", gate=False))
+        gated = await env.solve(add_problem("gate-1", gate=True))
+        traj = await env.trajectory("gate-1")
+    assert trusting.stop_reason == "accepted" and trusting.turns == 1 and "a - b" in trusting.extracted_answer
+    assert gated.stop_reason == "accepted" and gated.turns == 2 and "a + b" in gated.extracted_answer
+    assert [e.passed for e in traj.executions] == [False, True]
+    assert [e.correctness for e in traj.evaluations] == [1, 1]  # the first acceptance was overruled
+
+
 async def test_a_code_problem_is_run_against_its_tests_in_the_sandbox(agent_stack):
     good = "```python\ndef add(a, b):\n    return a + b\n```"
     buggy = "```python\ndef add(a, b):\n    return a - b\n```"

@@ -49,6 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="code benchmarks: model = the executor writes its own tests and the grading tests stay "
                         "hidden from the team (the paper's setting, fair against single); dataset = the executor "
                         "runs the grading tests, so the team sees their outcome before it is graded")
+    p.add_argument("--require-passing-tests", action="store_true",
+                   help="code: a turn is accepted only if the evaluator says correct and the executor's tests "
+                        "pass (not the paper's protocol, where the evaluator alone decides)")
     p.add_argument("--sweep", action="append", default=[], metavar="AXIS=V1,V2",
                    help=f"sweep an axis: {', '.join(AXES)} (repeatable: the grid of all values)")
     p.add_argument("--nats-url", default=os.environ.get("CONCLAVE_NATS_URL", "nats://127.0.0.1:4222"))
@@ -99,6 +102,7 @@ async def _eval(args: argparse.Namespace) -> int:
                 concurrency=args.concurrency, timeout_s=args.timeout,
                 max_turns=point.get("turns", args.max_turns), critic_rounds=point.get("rounds", 0),
                 team_size=point.get("team", 0), k_cap=point.get("k", 0), executor_tests=args.executor_tests,
+                require_passing_tests=args.require_passing_tests,
             )
             out = base_out / "_".join(f"{k}{v}" for k, v in point.items()) if point else base_out
             label = " ".join(f"{k}={v}" for k, v in point.items()) or args.mode

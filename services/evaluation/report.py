@@ -68,6 +68,8 @@ def markdown(settings: RunSettings, s: dict) -> str:
         f"# {settings.benchmark}: {settings.mode}" + (f", profile {settings.profile}" if settings.profile else ""),
         "",
         *([EXECUTOR_TESTS[settings.executor_tests], ""] if team else []),
+        *(["A code turn was accepted only when the executor's tests passed too (--require-passing-tests).", ""]
+          if team and settings.require_passing_tests else []),
         "| problems | correct | accuracy (95% interval) | tokens/problem | wall s (mean) | turns (mean) |"
         + (" consensus rate |" if team else ""),
         "|---|---|---|---|---|---|" + ("---|" if team else ""),

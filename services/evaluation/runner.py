@@ -43,6 +43,8 @@ class RunSettings:
     # tests (the paper's setting, and the fair one against a single agent); "dataset", the executor runs
     # the grading tests themselves, so the evaluator sees their outcome before the grader does.
     executor_tests: str = "model"
+    # Accept a code turn only when the executor's tests pass too (profile.require_passing_tests).
+    require_passing_tests: bool = False
 
     def tag(self) -> str:
         key = json.dumps(asdict(self) | {"limit": 0, "concurrency": 0, "timeout_s": 0}, sort_keys=True)
@@ -56,6 +58,8 @@ class RunSettings:
             out["profile.n_min"] = out["profile.n_cap"] = str(self.team_size)
         if self.k_cap:
             out["profile.k_cap"] = str(self.k_cap)
+        if self.require_passing_tests:
+            out["profile.require_passing_tests"] = "true"
         return out
 
 

@@ -1,0 +1,39 @@
+"""Problem metadata can tune a profile along the paper's axes (what `conclave eval --sweep` uses)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ceo import profile as profiles
+
+
+def test_every_built_in_profile_loads():
+    for name in ("aime2024", "math500", "gpqa", "humaneval", "mbpp", "business", "open"):
+        assert profiles.load(name).name == name
+
+
+def test_overrides_change_only_what_they_name():
+    base = profiles.load("humaneval")
+    tuned = profiles.with_overrides(base, {"profile.critic_rounds": "1", "profile.require_passing_tests": "true",
+                                           "unrelated": "x"})
+    assert tuned.critic_rounds == 1 and tuned.require_passing_tests
+    assert (tuned.n_min, tuned.initial_n, tuned.n_cap, tuned.max_turns) == \
+        (base.n_min, base.initial_n, base.n_cap, base.max_turns)
+    assert not base.require_passing_tests  # the paper's protocol: the evaluator alone decides
+
+
+def test_a_fixed_team_size_and_a_budget_cap():
+    tuned = profiles.with_overrides(profiles.load("aime2024"),
+                                    {"profile.n_min": "3", "profile.n_cap": "3", "profile.k_cap": "4096"})
+    assert (tuned.n_min, tuned.initial_n, tuned.n_cap) == (3, 3, 3)
+    assert tuned.budget_menu == (2048, 4096)
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("profile.critic_rounds", "many", "not a whole number"),
+    ("profile.require_passing_tests", "maybe", "not true or false"),
+    ("profile.temperature", "1", "overrides nothing"),
+])
+def test_bad_overrides_are_refused_with_the_reason(key, value, message):
+    with pytest.raises(profiles.ProfileError, match=message):
+        profiles.with_overrides(profiles.load("math500"), {key: value})
