@@ -260,9 +260,7 @@ class ProblemRun:
                 st.execution = {"passed": reply.execution.passed, "status": reply.execution.status,
                                 "dataset_tests": reply.execution.dataset_tests}
                 st.execution_plan = st.plan
-                traj = st.trajectory()
-                traj.executions.append(reply.execution)
-                st.set_trajectory(traj)
+                st.append(outcome_pb2.Trajectory(executions=[reply.execution]))
                 await self.event(st, "execution", role=R.ROLE_EXECUTOR, execution=reply.execution,
                                  text=reply.execution.status)
         st.phase = S.EVALUATE
@@ -276,9 +274,7 @@ class ProblemRun:
         st.record_reply(reply)
         ev = reply.evaluation if not reply.error else agents_pb2.Evaluation(correctness=0, fallback=True)
         st.evaluation = {"correctness": ev.correctness, "advice": ev.advice, "recruit_suggestion": ev.recruit_suggestion}
-        traj = st.trajectory()
-        traj.evaluations.append(ev)
-        st.set_trajectory(traj)
+        st.append(outcome_pb2.Trajectory(evaluations=[ev]))
         await self.event(st, "evaluation", role=R.ROLE_EVALUATOR, evaluation=ev, text=ev.advice)
         if ev.correctness == 1 and self.profile.require_passing_tests and execution is not None \
                 and not execution.passed:

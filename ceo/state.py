@@ -55,10 +55,7 @@ class ProblemState:
             traj.ParseFromString(base64.b64decode(self.trajectory_b64))
         return traj
 
-    def set_trajectory(self, traj: outcome_pb2.Trajectory) -> None:
-        self.trajectory_b64 = base64.b64encode(traj.SerializeToString()).decode()
-
-    def _append(self, delta: outcome_pb2.Trajectory) -> None:
+    def append(self, delta: outcome_pb2.Trajectory) -> None:
         # Serialized protobuf messages concatenate as a merge, and repeated fields append: adding a
         # step costs its own size, not a parse and re-serialisation of the whole discussion so far.
         raw = base64.b64decode(self.trajectory_b64) + delta.SerializeToString()
@@ -74,7 +71,7 @@ class ProblemState:
             self.add_tokens(agents_pb2.Role.Name(reply.role), call.prompt_tokens, call.completion_tokens)
         if reply.fallback:
             self.fallbacks += 1
-        self._append(traj)
+        self.append(traj)
 
     def record_decision(self, decision: agents_pb2.CeoDecision, calls: list[agents_pb2.ModelCall],
                         fallback_reason: str) -> None:
@@ -87,7 +84,7 @@ class ProblemState:
             self.add_tokens("ROLE_CEO", call.prompt_tokens, call.completion_tokens)
         if fallback_reason:
             self.fallbacks += 1
-        self._append(traj)
+        self.append(traj)
 
     def add_tokens(self, role: str, prompt: int, completion: int) -> None:
         entry = self.tokens.setdefault(role, [0, 0, 0])
