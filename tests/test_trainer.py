@@ -5,11 +5,13 @@ GPU; docs/gpu.md records its run."""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import pytest
 from google.protobuf import json_format
 
 from conclave.v1 import agents_pb2, outcome_pb2, problem_pb2
+from services.evaluation.runner import Graded
 from trainer import dataset, m500
 from trainer.encode import IGNORE, EncodeError, encode
 from trainer.order import epoch_order
@@ -159,7 +161,9 @@ def test_the_dataset_command_writes_the_selection_and_says_what_it_left_out(tmp_
                                          trajectory("held-out", correct=-1)])
     (tmp_path / "archive" / "broken.json").write_text("{not json")
     grades = tmp_path / "results.jsonl"
-    grades.write_text(json.dumps({"problem_id": "held-out", "correct": True}) + "\n")
+    graded_by_eval = Graded(id="HumanEval/7", problem_id="held-out", correct=True, extracted="", stop_reason="accepted",
+                            turns=1, total_tokens=100, tokens_by_role={}, wall_s=1.0, consensus=True)
+    grades.write_text(json.dumps(asdict(graded_by_eval)) + "\n")
     out = tmp_path / "m500.jsonl"
     assert dataset.main(["--archive", str(tmp_path / "archive"), "--out", str(out), "--grades", str(grades)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]

@@ -22,16 +22,17 @@ from trainer.samples import Sample, samples_of
 
 def load_grades(paths: list[Path]) -> dict[str, int]:
     """problem_id -> 1/0 from `conclave eval` results.jsonl files."""
+    from services.evaluation.runner import load_done
+
     grades: dict[str, int] = {}
     for path in paths:
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                grades[row["problem_id"]] = 1 if row["correct"] else 0
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise SystemExit(f"{path}:{n}: not a `conclave eval` result line ({exc})") from exc
+        if not path.is_file():
+            raise SystemExit(f"{path}: no such file; give the results.jsonl of a `conclave eval` --out directory")
+        try:
+            done = load_done(path)
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise SystemExit(f"{path}: not `conclave eval` results ({exc})") from exc
+        grades.update({g.problem_id: int(g.correct) for g in done.values()})
     return grades
 
 

@@ -14,7 +14,11 @@ IGNORE = -100
 
 
 class EncodeError(ValueError):
-    pass
+    """`reason` is a fixed code (for counting skipped samples); the message has the details."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -36,13 +40,13 @@ def _ids(rendered: Any) -> list[int]:
 
 def encode(tokenizer: Any, messages: list[dict[str, str]] | tuple[dict[str, str], ...], max_len: int) -> Encoded:
     if not messages or messages[-1]["role"] != "assistant":
-        raise EncodeError("a sample must end with the assistant turn")
+        raise EncodeError("no_answer", "a sample must end with the assistant turn")
     prompt = _ids(tokenizer.apply_chat_template(list(messages[:-1]), tokenize=True, add_generation_prompt=True))
     full = _ids(tokenizer.apply_chat_template(list(messages), tokenize=True))
     if full[: len(prompt)] != prompt:
-        raise EncodeError("the chat template renders the prompt differently once the answer follows; "
-                          "cannot tell the prompt's tokens from the answer's")
+        raise EncodeError("template_mismatch", "the chat template renders the prompt differently once the answer "
+                          "follows; cannot tell the prompt's tokens from the answer's")
     if len(prompt) >= max_len:
-        raise EncodeError(f"the prompt alone has {len(prompt)} tokens, the sequence limit is {max_len}")
+        raise EncodeError("prompt_too_long", f"the prompt alone has {len(prompt)} tokens, the sequence limit is {max_len}")
     full = full[:max_len]
     return Encoded(input_ids=full, labels=[IGNORE] * len(prompt) + full[len(prompt):])

@@ -63,8 +63,7 @@ def prepare(samples: list[Sample], tokenizer: Any, seq_len: int) -> Prepared:
         try:
             e = encode(tokenizer, s.messages, seq_len)
         except EncodeError as exc:
-            key = str(exc).split(",")[0]
-            skipped[key] = skipped.get(key, 0) + 1
+            skipped[exc.reason] = skipped.get(exc.reason, 0) + 1
             continue
         if e.trained_tokens:
             kept_s.append(s)

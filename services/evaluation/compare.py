@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import re
-import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from services.evaluation.report import summarize
 from services.evaluation.runner import Graded, load_done
-from services.evaluation.stats import mcnemar_exact_p, wilson_interval
+from services.evaluation.stats import mcnemar_exact_p
 
 
 @dataclass(frozen=True)
@@ -49,10 +49,9 @@ class NothingToCompare(ValueError):
 
 
 def _side(name: str, rows: list[Graded]) -> Side:
-    correct = sum(g.correct for g in rows)
-    return Side(name=name, correct=correct, accuracy=correct / len(rows), interval=wilson_interval(correct, len(rows)),
-                tokens_per_problem=statistics.fmean(g.total_tokens for g in rows),
-                wall_s_mean=statistics.fmean(g.wall_s for g in rows))
+    s = summarize(rows)
+    return Side(name=name, correct=s["correct"], accuracy=s["accuracy"], interval=tuple(s["accuracy_interval_95"]),
+                tokens_per_problem=s["tokens_per_problem"], wall_s_mean=s["wall_s_mean"])
 
 
 def natural(item_id: str) -> list[int | str]:
