@@ -21,10 +21,10 @@ from tests.inference_helpers.pods import start_pod, wait_ready
 @pytest.mark.timeout(600)
 async def test_a_problem_is_solved_end_to_end_on_the_real_tiny_model(nats_server, tmp_path):
     pod = start_pod(tmp_path / "pods", model="tiny", parallel=4, ctx=8192, threads=2)
-    nc = await nats.connect(nats_server.url)
+    nc = await nats.connect(nats_server.url, **nats_server.connect_options())
     await topology.declare(nc.jetstream(), FAST)
     grpc_port = free_port()
-    env = AgentEnv(nc=nc, nats_url=nats_server.url, gateway_addr=f"127.0.0.1:{grpc_port}",
+    env = AgentEnv(nc=nc, nats_env=nats_server.env(), gateway_addr=f"127.0.0.1:{grpc_port}",
                    archive_dir=tmp_path / "archive", tmp=tmp_path)
     try:
         await asyncio.to_thread(wait_ready, [pod], 120)

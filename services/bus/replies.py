@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from nats.aio.client import Client
@@ -10,6 +12,8 @@ from nats.js import JetStreamContext
 from conclave.v1 import outcome_pb2
 from services.bus import subjects
 from services.bus.headers import CONTENT_TYPE, JSON, MSG_ID, PROTOBUF
+
+log = logging.getLogger(__name__)
 
 
 def encode(msg: Message, as_json: bool) -> tuple[bytes, dict[str, str]]:
@@ -33,7 +37,11 @@ async def publish_result(
         body, headers = encode(result, as_json=False)
         headers[MSG_ID] = msg_id or f"result:{result.problem_id}"
         await js.publish(subjects.result(result.problem_id), body, headers=headers)
-    if reply_to:
+    if reply_to and not subjects.is_inbox(reply_to):
+        # The submitter chose this subject; answering anything but an inbox would let it make the CEO publish
+        # wherever the CEO may (a result of another problem, a task), whatever its own permissions.
+        log.warning("not answering reply subject %r: not an inbox", reply_to)
+    elif reply_to:
         body, headers = encode(result, as_json)
         await nc.publish(reply_to, body, headers=headers)
 

@@ -18,6 +18,8 @@ RESULTS_PREFIX = f"{PREFIX}.results"
 EVENTS_PREFIX = f"{PREFIX}.events"
 TRAJECTORIES_PREFIX = f"{PREFIX}.trajectories"
 DEADLETTER_PREFIX = f"{PREFIX}.deadletter"
+# Reply inboxes. Each NATS user gets its own prefix below this one (services/bus/permissions.py).
+INBOX_PREFIX = "_INBOX"
 # Micro-service discovery (nats micro protocol).
 SERVICE_PREFIX = "$SRV"
 
@@ -30,6 +32,11 @@ _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 def valid_problem_id(problem_id: str) -> bool:
     """Ids become subject tokens, so they must not contain '.', '*', '>' or spaces."""
     return bool(_ID_RE.match(problem_id))
+
+
+def is_inbox(subject: str) -> bool:
+    """A reply subject a client may legitimately ask for; anything else is not answered."""
+    return subject.startswith(INBOX_PREFIX + ".")
 
 
 def task(role: str) -> str:

@@ -82,8 +82,7 @@ def parse_sweep(specs: list[str]) -> list[dict[str, int]]:
 
 
 async def _eval(args: argparse.Namespace) -> int:
-    import nats
-
+    from services.bus import permissions
     from services.cli.progress import progress
     from services.evaluation import report
     from services.evaluation.runner import RunSettings, run_eval
@@ -93,7 +92,10 @@ async def _eval(args: argparse.Namespace) -> int:
                        "gpqa": "gpqa"}.get(args.benchmark, "")
     base_out = args.out or Path("out/eval") / f"{args.benchmark}-{args.mode}"
     points = parse_sweep(args.sweep) or [{}]
-    nc = await nats.connect(args.nats_url, connect_timeout=3)
+    from services.client.connect import connect
+
+    # Grading reads trajectories, which the public `client` credential may not.
+    nc = await connect(args.nats_url, user=permissions.ADMIN, connect_timeout=3)
     rows = []
     try:
         for point in points:

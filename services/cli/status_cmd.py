@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -12,15 +13,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wait", type=float, default=0.5, help="seconds to collect replies (default 0.5)")
 
 
-async def _status(url: str, wait: float) -> int:
-    import nats
+async def _status(url: str, wait: float, state_dir: Path | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from services.bus import permissions
+    from services.client.connect import connect
     from services.stack.discovery import discover
 
     try:
-        nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0, allow_reconnect=False)
+        # Discovery ($SRV.PING/INFO/STATS) is an operator's view: the admin credential.
+        nc = await connect(url, user=permissions.ADMIN, state_dir=state_dir, connect_timeout=2,
+                           max_reconnect_attempts=0, allow_reconnect=False)
     except Exception as exc:
         print(f"conclave status: cannot reach NATS at {url}: {exc}")
         return 1

@@ -90,17 +90,19 @@ async def _demo(stack, args) -> None:
     from services.cli.status_cmd import _status
 
     await _wait_ready(stack, args, timeout=300)
-    await _status(stack.nats_url, 0.5)
+    await _status(stack.nats_url, 0.5, stack.opts.state_dir)
     solve_args = argparse.Namespace(text=args.problem, profile="math500", kind="math", single=False, id="",
                                     reference="26" if args.problem == SAMPLE else "", max_tokens=0, max_turns=0,
-                                    timeout=1800, quiet=False, nats_url=stack.nats_url)
+                                    timeout=1800, quiet=False, nats_url=stack.nats_url,
+                                    state_dir=stack.opts.state_dir)
     await _solve(solve_args)
 
 
 async def _wait_ready(stack, args, timeout: float) -> None:
     import httpx
-    import nats
 
+    from services.bus import permissions
+    from services.client.connect import connect
     from services.stack.discovery import discover
 
     log = logging.getLogger("up")
@@ -117,7 +119,7 @@ async def _wait_ready(stack, args, timeout: float) -> None:
                     pass
                 await asyncio.sleep(0.5)
     want = len([c for c in stack.supervisor.children if c.spec.restart and c.spec.name != "model-pod"])
-    nc = await nats.connect(stack.nats_url)
+    nc = await connect(stack.nats_url, user=permissions.ADMIN, state_dir=stack.opts.state_dir)
     try:
         while loop.time() < deadline:
             if len(await discover(nc, 0.3)) >= want:

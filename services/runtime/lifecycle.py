@@ -118,7 +118,7 @@ async def run(service: Service[S], stop: asyncio.Event | None = None, started: a
     )
     up = Gauge("conclave_service_ready", "1 when the service is serving.", registry=registry)
 
-    nc = await connect(settings, settings.instance_name(service.name))
+    nc = await connect(settings, settings.instance_name(service.name), user=service.name)
     rt: Runtime[S] = Runtime(service.name, settings, nc, registry)
     probe = ProbeServer(registry, lambda: rt.ready and nc.is_connected, settings.metrics_host, settings.metrics_port)
     await probe.start()

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services import registry
+from services.security.local import LocalSecurity
 from services.stack.natsd import NatsServer, reachable
 from services.stack.supervisor import ProcessSpec, Supervisor, service_argv
 
@@ -27,6 +28,8 @@ class StackOptions:
     env: dict[str, str] = field(default_factory=dict)
     # Settings for one service only, e.g. {"inference": {"CONCLAVE_PODS": "http://127.0.0.1:8081"}}.
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    # TLS and per-role NATS users (docs/security.md); material in <state_dir>/security, made on first run.
+    security: bool = True
 
 
 class Stack:
@@ -41,6 +44,7 @@ class Stack:
     async def start(self) -> None:
         state = self.opts.state_dir
         state.mkdir(parents=True, exist_ok=True)
+        sec = LocalSecurity.ensure(state / "security") if self.opts.security else None
         if reachable(self.opts.nats_url):
             log.info("using the NATS server already at %s", self.opts.nats_url)
         else:
@@ -48,14 +52,16 @@ class Stack:
             host, _, port = host_port.partition(":")
             self.nats = NatsServer(
                 store_dir=state / "jetstream", host=host or "127.0.0.1", port=int(port or 4222),
-                log_file=state / "logs" / "nats-server.log",
+                log_file=state / "logs" / "nats-server.log", security=sec,
             )
             (state / "logs").mkdir(parents=True, exist_ok=True)
             # Started from the main thread: the server is tied to it (PDEATHSIG), not to a pool thread.
             self.nats.start()
             log.info("started nats-server at %s (data in %s)", self.nats.url, state / "jetstream")
             self.nats_url = self.nats.url
-        env = {"CONCLAVE_NATS_URL": self.nats_url, **self.opts.env}
+        env = {"CONCLAVE_NATS_URL": self.nats_url, **(sec.nats_env() if sec else {}), **self.opts.env}
+        if sec is not None:
+            await _declare_bus(self.nats_url, sec)
         for spec in self.opts.extra:
             spec.env = {**env, **spec.env}
             self.supervisor.add(spec)
@@ -70,6 +76,22 @@ class Stack:
         await self.supervisor.stop()
         if self.nats is not None:
             await asyncio.to_thread(self.nats.stop)
+
+
+async def _declare_bus(url: str, sec: LocalSecurity) -> None:
+    """Streams, consumers and buckets are created by the admin user: services may only check them."""
+    import nats
+
+    from services.bus import permissions, topology
+    from services.runtime.connection import nats_options
+    from services.runtime.settings import RuntimeSettings
+
+    settings = RuntimeSettings(nats_url=url, nats_credentials_dir=sec.nats_dir, nats_tls_ca=sec.ca_file)
+    nc = await nats.connect(url, **nats_options(settings, permissions.ADMIN))
+    try:
+        await topology.declare(nc.jetstream(), settings.bus_timing())
+    finally:
+        await nc.close()
 
 
 async def run_until_signal(stack: Stack, main: Callable[[Stack], Awaitable[None]] | None = None) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 import nats
 
 from conclave.v1 import outcome_pb2, problem_pb2
-from services.bus import subjects, topology
+from services.bus import permissions, subjects, topology
 from services.client.solve import solve
 from tests.agents.gateway import scripted_gateway
 from tests.agents.scripts import Script
@@ -20,19 +20,21 @@ from tests.conftest import FAST, fast_env
 
 @dataclass
 class AgentEnv:
-    nc: nats.NATS
-    nats_url: str
+    nc: nats.NATS  # admin: reads trajectories and stream state
+    nats_env: dict[str, str]
     gateway_addr: str
     archive_dir: Path
     tmp: Path
     processes: dict[str, list[ServiceProcess]] = field(default_factory=dict)
     events: dict[str, list[outcome_pb2.ProgressEvent]] = field(default_factory=dict)
+    # A user's program: submits with the public `client` credential, as documented.
+    client: nats.NATS | None = None
 
     async def solve(self, problem: problem_pb2.Problem, timeout_s: float = 60) -> outcome_pb2.Result:
         async def record(ev: outcome_pb2.ProgressEvent) -> None:
             self.events.setdefault(ev.problem_id, []).append(ev)
 
-        return await solve(self.nc, problem, on_event=record, timeout_s=timeout_s)
+        return await solve(self.client or self.nc, problem, on_event=record, timeout_s=timeout_s)
 
     async def wait_event(self, problem_id: str, type_: str, timeout_s: float = 30) -> None:
         loop = asyncio.get_running_loop()
@@ -56,7 +58,7 @@ class AgentEnv:
         return out
 
     def env(self) -> dict[str, str]:
-        return {**fast_env(self.nats_url), "CONCLAVE_INFERENCE_ADDR": self.gateway_addr,
+        return {**fast_env(self.nats_env), "CONCLAVE_INFERENCE_ADDR": self.gateway_addr,
                 "CONCLAVE_ARCHIVE_DIR": str(self.archive_dir), "CONCLAVE_STEP_TIMEOUT_S": "60",
                 "CONCLAVE_DRAIN_GRACE_S": "2"}
 
@@ -85,12 +87,14 @@ class AgentEnv:
 def agent_stack_factory(nats_server, tmp_path: Path):
     @contextlib.asynccontextmanager
     async def agent_stack(script: Script, *, latency_s: float = 0.0, as_processes: tuple[str, ...] = ()):
-        async with scripted_gateway(script, latency_s=latency_s, nats_url=nats_server.url, tmp=tmp_path) as addr:
-            nc = await nats.connect(nats_server.url)
-            await topology.declare(nc.jetstream(), FAST)
-            env = AgentEnv(nc=nc, nats_url=nats_server.url, gateway_addr=addr, archive_dir=tmp_path / "archive",
-                           tmp=tmp_path)
-            stack = InProcessStack(nats_server.url, addr, env.archive_dir, env={"CONCLAVE_DRAIN_GRACE_S": "2"})
+        nc = await nats.connect(nats_server.url, **nats_server.connect_options())
+        await topology.declare(nc.jetstream(), FAST)
+        async with scripted_gateway(script, latency_s=latency_s, nats_url=nats_server.url, tmp=tmp_path,
+                                    connect_options=nats_server.connect_options("inference")) as addr:
+            client = await nats.connect(nats_server.url, **nats_server.connect_options(permissions.CLIENT))
+            env = AgentEnv(nc=nc, nats_env=nats_server.env(), gateway_addr=addr, archive_dir=tmp_path / "archive",
+                           tmp=tmp_path, client=client)
+            stack = InProcessStack(nats_server.env(), addr, env.archive_dir, env={"CONCLAVE_DRAIN_GRACE_S": "2"})
             await stack.start([n for n in AGENT_SERVICES if n not in as_processes])
             for name in as_processes:
                 await env.start_process(name)
@@ -101,6 +105,7 @@ def agent_stack_factory(nats_server, tmp_path: Path):
                     for proc in procs:
                         await proc.stop()
                 await stack.stop()
+                await client.close()
                 await nc.close()
 
     return agent_stack
