@@ -24,7 +24,10 @@ async def test_a_problem_is_solved_end_to_end_on_the_real_tiny_model(nats_server
     nc = await nats.connect(nats_server.url, **nats_server.connect_options())
     await topology.declare(nc.jetstream(), FAST)
     grpc_port = free_port()
-    env = AgentEnv(nc=nc, nats_env=nats_server.env(), gateway_addr=f"127.0.0.1:{grpc_port}",
+    # Every process gets the same environment: NATS credentials, and the gateway's mTLS (server and client side).
+    sec = nats_server.security
+    secured = {**nats_server.env(), **sec.gateway_client_env("ceo"), **sec.gateway_server_env()}
+    env = AgentEnv(nc=nc, nats_env=secured, gateway_addr=f"127.0.0.1:{grpc_port}",
                    archive_dir=tmp_path / "archive", tmp=tmp_path)
     try:
         await asyncio.to_thread(wait_ready, [pod], 120)

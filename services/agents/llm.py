@@ -49,11 +49,11 @@ class CallOptions:
 class LlmClient:
     """A long-lived channel to the gateway; `generate` is safe to call concurrently."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, credentials: grpc.ChannelCredentials | None = None) -> None:
         self.address = address
-        self._channel = grpc.aio.insecure_channel(
-            address, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)]
-        )
+        options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+        self._channel = grpc.aio.secure_channel(address, credentials, options=options) if credentials else \
+            grpc.aio.insecure_channel(address, options=options)
         self._stub = inference_pb2_grpc.InferenceStub(self._channel)
 
     async def close(self) -> None:

@@ -26,6 +26,7 @@ from services.runtime.lifecycle import Runtime, Service
 from services.runtime.logs import problem_id_var
 from services.runtime.settings import RuntimeSettings
 from services.runtime.worker import Rejected, WorkContext
+from services.security.grpc_tls import gateway_credentials
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class RoleService(Service[AgentSettings]):
 
     async def setup(self, rt: Runtime[AgentSettings]) -> None:
         self._rt = rt
-        self._llm = LlmClient(self.settings.inference_addr)
+        self._llm = LlmClient(self.settings.inference_addr, gateway_credentials(self.settings))
         rt.on_close(self._llm.close)
         self._served = Counter("conclave_agent_tasks", "Role tasks served, by role and outcome.",
                                ["role", "outcome"], registry=rt.registry)

@@ -49,6 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from services.runtime import logs
+    from services.security.local import LocalSecurity
     from services.stack.supervisor import ProcessSpec
     from services.stack.up import Stack, StackOptions, run_until_signal
 
@@ -58,11 +59,15 @@ def run(args: argparse.Namespace) -> int:
     k_cap = args.k_cap
     if not pods:
         pods = f"http://127.0.0.1:{args.pod_port}"
+        # Our own pod requires the key the stack generates (Stack.start creates it before the pod starts).
+        api_key_file = LocalSecurity(args.state_dir / "security").pod_api_key_file
         extra.append(ProcessSpec(name="model-pod", argv=[
             sys.executable, "-m", "services.inference.pod_llamacpp", "--model", args.model, "--port",
-            str(args.pod_port), "--parallel", str(args.parallel), "--ctx", str(args.ctx * args.parallel)]))
+            str(args.pod_port), "--parallel", str(args.parallel), "--ctx", str(args.ctx * args.parallel),
+            "--api-key-file", str(api_key_file)]))
         service_env["inference"] = {"CONCLAVE_CONTEXT_LENGTH": str(args.ctx),
-                                    "CONCLAVE_POD_MAX_INFLIGHT": str(args.parallel)}
+                                    "CONCLAVE_POD_MAX_INFLIGHT": str(args.parallel),
+                                    "CONCLAVE_POD_API_KEY_FILE": str(api_key_file)}
         k_cap = k_cap or args.ctx // 4
     service_env.setdefault("inference", {})["CONCLAVE_PODS"] = pods
     if k_cap:

@@ -66,7 +66,7 @@ class InferenceMetrics:
         self.ejections = Counter("conclave_inference_ejections", "Pods taken out of rotation.", ["backend"],
                                  registry=registry)
         self.rejections = Counter("conclave_inference_rejections", "Calls refused, by reason (admission, "
-                                  "ceiling, no_pods).", ["reason"], registry=registry)
+                                  "ceiling, unledgered_ceiling, no_pods).", ["reason"], registry=registry)
         self.forced = Counter("conclave_inference_budget_forced", "Calls whose thinking was closed by budget "
                               "forcing.", ["model"], registry=registry)
         registry.register(PodCollector(pool))

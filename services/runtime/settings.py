@@ -37,6 +37,10 @@ class RuntimeSettings(BaseSettings):
     nats_credentials_dir: Path | None = Field(
         None, description="Directory of <user>.json NATS credentials (conclave up writes .state/security/nats).")
     nats_tls_ca: Path | None = Field(None, description="CA certificate of the NATS server; set means TLS.")
+    # Towards the inference gateway (CEO and agents): TLS when the CA is set, mTLS with cert and key.
+    gateway_tls_ca: Path | None = Field(None, description="CA certificate of the gateway; set means TLS.")
+    gateway_tls_cert: Path | None = Field(None, description="This service's client certificate (mTLS).")
+    gateway_tls_key: Path | None = Field(None, description="Private key of gateway_tls_cert.")
     # Reconnect forever with backoff: a bus outage must not kill a service.
     nats_max_reconnect_attempts: int = -1
     nats_reconnect_wait_s: float = 1.0

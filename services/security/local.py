@@ -73,6 +73,25 @@ class LocalSecurity:
         """CONCLAVE_* settings with which a service finds its NATS credential and trusts the server."""
         return {"CONCLAVE_NATS_CREDENTIALS_DIR": str(self.nats_dir), "CONCLAVE_NATS_TLS_CA": str(self.ca_file)}
 
+    def gateway_client_env(self, service: str) -> dict[str, str]:
+        """CONCLAVE_* settings with which `service` calls the gateway over mTLS with its own certificate."""
+        cert, key = self.client_cert(service)
+        return {"CONCLAVE_GATEWAY_TLS_CA": str(self.ca_file), "CONCLAVE_GATEWAY_TLS_CERT": str(cert),
+                "CONCLAVE_GATEWAY_TLS_KEY": str(key)}
+
+    def gateway_server_env(self) -> dict[str, str]:
+        """CONCLAVE_* settings with which the gateway serves gRPC over mTLS (client certificates of our CA)."""
+        cert, key = self.cert("gateway")
+        return {"CONCLAVE_GRPC_SERVER_CERT": str(cert), "CONCLAVE_GRPC_SERVER_KEY": str(key),
+                "CONCLAVE_GRPC_CLIENT_CA": str(self.ca_file)}
+
+    def service_env(self, service: str) -> dict[str, str]:
+        """Everything `service` needs to reach NATS and the gateway as itself; the gateway also serves mTLS."""
+        env = {**self.nats_env(), **self.gateway_client_env(service)}
+        if service == "inference":
+            env.update(self.gateway_server_env())
+        return env
+
     def nats_passwords(self) -> dict[str, str]:
         return {u: self.nats_credential(u).password for u in permissions.USERS}
 
@@ -97,7 +116,7 @@ class LocalSecurity:
         ca = pki.KeyPair(sec.ca_file.read_bytes(), ca_key.read_bytes())
         for name in ("nats-server", "gateway"):
             sec._ensure_leaf(ca, sec.cert(name), name, server=True)
-        for user in permissions.SERVICE_USERS:
+        for user in (*permissions.SERVICE_USERS, permissions.ADMIN):
             sec._ensure_leaf(ca, sec.client_cert(user), user, server=False)
         for user in permissions.USERS:
             path = sec.nats_dir / f"{user}.json"

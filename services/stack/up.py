@@ -69,8 +69,9 @@ class Stack:
             entry = registry.get(name)
             for i in range(entry.replicas):
                 suffix = f"-{i}" if entry.replicas > 1 else ""
+                own = sec.service_env(name) if sec else {}
                 self.supervisor.add(ProcessSpec(name=f"{name}{suffix}", argv=service_argv(name),
-                                                env={**env, **self.opts.service_env.get(name, {})}))
+                                                env={**env, **own, **self.opts.service_env.get(name, {})}))
 
     async def stop(self) -> None:
         await self.supervisor.stop()

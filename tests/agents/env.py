@@ -89,12 +89,16 @@ def agent_stack_factory(nats_server, tmp_path: Path):
     async def agent_stack(script: Script, *, latency_s: float = 0.0, as_processes: tuple[str, ...] = ()):
         nc = await nats.connect(nats_server.url, **nats_server.connect_options())
         await topology.declare(nc.jetstream(), FAST)
+        sec = nats_server.security
         async with scripted_gateway(script, latency_s=latency_s, nats_url=nats_server.url, tmp=tmp_path,
-                                    connect_options=nats_server.connect_options("inference")) as addr:
+                                    connect_options=nats_server.connect_options("inference"),
+                                    tls_env=sec.gateway_server_env()) as addr:
+            # In-process services share one environment, hence one gateway client certificate (the CEO's).
+            shared = {**nats_server.env(), **sec.gateway_client_env("ceo")}
             client = await nats.connect(nats_server.url, **nats_server.connect_options(permissions.CLIENT))
-            env = AgentEnv(nc=nc, nats_env=nats_server.env(), gateway_addr=addr, archive_dir=tmp_path / "archive",
+            env = AgentEnv(nc=nc, nats_env=shared, gateway_addr=addr, archive_dir=tmp_path / "archive",
                            tmp=tmp_path, client=client)
-            stack = InProcessStack(nats_server.env(), addr, env.archive_dir, env={"CONCLAVE_DRAIN_GRACE_S": "2"})
+            stack = InProcessStack(shared, addr, env.archive_dir, env={"CONCLAVE_DRAIN_GRACE_S": "2"})
             await stack.start([n for n in AGENT_SERVICES if n not in as_processes])
             for name in as_processes:
                 await env.start_process(name)
