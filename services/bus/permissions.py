@@ -138,6 +138,11 @@ def get(user: str) -> Permissions:
         raise KeyError(f"no NATS user {user!r}; known: {', '.join(USERS)}") from None
 
 
+def password_env(user: str) -> str:
+    """The environment variable through which nats-server reads `user`'s password in Kubernetes."""
+    return f"{user.upper()}_PASSWORD"
+
+
 def _quote(values: tuple[str, ...]) -> str:
     return "[" + ", ".join(f'"{v}"' for v in values) + "]"
 

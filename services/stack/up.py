@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services import registry
+from services.runtime.settings import RuntimeSettings
 from services.security.local import LocalSecurity
+from services.stack.declare import declare_bus
 from services.stack.natsd import NatsServer, reachable
 from services.stack.supervisor import ProcessSpec, Supervisor, service_argv
 
@@ -61,7 +63,9 @@ class Stack:
             self.nats_url = self.nats.url
         env = {"CONCLAVE_NATS_URL": self.nats_url, **(sec.nats_env() if sec else {}), **self.opts.env}
         if sec is not None:
-            await _declare_bus(self.nats_url, sec)
+            # Streams, consumers and buckets are created by the admin user: services may only check them.
+            await declare_bus(RuntimeSettings(nats_url=self.nats_url, nats_credentials_dir=sec.nats_dir,
+                                              nats_tls_ca=sec.ca_file))
         for spec in self.opts.extra:
             spec.env = {**env, **spec.env}
             self.supervisor.add(spec)
@@ -77,22 +81,6 @@ class Stack:
         await self.supervisor.stop()
         if self.nats is not None:
             await asyncio.to_thread(self.nats.stop)
-
-
-async def _declare_bus(url: str, sec: LocalSecurity) -> None:
-    """Streams, consumers and buckets are created by the admin user: services may only check them."""
-    import nats
-
-    from services.bus import permissions, topology
-    from services.runtime.connection import nats_options
-    from services.runtime.settings import RuntimeSettings
-
-    settings = RuntimeSettings(nats_url=url, nats_credentials_dir=sec.nats_dir, nats_tls_ca=sec.ca_file)
-    nc = await nats.connect(url, **nats_options(settings, permissions.ADMIN))
-    try:
-        await topology.declare(nc.jetstream(), settings.bus_timing())
-    finally:
-        await nc.close()
 
 
 async def run_until_signal(stack: Stack, main: Callable[[Stack], Awaitable[None]] | None = None) -> int:
