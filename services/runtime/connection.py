@@ -47,6 +47,8 @@ def nats_options(settings: RuntimeSettings, user: str) -> dict[str, Any]:
         opts.update(user=user, password=password, inbox_prefix=permissions.inbox_prefix(user))
     if settings.nats_tls_ca is not None:
         opts["tls"] = tls_context(settings.nats_tls_ca)
+        if settings.nats_tls_hostname:
+            opts["tls_hostname"] = settings.nats_tls_hostname
     return opts
 
 

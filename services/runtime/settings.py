@@ -37,6 +37,8 @@ class RuntimeSettings(BaseSettings):
     nats_credentials_dir: Path | None = Field(
         None, description="Directory of <user>.json NATS credentials (conclave up writes .state/security/nats).")
     nats_tls_ca: Path | None = Field(None, description="CA certificate of the NATS server; set means TLS.")
+    nats_tls_hostname: str = Field(
+        "", description="Name to verify the NATS certificate against, when the URL's host differs (a port-forward).")
     # Towards the inference gateway (CEO and agents): TLS when the CA is set, mTLS with cert and key.
     gateway_tls_ca: Path | None = Field(None, description="CA certificate of the gateway; set means TLS.")
     gateway_tls_cert: Path | None = Field(None, description="This service's client certificate (mTLS).")
