@@ -17,6 +17,17 @@ from services.security.local import NatsCredential
 log = logging.getLogger(__name__)
 
 
+class _TlsCloseNoise(logging.Filter):
+    """asyncio warns "returning true from eof_received() has no effect when using ssl" each time a TLS peer
+    closes a NATS connection (nats-py's protocol returns True); it is harmless and would flood every log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "eof_received()" not in record.getMessage()
+
+
+logging.getLogger("asyncio").addFilter(_TlsCloseNoise())
+
+
 class MissingCredential(RuntimeError):
     pass
 
