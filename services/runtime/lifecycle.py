@@ -126,7 +126,15 @@ async def run(service: Service[S], stop: asyncio.Event | None = None, started: a
     watcher: MaxDeliveriesWatcher | None = None
     try:
         if settings.declare_bus:
-            await topology.declare(rt.js, settings.bus_timing())
+            try:
+                await topology.declare(rt.js, settings.bus_timing())
+            except Exception as exc:
+                # With security on, a service may only check the topology; a missing or different stream,
+                # consumer or bucket needs the admin user (the server refused, so the request timed out).
+                raise RuntimeError(
+                    f"the bus is not declared as this service expects ({exc!r}); only the NATS admin may create "
+                    "or change streams: run `conclave up`, the Kubernetes Job bus-setup, or `python -m "
+                    "services.stack.declare` as admin with the same timing settings") from exc
         await service.setup(rt)
         if rt.workers:
             watcher = MaxDeliveriesWatcher(nc, rt.js, rt.letters, sorted({w._spec.stream for w in rt.workers}))
