@@ -85,7 +85,7 @@ async def run_bus(server: NatsServer, messages: int, window: int, workers: int, 
     slots = asyncio.Semaphore(window)
 
     async def on_result(msg) -> None:
-        key = msg.subject.rsplit(".", 1)[-1]
+        key = msg.subject.rsplit("-", 1)[-1]  # the step token t0-r0-solver-<key>
         t0 = sent.pop(key, None)
         if t0 is None:
             return
@@ -94,7 +94,7 @@ async def run_bus(server: NatsServer, messages: int, window: int, workers: int, 
         if len(rtts) == messages:
             done.set()
 
-    await client.subscribe(subjects.reply(f"bench{tag}", "*"), cb=on_result)
+    await client.subscribe(subjects.replies_of(f"bench{tag}"), cb=on_result)
     conns, ws = [], []
     for _ in range(workers):
         wc = await nats.connect(url, **server.connect_options("solver"))
@@ -103,7 +103,9 @@ async def run_bus(server: NatsServer, messages: int, window: int, workers: int, 
 
         async def handle(ctx, wjs=wjs) -> None:
             key = ctx.msg.headers[MSG_ID]
-            await wjs.publish(subjects.reply(f"bench{tag}", key), ctx.msg.data, headers={MSG_ID: f"r{key}"})
+            # A step key of the solver, as the CEO names them: the solver's user may answer only those.
+            await wjs.publish(subjects.reply(f"bench{tag}", f"t0-r0-solver-{key}"), ctx.msg.data,
+                              headers={MSG_ID: f"r{key}"})
 
         w = JetStreamWorker(wjs, ROLE_CONSUMERS["solver"], handle, timing=TIMING, concurrency=max(1, window // workers),
                             letters=DeadLetters(wjs, reg), metrics=WorkerMetrics(reg))

@@ -66,6 +66,9 @@ class StepRunner:
         except Exception:
             log.error("unreadable reply on %s", msg.subject)
             return
+        if not subjects.reply_is_genuine(msg.subject, self._pid, step_of(reply.task_id)):
+            log.error("reply for %s arrived on %s, not its step's subject; ignored", reply.task_id, msg.subject)
+            return
         async with self._arrived:
             self._replies[step_of(reply.task_id)] = reply
             self._arrived.notify_all()

@@ -120,6 +120,29 @@ async def test_the_public_client_can_submit_and_read_results_but_nothing_else(na
     assert (await bus.stream_info(topology.PROBLEMS.name)).state.messages == 0
 
 
+async def test_a_role_can_answer_only_its_own_steps(nats_server, bus):
+    errors = Errors()
+    critic = await connect_as(nats_server, "critic", errors)
+    try:
+        await critic.jetstream().publish(subjects.reply("p3", "t1-r0-critic-1"), b"my review")
+        await critic.publish(subjects.reply("p3", "t1-r0-solver-0"), b"forged solution")
+        await critic.flush()
+        await _until(lambda: len(errors.violations()) >= 1)
+    finally:
+        await critic.close()
+    info = await bus.stream_info(topology.REPLIES.name, subjects_filter=f"{subjects.REPLIES_PREFIX}.>")
+    assert set(info.state.subjects or {}) == {subjects.reply("p3", "t1-r0-critic-1")}
+
+
+def test_the_ceo_believes_a_reply_only_on_its_steps_subject():
+    """A critic's own subject carrying a payload that claims the solver's step is not the solver's reply."""
+    own = subjects.reply("p4", "t1-r0-critic-0")
+    assert own == "conclave.replies.p4.critic.t1-r0-critic-0"
+    assert subjects.reply_is_genuine(own, "p4", "t1-r0-critic-0")
+    assert not subjects.reply_is_genuine(own, "p4", "t1-r0-solver-0")
+    assert not subjects.reply_is_genuine(own, "p5", "t1-r0-critic-0")
+
+
 async def test_a_crafted_reply_subject_is_not_answered(nats_server, nc, bus):
     """A submitter picks its reply subject; the CEO answers inboxes only, never a stream subject."""
     ceo = await connect_as(nats_server, "ceo")

@@ -1,4 +1,4 @@
-"""One service per role: consumes conclave.tasks.<role>, answers on conclave.replies.<problem>.<step>.
+"""One service per role: consumes conclave.tasks.<role>, answers on conclave.replies.<problem>.<role>.<step>.
 
 Idempotent: a task whose reply is already in the REPLIES stream (a redelivery after a crash between
 publishing and acking) is acked without calling the model again, and replies carry the task id as

@@ -77,10 +77,10 @@ def _service(user: str, publish: tuple[str, ...], subscribe: tuple[str, ...], he
 
 def _worker(role: str) -> Permissions:
     pub, sub = _pull(topology.ROLE_CONSUMERS[role])
-    # Replies go to conclave.replies.<problem>.<step>. The step token does not name the role in a way a
-    # subject wildcard can match, so any worker may publish any step's reply (see docs/security.md).
+    # Replies go to conclave.replies.<problem>.<role>.<step>: a role can only answer its own steps, and the CEO
+    # believes a reply only on its step's subject (subjects.reply_is_genuine).
     # A redelivered task first looks for its stored reply (services/agents/service.py).
-    pub += (f"{subjects.REPLIES_PREFIX}.>", f"$JS.API.STREAM.MSG.GET.{topology.REPLIES.name}")
+    pub += (f"{subjects.REPLIES_PREFIX}.*.{role}.*", f"$JS.API.STREAM.MSG.GET.{topology.REPLIES.name}")
     return _service(role, pub, sub,
                     f"consumes {subjects.task(role)}, publishes its replies")
 

@@ -12,7 +12,8 @@ PROBLEMS_SUBMIT = f"{PREFIX}.problems.submit"
 PROBLEMS_ACCEPTED = f"{PREFIX}.problems.accepted"
 # Role work queues: conclave.tasks.<role>.
 TASKS_PREFIX = f"{PREFIX}.tasks"
-# Role replies: conclave.replies.<problem_id>.<step key>.
+# Role replies: conclave.replies.<problem_id>.<role>.<step key>. The role token lets NATS permissions bind
+# each role to its own replies (services/bus/permissions.py).
 REPLIES_PREFIX = f"{PREFIX}.replies"
 RESULTS_PREFIX = f"{PREFIX}.results"
 EVENTS_PREFIX = f"{PREFIX}.events"
@@ -43,8 +44,20 @@ def task(role: str) -> str:
     return f"{TASKS_PREFIX}.{role}"
 
 
+def step_role(step: str) -> str:
+    """'t1-r0-critic-0' -> 'critic': the role of a step key (ceo/steps.py: t<turn>-r<round>-<role>-<index>)."""
+    parts = step.split("-")
+    return parts[2] if len(parts) == 4 and parts[2] else "unknown"
+
+
 def reply(problem_id: str, step: str) -> str:
-    return f"{REPLIES_PREFIX}.{problem_id}.{step}"
+    return f"{REPLIES_PREFIX}.{problem_id}.{step_role(step)}.{step}"
+
+
+def reply_is_genuine(subject: str, problem_id: str, step: str) -> bool:
+    """A reply counts for `step` only on that step's subject: only the step's role may publish there, so a
+    payload that claims another role's step (a compromised worker) is not believed."""
+    return subject == reply(problem_id, step)
 
 
 def replies_of(problem_id: str) -> str:
