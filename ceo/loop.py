@@ -156,6 +156,11 @@ class ProblemRun:
         if out.fallback:
             self.m.fallbacks.labels("ceo").inc()
         await self.event(st, "decision", role=R.ROLE_CEO, decision=decision, text=decision.direction)
+        if decision.stop_set_aside:
+            self.m.decisions.labels("stop_set_aside").inc()
+            log.info("the CEO said stop before any solution existed; set aside, the team continues")
+            await self.event(st, "decision", role=R.ROLE_CEO, decision=decision,
+                             text="stop set aside: there is no solution yet, so the team continues")
         honour = self.profile.honour_stop if self.cfg.honour_stop is None else self.cfg.honour_stop
         if decision.action == A.ACTION_STOP and honour and st.plan:
             self.stop(st, "ceo_stop", "the CEO judged the latest solution final")
@@ -192,7 +197,7 @@ class ProblemRun:
         task = self.base_task(st, R.ROLE_SOLVER, persona=self.solver_persona(st), max_tokens=st.k,
                               direction=st.direction, memory=memory)
         reply = await self._new_plan(st, steps, task, self.solver_persona(st))
-        if reply is not None:
+        if reply is not None and reply.content == st.plan:
             for mem in st.critic_memory:
                 mem.append((self.solver_persona(st), reply.content))
 
@@ -205,6 +210,13 @@ class ProblemRun:
         if reply.error:
             self.fail_step(st, reply)
             return None
+        if reply.fallback and st.plan:
+            # A reply without the required answer (no \boxed{}, a placeholder, the direction copied) does
+            # not replace a solution that had one: a malformed second turn must not lose turn 1's answer.
+            log.info("the new solution is malformed (%s); the previous one stays", reply.fallback_reason)
+            await self.event(st, "plan_kept", role=reply.role,
+                             text=f"kept the previous solution: the new one is malformed ({reply.fallback_reason})")
+            return reply
         st.plan, st.plan_turn = reply.content, st.turn
         st.solver_memory.append((sender, reply.content))
         return reply

@@ -100,8 +100,16 @@ class Critic:
             persona=t.persona or "a careful reviewer", problem=problem_text(t.problem),
             history=history_block(list(t.memory)), solution=t.solution,
         )
+        reask = ctx.profile.prompt("critic_reask").render()[-1][1]
+
+        def ask_for_reasons(exc: parsing.ParseError) -> str | None:
+            # A bare [Agree]/[Disagree] is asked once for its reasons; if it stays bare, the protocol's
+            # fallback counts it (as agreeing), so a consensus of bare tags is visible as fallbacks.
+            return reask if isinstance(exc, parsing.BareTag) else None
+
         out = await call_and_parse(ctx.llm, messages, ctx.options(self.role_enum, t.max_tokens),
-                                   parsing.parse_review, retries=ctx.retries, key=t.task_id)
+                                   parsing.parse_review, retries=max(ctx.retries, 1), key=t.task_id,
+                                   reask=ask_for_reasons)
         if out.value is not None:
             reply = _reply(ctx, self.role_enum, out, out.value.text)
             reply.agree = out.value.agree
