@@ -5,19 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from conclave.v1 import agents_pb2, problem_pb2
+from conclave.v1 import agents_pb2
 from services.agents import parsing
 from tests.agents.scripts import AGREE, WRONG, R, ceo, team
+from tests.test_agents_e2e import two_plus_three
 
 MENU = (4096, 8192)
-
-
-def two_plus_three(pid: str, **limits) -> problem_pb2.Problem:
-    p = problem_pb2.Problem(id=pid, kind=problem_pb2.PROBLEM_KIND_MATH, text="What is 2+3?", profile="math500",
-                            reference_answer="5")
-    for key, value in limits.items():
-        setattr(p.limits, key, value)
-    return p
 
 
 @pytest.fixture

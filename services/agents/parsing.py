@@ -42,6 +42,8 @@ class Verdict:
     correctness: int
     advice: str
     recruit: str
+    # Its answer to a contradicting check (a "Check:" line), in profiles that ask for one.
+    check: str = ""
 
 
 def _clean(text: str) -> str:
@@ -140,7 +142,8 @@ def parse_verdict(text: str) -> Verdict:
     word = (m.group(1) or m.group(2)).lower()
     score = 1 if word in ("1", "yes", "true", "correct") else 0
     return Verdict(correctness=score, advice=_field(body, "advice", "feedback") or "",
-                   recruit=_field(body, "recruit", "recruit suggestion") or "")
+                   recruit=_field(body, "recruit", "recruit suggestion") or "",
+                   check=_field(body, "check") or "")
 
 
 def check_solution(text: str, kind: str, *, echo_of: str = "") -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from conclave.v1 import agents_pb2
-from services.agents import parsing
+from services.agents import check, parsing
 from services.agents.calling import StepOutcome, call_and_parse
 from services.agents.context import AgentContext, history_block, problem_text
 
@@ -127,7 +127,9 @@ class Evaluator:
         t = ctx.task
         ex = t.execution
         note = ""
-        if t.HasField("execution") and ex.status:
+        if t.HasField("execution") and ex.kind == "check":
+            note = "\n" + check.evaluator_note(ex, parsing.extract_answer(t.solution, ctx.kind))
+        elif t.HasField("execution") and ex.status:
             source = "the dataset's tests" if ex.dataset_tests else "tests written by the team"
             note = (f"\nThe code was run against {source}: {ex.status}, {ex.tests_failed} failing.\n"
                     f"Output:\n{ex.output[-1500:]}\n")
@@ -139,6 +141,6 @@ class Evaluator:
         reply = _reply(ctx, self.role_enum, out, out.last.visible_text if out.last else "")
         reply.evaluation.CopyFrom(agents_pb2.Evaluation(
             correctness=verdict.correctness, advice=verdict.advice, recruit_suggestion=verdict.recruit,
-            fallback=out.fallback,
+            fallback=out.fallback, check_reply=verdict.check,
         ))
         return reply

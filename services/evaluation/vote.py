@@ -37,7 +37,7 @@ from nats.aio.client import Client
 from conclave.v1 import agents_pb2, outcome_pb2, problem_pb2
 from services.agents.context import kind_name
 from services.agents.parsing import extract_answer
-from services.evaluation.graders import grade_math
+from services.evaluation.graders import answers_match
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +74,6 @@ def answer_key(kind: str, text: str) -> str:
     return " ".join(answer.lower().split())
 
 
-def same_answer(kind: str, a: str, b: str) -> bool:
-    if a == b:
-        return True
-    if kind == "math":
-        return grade_math("\\boxed{" + a + "}", b) or grade_math("\\boxed{" + b + "}", a)
-    return False
-
-
 @dataclass(frozen=True)
 class Tally:
     winner: int | None  # index of the representative sample; None when no sample gave an answer
@@ -96,7 +88,7 @@ def majority(kind: str, texts: list[str]) -> Tally:
         if not key:
             continue
         for members in classes:
-            if same_answer(kind, keys[members[0]], key):
+            if answers_match(kind, keys[members[0]], key):
                 members.append(i)
                 break
         else:
