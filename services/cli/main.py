@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "infer": ("services.inference.cli", "stream a completion through the inference gateway (checks your pods)"),
     "eval": ("services.cli.eval_cmd", "run a benchmark, grade it, write a report (mas or single agent)"),
     "compare": ("services.cli.compare_cmd", "compare two eval runs, paired, with intervals and a significance test"),
+    "audit": ("services.cli.audit_cmd", "find where a team run lost right answers, from its archived trajectories"),
 }
 
 EPILOG = """\
