@@ -106,3 +106,11 @@ async def test_ablations_withhold_the_direction_neutralise_personas_and_skip_rev
     assert roles_in_order(norevision) == [(1, 0, "ceo"), (1, 0, "recruiter"), (1, 0, "solver"),
                                           (1, 1, "critic"), (1, 1, "critic"), (1, 1, "evaluator")]
     assert not norevision.consensus
+
+
+async def test_a_check_runs_in_the_sandbox_and_float_output_matches_a_symbolic_answer():
+    from services.sandbox import run_python
+
+    run = await run_python("import math\nprint('ANSWER:', (3, math.pi / 2))\n")
+    assert judge("math", "\\left( 3, \\frac{\\pi}{2} \\right)", run.status, run.stdout, run.stderr).passed
+    assert judge("math", "(3, 0)", run.status, run.stdout, run.stderr).contradicts

@@ -51,7 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="--mode vote --k auto: the --out directory of the run (e.g. the team) whose tokens to match")
     p.add_argument("--k-max", type=int, default=64, help="--mode vote: the most samples one problem may get")
     p.add_argument("--profile", default="", help="profile (default: the benchmark's own)")
-    p.add_argument("--concurrency", type=int, default=4, help="problems in flight at once")
+    p.add_argument("--concurrency", type=int, default=4,
+                   help="problems in flight at once (--mode vote: each with its K samples in flight together)")
     p.add_argument("--out", type=Path, default=None, help="output dir (default out/eval/BENCHMARK-MODE)")
     p.add_argument("--data-dir", type=Path, default=None, help="benchmark data dir")
     p.add_argument("--gpqa", type=Path, default=None, help="path of a GPQA file (CSV or JSONL) you have")
