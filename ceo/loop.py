@@ -293,6 +293,9 @@ class ProblemRun:
                                 "tests_failed": ex.tests_failed, "check_answer": ex.check_answer,
                                 "contradicts": ex.contradicts}
                 st.execution_plan = st.plan
+                if ex.kind == "check":
+                    self.m.checks.labels("contradicts" if ex.contradicts else "agrees" if ex.passed
+                                         else "inconclusive").inc()
                 st.append(outcome_pb2.Trajectory(executions=[reply.execution]))
                 await self.event(st, "execution", role=R.ROLE_EXECUTOR, execution=reply.execution,
                                  text=reply.execution.status)
