@@ -95,16 +95,24 @@ def parse_sweep(specs: list[str]) -> list[dict[str, int]]:
     return [dict(zip([a for a, _ in axes], combo, strict=True)) for combo in itertools.product(*(v for _, v in axes))]
 
 
-def vote_solver(args: argparse.Namespace, out: Path) -> dict:
-    """run_eval's solver for --mode vote; nothing to add for the other modes."""
+def vote_settings(args: argparse.Namespace):
+    """--mode vote's settings, checked before anything starts (None for the other modes)."""
     if args.mode != "vote":
-        return {}
-    from services.evaluation.vote import VoteSolver, settings_for
+        return None
+    from services.evaluation.vote import settings_for
 
     try:
-        settings = settings_for(args.k, args.match, args.k_max)
+        return settings_for(args.k, args.match, args.k_max)
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"conclave eval: {exc}") from exc
+
+
+def vote_solver(settings, out: Path) -> dict:
+    """run_eval's solver for --mode vote; nothing to add for the other modes."""
+    if settings is None:
+        return {}
+    from services.evaluation.vote import VoteSolver
+
     out.mkdir(parents=True, exist_ok=True)
     return {"solver": VoteSolver(settings, out)}
 
@@ -116,6 +124,7 @@ async def _eval(args: argparse.Namespace) -> int:
     from services.evaluation import report
     from services.evaluation.runner import RunSettings, run_eval
 
+    vote = vote_settings(args)
     items = load_items(args)
     default_profile = {"mbpp": "mbpp", "humaneval": "humaneval", "math500": "math500", "aime2024": "aime2024",
                        "gpqa": "gpqa"}.get(args.benchmark, "")
@@ -147,7 +156,7 @@ async def _eval(args: argparse.Namespace) -> int:
                     verdict = "correct" if g.correct else f"wrong ({g.stop_reason})"
                     view.update(done, total, f"{g.id} {verdict}; {correct[0]} correct this run")
 
-                graded = await run_eval(nc, items, settings, out, on_graded, **vote_solver(args, out))
+                graded = await run_eval(nc, items, settings, out, on_graded, **vote_solver(vote, out))
             summary = report.write(out, settings, graded)
             rows.append((point, summary))
             print(f"{label}: {summary.get('correct', 0)}/{summary.get('problems', 0)} correct "
