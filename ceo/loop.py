@@ -181,14 +181,14 @@ class ProblemRun:
         st.experts = experts[: st.n]
         st.critic_memory = [[] for _ in range(st.n - 1)]  # critics start every turn with empty memory
         await self.event(st, "recruited", role=R.ROLE_RECRUITER, experts=st.experts)
-        check = self.check_note(st)
-        if check:
+        checked = self.check_note(st)
+        if checked:
             # The last turn's check of this solution: the team hears what the evaluator heard.
-            st.solver_memory.append(("executor", check))
+            st.solver_memory.append(("executor", checked))
         if st.direction and self.profile.solver_sees_direction:
             st.solver_memory.append(("CEO", st.direction))
         for mem in st.critic_memory:
-            mem.extend([("executor", check)] if check else [])
+            mem.extend([("executor", checked)] if checked else [])
             mem.extend([("CEO", st.direction)] if st.direction else [])
         st.phase = S.SOLVE
 
