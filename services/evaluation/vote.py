@@ -155,7 +155,6 @@ class VoteSolver:
             from services.client.solve import solve
         self.settings, self._solve, self._path = settings, solve, out_dir / "votes.jsonl"
         self._lock = asyncio.Lock()
-        self._sample_tokens: list[int] = []  # every sample's tokens so far: the per-sample estimate
 
     def sample(self, problem: problem_pb2.Problem, i: int) -> problem_pb2.Problem:
         p = problem_pb2.Problem()
@@ -169,7 +168,7 @@ class VoteSolver:
         started = time.monotonic()
         item_id = problem.metadata.get("source_id", problem.id)
         s = self.settings
-        target = float(s.k) if s.k > 0 else float(s.targets.get(item_id, s.default_target))
+        target = 0.0 if s.k > 0 else float(s.targets.get(item_id, s.default_target))
         results: list[outcome_pb2.Result] = []
 
         async def draw(i: int) -> outcome_pb2.Result:
@@ -177,7 +176,6 @@ class VoteSolver:
                 r = await self._solve(nc, self.sample(problem, i), timeout_s=timeout_s)
             except TimeoutError:
                 r = outcome_pb2.Result(problem_id=f"{problem.id}-s{i}", status="error", stop_reason="timeout")
-            self._sample_tokens.append(r.total_tokens)
             return r
 
         if s.k > 0:
@@ -185,7 +183,8 @@ class VoteSolver:
         else:
             while True:
                 spent = sum(r.total_tokens for r in results)
-                per_sample = statistics.fmean(self._sample_tokens) if self._sample_tokens else 1.0
+                # This problem's own samples say what one more costs (a hard problem's answers run longer).
+                per_sample = statistics.fmean(r.total_tokens for r in results) if results else 1.0
                 more = next_wave(spent, len(results), target, per_sample, s.k_max)
                 if not more:
                     break
@@ -208,7 +207,7 @@ class VoteSolver:
         completion = sum(t.completion_tokens for r in results for t in r.tokens)
         out.tokens.add(role=agents_pb2.ROLE_SINGLE, prompt_tokens=prompt, completion_tokens=completion,
                        calls=sum(t.calls for r in results for t in r.tokens))
-        record = VoteRecord(id=item_id, k=len(results), target_tokens=target if self.settings.k <= 0 else 0,
+        record = VoteRecord(id=item_id, k=len(results), target_tokens=target,
                             winner=tally.winner, votes=tally.votes,
                             answers=[extract_answer(t, kind)[:200] for t in texts],
                             tokens=[r.total_tokens for r in results], statuses=[r.status for r in results])
