@@ -35,11 +35,12 @@ def test_a_revision_that_turns_right_into_wrong_is_named():
     assert a.first_draft.correct and not a.final_correct and a.final_answer == "4"
     assert (a.loss_step, a.loss_at) == ("revision", "turn 1 round 1")
     assert a.context == ["accepted_wrong (turn 1)"]
+    assert a.loss_cause == "critique: (none recorded)"  # this hand-made trajectory has no critics
 
 
 def test_a_wrong_first_draft_where_the_single_agent_was_right():
     a = audit_trajectory(trajectory("p2", [(1, 0, FOUR)], [0], stop="max_turns"), single={"correct": True})
-    assert a.loss_step == "first_draft" and a.context == []
+    assert a.loss_step == "first_draft" and a.context == [] and a.loss_cause == "persona: -; direction: -"
     b = audit_trajectory(trajectory("p2", [(1, 0, FOUR)], [0], stop="max_turns"), single={"correct": False})
     assert b.loss_step == "never_right"
 
@@ -98,6 +99,7 @@ async def test_audit_of_a_recorded_team_run(agent_stack, tmp_path):
     (a,) = audit_run(tmp_path / "mas", env.archive_dir)
     assert a.first_draft.correct and not a.final_correct and a.loss_step == "revision"
     assert a.context == ["ceo_stopped_wrong"] and a.stop_reason == "ceo_stop"
+    assert a.loss_cause.startswith("critique: The sum is wrong")  # the objection the solver gave in to
     assert "revision turn 1 round 1" in markdown([a], summarize([a]))
 
 

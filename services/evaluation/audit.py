@@ -54,6 +54,9 @@ class ProblemAudit:
     final_correct: bool
     loss_step: str  # one of LOSS_STEPS, or "" when the team ended right
     loss_at: str  # "turn 1 round 2", where loss_step happened
+    # What the solver had just been told: the objection it revised on, or the CEO's direction and the
+    # persona of the turn whose first solution was wrong.
+    loss_cause: str = ""
     drafts: list[Draft] = field(default_factory=list)
     verdicts: list[int] = field(default_factory=list)
     context: list[str] = field(default_factory=list)
@@ -90,15 +93,17 @@ def audit_trajectory(traj: outcome_pb2.Trajectory, *, item_id: str = "", single:
     verdicts = [e.correctness for e in traj.evaluations]
     single_correct = None if single is None else bool(single.get("correct"))
 
-    loss, at = "", ""
+    loss, at, cause = "", "", ""
     if final is None or not final.correct:
         loss = "never_right"
         for prev, cur in zip(plans, plans[1:], strict=False):
             if prev.correct and not cur.correct:
                 loss, at = ("revision" if cur.round > 0 else "new_turn"), f"turn {cur.turn} round {cur.round}"
+                cause = _cause(traj, steps[(cur.turn, cur.round)])
                 break
         if loss == "never_right" and single_correct and plans and not plans[0].correct:
             loss, at = "first_draft", f"turn {plans[0].turn}"
+            cause = _cause(traj, steps[(plans[0].turn, plans[0].round)])
 
     context = []
     evaluations = list(traj.evaluations)
@@ -118,9 +123,20 @@ def audit_trajectory(traj: outcome_pb2.Trajectory, *, item_id: str = "", single:
         id=item_id or result.metadata.get("source_id", traj.problem.id), problem_id=traj.problem.id,
         single_correct=single_correct, single_answer=str((single or {}).get("extracted", ""))[:200],
         first_draft=plans[0] if plans else None, final_answer=final.answer if final else "",
-        final_correct=bool(final and final.correct), loss_step=loss, loss_at=at, drafts=drafts, verdicts=verdicts,
+        final_correct=bool(final and final.correct), loss_step=loss, loss_at=at, loss_cause=cause[:300],
+        drafts=drafts, verdicts=verdicts,
         context=context, stop_reason=result.stop_reason,
     )
+
+
+def _cause(traj: outcome_pb2.Trajectory, solver: outcome_pb2.TrajectoryMessage) -> str:
+    """What preceded a solver's step: the objections it revised on (round > 0), else the turn's direction."""
+    if solver.round > 0:
+        objections = [m.call.visible_text.strip() for m in traj.messages
+                      if m.role == R.ROLE_CRITIC and m.turn == solver.turn and m.round == solver.round and not m.agree]
+        return "critique: " + " | ".join(objections) if objections else "critique: (none recorded)"
+    direction = next((d.direction for d in traj.decisions if d.turn == solver.turn), "")
+    return f"persona: {solver.persona or '-'}; direction: {direction or '-'}"
 
 
 def load_trajectory(path: Path) -> outcome_pb2.Trajectory:
@@ -197,6 +213,10 @@ def markdown(audits: list[ProblemAudit], summary: dict) -> str:
             f"| {a.id} | {mark(a.single_correct, a.single_answer)} | {mark(fd.correct, fd.answer) if fd else '-'} | "
             f"{mark(a.final_correct, a.final_answer)} | {a.loss_step} {a.loss_at}".rstrip() + " | "
             f"{trail} | {''.join(map(str, a.verdicts))} | {a.stop_reason} |")
+    causes = [a for a in audits if a.loss_cause]
+    if causes:
+        lines += ["", "What the solver had just been told where an answer was lost:", ""]
+        lines += [f"- {a.id} ({a.loss_step}): {a.loss_cause.replace(chr(10), ' ')[:300]}" for a in causes]
     return "\n".join(lines) + "\n"
 
 
