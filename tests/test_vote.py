@@ -47,6 +47,15 @@ def test_waves_land_near_the_target_tokens():
     assert next_wave(700, 1, 5000, 700, 3) == 2  # never beyond k_max
 
 
+def test_sample_ids_stay_valid_subject_tokens(tmp_path):
+    from services.bus.subjects import valid_problem_id
+
+    solver = VoteSolver(VoteSettings(k=2), tmp_path)
+    long_id = "x" * 128
+    ids = {solver.sample(problem_pb2.Problem(id=long_id), i).id for i in range(12)}
+    assert len(ids) == 12 and all(valid_problem_id(i) for i in ids)
+
+
 def test_k_auto_needs_a_run_to_match(tmp_path):
     with pytest.raises(ValueError, match="--match"):
         settings_for("auto", None, 64)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import hashlib
 import json
 import logging
 import re
@@ -42,6 +43,7 @@ from services.evaluation.graders import answers_match
 log = logging.getLogger(__name__)
 
 SolveFn = Callable[..., Awaitable[outcome_pb2.Result]]
+MAX_BASE_ID = 120  # a sample's id adds "-s<i>" to its problem's id
 
 
 # ------------------------------------------------------------------------------------- equivalence
@@ -159,7 +161,10 @@ class VoteSolver:
     def sample(self, problem: problem_pb2.Problem, i: int) -> problem_pb2.Problem:
         p = problem_pb2.Problem()
         p.CopyFrom(problem)
-        p.id, p.single_agent = f"{problem.id}-s{i}", True
+        base = problem.id
+        if len(base) > MAX_BASE_ID:  # ids are at most 128 characters; keep long ones unique with a hash
+            base = f"{base[:MAX_BASE_ID - 9]}-{hashlib.blake2b(base.encode(), digest_size=4).hexdigest()}"
+        p.id, p.single_agent = f"{base}-s{i}", True
         p.metadata["vote_sample"] = str(i)
         return p
 
