@@ -23,7 +23,7 @@ def test_equivalent_math_answers_form_one_class():
 
 def test_a_tie_goes_to_the_class_sampled_first():
     assert majority("math", ["\\boxed{4}", "\\boxed{3}", "\\boxed{3}", "\\boxed{4}"]).winner == 0
-    assert majority("math", ["\\boxed{7}", "\\boxed{8}", "\\boxed{9}"]).winner == 0  # sample 0 = the single agent
+    assert majority("math", ["\\boxed{7}", "\\boxed{8}", "\\boxed{9}"]).winner == 0  # all different: sample 0, as one call would answer
 
 
 def test_choices_vote_by_letter_and_code_by_syntax_tree():

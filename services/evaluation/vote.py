@@ -12,8 +12,8 @@ Answers are grouped into equivalence classes per task kind:
   never seen, and no model-written tests are spent on it);
 - open-ended: the text with case and spacing ignored.
 A sample with no extractable answer does not vote (its tokens still count). Ties go to the class whose
-first member was sampled earliest, so a tie of singletons answers with sample 0, the single agent's
-own answer. The representative of the winning class is its earliest sample, graded like any answer.
+first member was sampled earliest, so a tie of singletons answers with sample 0 (what one call would
+have answered). The representative of the winning class is its earliest sample, graded like any answer.
 
 `k=0` ("auto") matches another run's tokens problem by problem: samples are drawn in waves until the
 next one would overshoot the target by more than half a sample (at least one, at most `k_max`).
