@@ -117,3 +117,27 @@ async def test_a_vote_run_samples_the_single_agent_on_the_bus_and_compares_like_
     assert all([m.role for m in t.messages] == [R.ROLE_SINGLE] for t in trajectories)
     c = compare_dirs(tmp_path / "single", vote_dir)
     assert c.problems == 2 and c.b.tokens_per_problem == 3 * c.a.tokens_per_problem
+
+
+async def test_differing_code_samples_are_decided_by_the_models_own_tests(tmp_path):
+    buggy = "```python\ndef add(a, b):\n    return a - b\n```"
+    good = "```python\ndef add(a, b):\n    return a + b\n```"
+    tests = "```python\nimport math\nassert add(2, 3) == 5\nassert add(0, 0) == 0\nassert math.isclose(add(1, 1), 2)\n```"
+    asked: list[problem_pb2.Problem] = []
+
+    async def fake_solve(nc, problem, *, timeout_s=None):
+        asked.append(problem)
+        text = tests if problem.id.endswith("-tests") else {"0": buggy, "1": buggy, "2": good}[problem.metadata["vote_sample"]]
+        return outcome_pb2.Result(problem_id=problem.id, status="ok", answer=text, total_tokens=100)
+
+    p = problem_pb2.Problem(id="v-add-0", kind=problem_pb2.PROBLEM_KIND_CODE, profile="mbpp",
+                            text="Write add(a, b) that returns the sum.")
+    p.code.entry_point = "add"
+    result = await VoteSolver(VoteSettings(k=3), tmp_path, solve=fake_solve)(None, p)
+    assert "a + b" in result.answer  # one sample against two, but it passes all three asserts
+    assert result.turns == 3 and result.total_tokens == 400  # the tests call's tokens count
+    tests_call = asked[-1]
+    assert tests_call.single_agent and tests_call.kind == problem_pb2.PROBLEM_KIND_OPEN_ENDED
+    assert "assert statements" in tests_call.text and "add" in tests_call.text and not tests_call.code.tests
+    (record,) = [json.loads(line) for line in (tmp_path / "votes.jsonl").read_text().splitlines()]
+    assert record["classes"] == [[0, 1], [2]] and record["asserts_passed"] == [1, 3] and record["winner"] == 2

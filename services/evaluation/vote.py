@@ -8,8 +8,8 @@ K=8 after one with K=4 on the same stack reuses the first four samples.
 Answers are grouped into equivalence classes per task kind:
 - math: the boxed answers, compared symbolically (math-verify, as the grader does);
 - multiple choice: the option letter;
-- code: the code's syntax tree with comments, formatting and docstrings ignored (the grading tests are
-  never seen, and no model-written tests are spent on it);
+- code: the code's syntax tree with comments, formatting and docstrings ignored; when the samples differ,
+  the class that passes most of the model's own tests wins (vote_code.py; the grading tests stay hidden);
 - open-ended: the text with case and spacing ignored.
 A sample with no extractable answer does not vote (its tokens still count). Ties go to the class whose
 first member was sampled earliest, so a tie of singletons answers with sample 0 (what one call would
@@ -38,6 +38,7 @@ from nats.aio.client import Client
 from conclave.v1 import agents_pb2, outcome_pb2, problem_pb2
 from services.agents.context import kind_name
 from services.agents.parsing import extract_answer
+from services.evaluation import vote_code
 from services.evaluation.graders import answers_match
 
 log = logging.getLogger(__name__)
@@ -143,8 +144,10 @@ class VoteRecord:
     winner: int | None
     votes: int
     answers: list[str]
-    tokens: list[int]
+    tokens: list[int]  # per sample; for code, a last entry for the call that wrote the tests
     statuses: list[str]
+    classes: list[list[int]] = field(default_factory=list)
+    asserts_passed: list[int] = field(default_factory=list)  # code: per class, of the model's own tests
 
 
 class VoteSolver:
@@ -194,17 +197,39 @@ class VoteSolver:
                 if not more:
                     break
                 results += await asyncio.gather(*(draw(len(results) + j) for j in range(more)))
-        return await self._aggregate(problem, item_id, target, results, time.monotonic() - started)
-
-    async def _aggregate(self, problem: problem_pb2.Problem, item_id: str, target: float,
-                         results: list[outcome_pb2.Result], wall_s: float) -> outcome_pb2.Result:
         kind = kind_name(problem)
         texts = [r.answer if r.status == "ok" else "" for r in results]
         tally = majority(kind, texts)
+        tested: list[int] = []
+        if kind == "code" and len(tally.classes) > 1:
+            tally, tested, tests_result = await self._by_own_tests(nc, problem, tally, texts, timeout_s)
+            results.append(tests_result)  # its tokens count; it is no sample (turns counts samples)
+        return await self._aggregate(problem, item_id, target, results, texts, tally, tested,
+                                     time.monotonic() - started)
+
+    async def _by_own_tests(self, nc: Client, problem: problem_pb2.Problem, tally: Tally, texts: list[str],
+                            timeout_s: float | None) -> tuple[Tally, list[int], outcome_pb2.Result]:
+        """Code: the class whose representative passes most of the model's own tests (vote_code.py)."""
+        try:
+            written = await self._solve(nc, vote_code.tests_problem(problem, problem.id), timeout_s=timeout_s)
+        except TimeoutError:
+            written = outcome_pb2.Result(status="error", stop_reason="timeout")
+        setup, asserts = vote_code.split_asserts(written.answer) if written.status == "ok" else ("", [])
+        if not asserts:
+            return tally, [], written
+        passes = [await vote_code.passed_asserts(texts[c[0]], setup, asserts, problem) for c in tally.classes]
+        best = tally.classes[vote_code.pick(tally.classes, passes)]
+        return Tally(winner=best[0], votes=len(best), classes=tally.classes), passes, written
+
+    async def _aggregate(self, problem: problem_pb2.Problem, item_id: str, target: float,
+                         results: list[outcome_pb2.Result], texts: list[str], tally: Tally, tested: list[int],
+                         wall_s: float) -> outcome_pb2.Result:
+        kind = kind_name(problem)
+        samples = len(texts)
         total = sum(r.total_tokens for r in results)
-        out = outcome_pb2.Result(problem_id=problem.id, status="ok", stop_reason="vote", turns=len(results),
+        out = outcome_pb2.Result(problem_id=problem.id, status="ok", stop_reason="vote", turns=samples,
                                  total_tokens=total, wall_s=wall_s, single_agent=True,
-                                 stop_detail=f"{tally.votes} of {len(results)} samples agree")
+                                 stop_detail=f"{tally.votes} of {samples} samples agree")
         if tally.winner is not None:
             rep = results[tally.winner]
             out.answer, out.extracted_answer = rep.answer, rep.extracted_answer
@@ -212,10 +237,11 @@ class VoteSolver:
         completion = sum(t.completion_tokens for r in results for t in r.tokens)
         out.tokens.add(role=agents_pb2.ROLE_SINGLE, prompt_tokens=prompt, completion_tokens=completion,
                        calls=sum(t.calls for r in results for t in r.tokens))
-        record = VoteRecord(id=item_id, k=len(results), target_tokens=target,
+        record = VoteRecord(id=item_id, k=samples, target_tokens=target,
                             winner=tally.winner, votes=tally.votes,
                             answers=[extract_answer(t, kind)[:200] for t in texts],
-                            tokens=[r.total_tokens for r in results], statuses=[r.status for r in results])
+                            tokens=[r.total_tokens for r in results], statuses=[r.status for r in results],
+                            classes=tally.classes, asserts_passed=tested)
         async with self._lock:
             with self._path.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(asdict(record)) + "\n")
