@@ -7,6 +7,7 @@ import json
 import pytest
 
 from conclave.v1 import outcome_pb2, problem_pb2
+from services.evaluation import vote_code
 from services.evaluation.compare import compare_dirs
 from services.evaluation.loaders import BenchItem
 from services.evaluation.runner import RunSettings, run_eval
@@ -102,19 +103,24 @@ def agent_stack(nats_server, tmp_path):
 async def test_a_vote_run_samples_the_single_agent_on_the_bus_and_compares_like_any_run(agent_stack, tmp_path):
     items = [BenchItem(id=f"sum/{i}", kind="math", text=f"What is 2+3? (variant {i})", reference_answer="5")
              for i in range(2)]
-    script = team(single=[(R.ROLE_SINGLE, r"variant 1\)", "It is \\boxed{6}.")])
+    script = team(single=[(R.ROLE_SINGLE, r"variant 1\)", "It is \\boxed{6}."),
+                          (R.ROLE_SINGLE, "assert statements", "```python\nassert add(1, 2) == 3\n```")])
     async with agent_stack(script) as env:
         single = await run_eval(env.nc, items, RunSettings(benchmark="toy", mode="single", profile="math500"),
                                 tmp_path / "single")
         vote_dir = tmp_path / "vote"
         vote = await run_eval(env.nc, items, RunSettings(benchmark="toy", mode="vote", profile="math500"), vote_dir,
                               solver=VoteSolver(VoteSettings(k=3), vote_dir))
+        code = problem_pb2.Problem(id="c", kind=problem_pb2.PROBLEM_KIND_CODE, profile="mbpp", text="Write add(a, b).")
+        code.code.entry_point = "add"
+        written = await env.solve(vote_code.tests_problem(code, "toy-vote-c"))  # through intake, as a vote asks it
         trajectories = [await env.trajectory(f"toy-vote-{RunSettings(benchmark='toy', mode='vote', profile='math500').tag()}-sum-0-s{i}")
                         for i in range(3)]
     assert [g.correct for g in vote] == [True, False]
     assert all(g.turns == 3 and g.stop_reason == "vote" for g in vote)
     assert vote[0].total_tokens == 3 * single[0].total_tokens  # three independent single-agent calls
     assert all([m.role for m in t.messages] == [R.ROLE_SINGLE] for t in trajectories)
+    assert written.status == "ok" and vote_code.split_asserts(written.answer) == ("", ["assert add(1, 2) == 3"])
     c = compare_dirs(tmp_path / "single", vote_dir)
     assert c.problems == 2 and c.b.tokens_per_problem == 3 * c.a.tokens_per_problem
 
