@@ -214,6 +214,8 @@ def _install_hooks(wd: str, hidden: tuple[str, ...], keep: str, native_dirs: tup
         def is_hidden(real: str | None) -> bool:
             if real is None or real.startswith(_keep):
                 return False
+            if real == "/proc":  # the list of host processes
+                return True
             if real.startswith("/proc/"):  # other processes' environ, maps, fds
                 entry = real.split("/")[2]
                 if entry.isdigit() and int(entry) != _os.getpid():
