@@ -21,6 +21,7 @@ import sys
 # Sibling modules, imported before anything could change them (the source tree is read-only to the code
 # and absent from its root). -I keeps this dir off sys.path otherwise.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _landlock  # noqa: E402
 import _rootfs  # noqa: E402
 import _seccomp  # noqa: E402
 import _syscalls as sc  # noqa: E402
@@ -37,7 +38,7 @@ _DISK_POLL_S = 0.02
 # Imports the code may not make even when already loaded: native calls and raw process creation.
 _DENIED_IMPORTS = frozenset(
     {"ctypes", "_ctypes", "_xxsubinterpreters", "_xxinterpchannels", "_testcapi",
-     "_testinternalcapi", "_syscalls", "_seccomp", "_rootfs"}
+     "_testinternalcapi", "_syscalls", "_seccomp", "_rootfs", "_landlock"}
 )
 # Events refused outright: process creation, sockets that reach out, name resolution (libc would open
 # its own sockets, bypassing socket.connect), sub-interpreters (they would not carry our hooks), rlimits,
@@ -381,6 +382,15 @@ def _import_through_fds(stdlib: list[str]) -> None:
             search[:] = [remap(p) for p in search]
 
 
+def _landlock_weak_mode(cfg: dict) -> bool:
+    """hooks-only: the files the code may read (stdlib as sys.path reaches it now, libraries, its own
+    /proc entry) and write (its dir), enforced by the kernel. False where Landlock is unavailable."""
+    read = [p for p in sys.path if os.path.isdir(p)]
+    read += [*cfg["library_files"], "/etc/ld.so.cache", f"/proc/{os.getpid()}"]
+    devices = ["/dev/null", "/dev/zero", "/dev/random", "/dev/urandom"]
+    return _landlock.restrict(read=read, write=[cfg["workdir"]], devices=devices) > 0
+
+
 def _run_init(cfg: dict, setup: dict, code: str, status_fd: int, mem_r: int, mem_w: int) -> None:
     """Returns only in the user process; init itself ends with os._exit."""
     isolation = setup["isolation"]
@@ -417,6 +427,13 @@ def _run_init(cfg: dict, setup: dict, code: str, status_fd: int, mem_r: int, mem
     if user_pid == 0:
         os.close(mem_r)
         try:
+            if isolation == "hooks-only" and not _landlock_weak_mode(cfg):
+                _send(status_fd, event="warnings", warnings=["no Landlock here: the code can read every host file "
+                                                             "its uid can (the audit hooks hide a few paths)"])
+        except OSError as e:
+            _send(status_fd, event="error", message=f"sandbox setup failed: landlock: {e}")
+            os._exit(EXIT_SETUP_FAILED)
+        try:
             if cfg["seccomp"] and not _seccomp.install(weak=isolation == "hooks-only", pid=os.getpid()):
                 _send(status_fd, event="warnings", warnings=[f"no seccomp filter: syscall numbers unknown on "
                                                               f"{sc.ARCH}"])
@@ -451,7 +468,7 @@ def _run_user(cfg: dict, setup: dict, code: str, mem_w: int) -> None:
 
     sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
     sc.prctl(sc.PR_SET_DUMPABLE, 1)  # our own /proc/self stays ours; init is not dumpable
-    for name in [m for m in sys.modules if m in ("ctypes", "_syscalls", "_seccomp", "_rootfs")
+    for name in [m for m in sys.modules if m in ("ctypes", "_syscalls", "_seccomp", "_rootfs", "_landlock")
                  or m.startswith(("ctypes.", "_ctypes"))]:
         del sys.modules[name]
     if cfg["audit_hooks"]:
