@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import base64
 import glob
+import json
 import os
 import socket
+import subprocess
 import sys
 import sysconfig
 import uuid
@@ -216,3 +218,53 @@ async def test_weak_mode_is_refused_by_default(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("CONCLAVE_SANDBOX_ALLOW_WEAK", "1")
     opted_in = await run_python("print('RAN')", limits=SandboxLimits(isolation="hooks-only"))
     assert opted_in.status == "ok" and opted_in.stdout == "RAN\n", opted_in
+
+
+# A service process under a filter like the container runtimes' RuntimeDefault for a pod without
+# CAP_SYS_ADMIN: unshare, mount, pivot_root and setns refused with EPERM. Then it runs sandboxed code.
+_UNDER_RUNTIME_DEFAULT = r"""
+import json, os, sys
+sys.path.insert(0, {sandbox_dir!r})
+import _seccomp, _syscalls as sc
+nr = sc.syscall_numbers()
+prog = [_seccomp._ins(0x20, 0)]
+for name in ("unshare", "mount", "pivot_root", "setns"):
+    prog += [_seccomp._ins(0x15, nr[name], 0, 1), _seccomp._ins(0x06, 0x00050000 | 1)]
+prog.append(_seccomp._ins(0x06, 0x7FFF0000))
+sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
+sc.install_filter(b"".join(prog))
+del sys.path[0]
+sys.path.insert(0, {repo!r})
+from services.sandbox import SandboxLimits, run_python_sync
+os.environ.pop("CONCLAVE_SANDBOX_ALLOW_WEAK", None)
+out = {{"default": run_python_sync("print('RAN')").__dict__}}
+escape = ("import os\nfor p in ('/etc/passwd', {outside!r}, f'/proc/{{os.getppid()}}/environ'):\n"
+          "    try:\n        open(p).read()\n        print('READ', p)\n"
+          "    except OSError as e:\n        print('refused', p)\n")
+out["weak"] = run_python_sync(escape, limits=SandboxLimits(allow_weak=True)).__dict__
+print(json.dumps(out))
+"""
+
+
+def test_under_a_runtime_default_like_filter_auto_is_refused_and_weak_still_holds(tmp_path: Path) -> None:
+    from services.sandbox import _syscalls
+
+    if _syscalls.syscall_numbers() is None:
+        pytest.skip(f"no syscall numbers for {_syscalls.ARCH}")
+    outside = tmp_path / "outside.txt"
+    outside.write_text("host file")
+    os.chmod(tmp_path, 0o755)
+    outside.chmod(0o644)
+    repo = Path(__file__).resolve().parents[1]
+    script = _UNDER_RUNTIME_DEFAULT.format(sandbox_dir=str(repo / "services" / "sandbox"), repo=str(repo),
+                                           outside=str(outside))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=repo)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    default, weak = out["default"], out["weak"]
+    assert default["status"] == "refused" and default["isolation"] == "hooks-only", default
+    assert "RAN" not in default["stdout"] and "unavailable" in default["detail"], default
+    assert weak["status"] == "ok" and weak["isolation"] == "hooks-only", weak
+    if any("no Landlock" in w for w in weak["warnings"]):
+        pytest.skip("no Landlock on this kernel: only the refusal could be checked")
+    assert "READ" not in weak["stdout"], weak["stdout"]
