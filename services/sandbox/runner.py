@@ -130,7 +130,7 @@ class _Run:
         if result.status == "refused":
             log.error("sandbox refused to run code: %s", result.detail)
         elif result.isolation == "hooks-only":
-            log.warning("SANDBOX IS WEAK: code ran with audit hooks + seccomp only (no namespaces; "
+            log.warning("SANDBOX IS WEAK: code ran without namespaces (seccomp, Landlock where present, audit hooks; "
                         "CONCLAVE_SANDBOX_ALLOW_WEAK is on): %s", "; ".join(result.warnings))
         return result
 
