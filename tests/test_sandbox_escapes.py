@@ -158,11 +158,13 @@ async def test_never_runs_as_root(mode: str, hooks: bool) -> None:
 
 async def test_writing_past_disk_mb_fails(mode: str, hooks: bool) -> None:
     """The issue wrote 640 MiB against a 64 MiB limit; here 8 MiB, in files of 2 MiB, up to 400 MiB."""
-    code = (
+    code = (  # fsync: on a host disk (hooks-only) the 20 ms size poll then sees each file land
+        "import os\n"
         "chunk = b'x' * (2 * 1024 * 1024)\n"
         "for i in range(200):\n"
         "    with open(f'f{i}', 'wb') as f:\n"
         "        f.write(chunk)\n"
+        "        os.fsync(f.fileno())\n"
         "print('WROTE ALL')\n"
     )
     result = await run_python(code, limits=_limits(mode, audit_hooks=hooks, disk_mb=8, file_mb=2))
