@@ -79,7 +79,8 @@ def build(*, weak: bool, pid: int) -> bytes | None:
     deny("clone3", _RET_ERRNO | errno.ENOSYS)  # flags sit behind a pointer: make libc fall back to clone
     # No new executable memory except file mappings (the stdlib's extension modules): the only files the
     # code can write live on a noexec tmpfs in the namespace modes.
-    for name in ("mprotect", "pkey_mprotect"):
+    # Not on aarch64: its loader mprotects code segments PROT_EXEC|PROT_BTI when the CPU has BTI.
+    for name in ("mprotect", "pkey_mprotect") if sc.ARCH == "x86_64" else ():
         when(name, [_ins(_LD_W_ABS, _arg(2)), _ins(_JSET, _PROT_EXEC, 0, 1), _ins(_RET, eperm), load_nr])
     when("mmap", [_ins(_LD_W_ABS, _arg(2)), _ins(_JSET, _PROT_EXEC, 0, 3), _ins(_LD_W_ABS, _arg(3)),
                   _ins(_JSET, _MAP_ANONYMOUS, 0, 1), _ins(_RET, eperm), load_nr])
