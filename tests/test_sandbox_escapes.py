@@ -270,3 +270,14 @@ def test_under_a_runtime_default_like_filter_auto_is_refused_and_weak_still_hold
     if any("no Landlock" in w for w in weak["warnings"]):
         pytest.skip("no Landlock on this kernel: only the refusal could be checked")
     assert "READ" not in weak["stdout"], weak["stdout"]
+
+
+async def test_a_refused_run_reaches_the_grade_as_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the executor reports for a code problem where only weak mode works and it is not allowed."""
+    from services.evaluation.graders import grade_code
+
+    monkeypatch.delenv("CONCLAVE_SANDBOX_ALLOW_WEAK", raising=False)
+    grade = await grade_code("```python\ndef f():\n    return 1\n```", tests="assert f() == 1", entry_point="f",
+                             limits=SandboxLimits(isolation="hooks-only"))
+    assert not grade.passed and grade.status == "refused", grade
+    assert "CONCLAVE_SANDBOX_ALLOW_WEAK" in grade.output
