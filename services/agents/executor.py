@@ -3,6 +3,7 @@ with `executor: check`, runs a model-written check of a math or multiple-choice 
 
 from __future__ import annotations
 
+import logging
 import re
 
 from conclave.v1 import agents_pb2
@@ -12,6 +13,8 @@ from services.agents.check import run_check
 from services.agents.context import AgentContext, problem_text
 from services.evaluation.graders import extract_code, grade_code
 from services.sandbox import SandboxLimits
+
+log = logging.getLogger(__name__)
 
 
 def _count_asserts(tests: str) -> int:
@@ -53,6 +56,9 @@ class Executor:
         else:
             grade = await grade_code(t.solution, tests=tests, entry_point=code.entry_point,
                                      test_setup=code.test_setup, stub=code.stub, limits=self._limits)
+            if grade.status == "refused":
+                # Not a verdict on the code: this executor has no sandbox that holds (see the sandbox README).
+                log.error("code problem %s not run: the sandbox refused (weak mode only here)", t.problem_id)
             result.passed = grade.passed
             result.status = "ok" if grade.passed else grade.status
             result.output = grade.output
