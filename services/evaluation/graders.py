@@ -220,7 +220,7 @@ def extract_code(text: str) -> str | None:
 @dataclass
 class CodeGrade:
     passed: bool
-    status: str  # "passed", "failed", "timeout", "memory", "error", "no_code"
+    status: str  # "passed", "failed", "timeout", "memory", "error", "no_code", "refused" (the sandbox would not run code in its weak mode)
     output: str  # tail of stdout + stderr, for the reason
     wall_s: float = 0.0
 
