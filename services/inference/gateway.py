@@ -23,7 +23,7 @@ from services.inference.budget import (
 from services.inference.ledger import CeilingReached, Ledger, LedgerConflict, Reservation
 from services.inference.metrics import InferenceMetrics
 from services.inference.pods import Pod, PodPool
-from services.inference.router import Router
+from services.inference.router import Router, affinity_key
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ class Gateway:
         tried: set[Pod] = set()
         last_error: PodError | None = None
         for _ in range(self.config.max_attempts):
-            candidates = self.router.candidates(call.session_key, tried, prefer)
+            candidates = self.router.candidates(affinity_key(call.session_key, req), tried, prefer)
             if not candidates:
                 break
             try:
