@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -48,7 +49,7 @@ def metrics(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_two_ranks_train_checkpoint_and_resume_exactly(tiny_run: Path) -> None:
+def test_two_ranks_train_checkpoint_and_resume_exactly_even_on_one_process(tiny_run: Path) -> None:
     whole = sft(tiny_run, "whole", "--save-every", "2")
     rows = metrics(tiny_run / "whole" / "metrics.jsonl")
     steps = len(rows)
@@ -66,6 +67,7 @@ def test_two_ranks_train_checkpoint_and_resume_exactly(tiny_run: Path) -> None:
     sft(tiny_run, "halves", "--stop-after", "3")
     assert "stopped_after" in json.loads((tiny_run / "halves" / "summary.json").read_text())
     assert not (tiny_run / "halves" / "final").exists()
+    shutil.copytree(tiny_run / "halves", tiny_run / "moved")
     resumed = sft(tiny_run, "halves", "--resume")
     assert "resumed from" in resumed.stdout
     again = metrics(tiny_run / "halves" / "metrics.jsonl")
@@ -80,9 +82,10 @@ def test_two_ranks_train_checkpoint_and_resume_exactly(tiny_run: Path) -> None:
     assert all(torch.allclose(w1[k], w2[k], atol=1e-5) for k in w1)
 
 
-def test_a_two_rank_checkpoint_resumes_on_one_process(tiny_run: Path) -> None:
-    sft(tiny_run, "moved", "--stop-after", "2", "--no-save")
+
+    # The 2-rank checkpoint resumed on one process: the weights and optimizer state reshard.
     one = sft(tiny_run, "moved", "--resume", "--no-save", nproc=1)
     assert "resumed from" in one.stdout and "saved by 2 ranks, resuming on 1" in one.stderr
     rows = metrics(tiny_run / "moved" / "metrics.jsonl")
-    assert [r.get("ranks") for r in rows[:2]] == [2, 2] and all("ranks" not in r for r in rows[2:])
+    assert [r.get("ranks") for r in rows[:3]] == [2, 2, 2] and all("ranks" not in r for r in rows[3:])
+    assert len(rows) == steps

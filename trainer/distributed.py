@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 log = logging.getLogger("trainer.distributed")
 
@@ -24,6 +27,8 @@ class Dist:
     world: int
     local_rank: int
     device: str  # "cuda:N" or "cpu"
+    local_world: int = 1  # processes on this node
+    mesh: Any = None  # the 1-D device mesh FSDP shards over (None on one process)
 
     @property
     def main(self) -> bool:
@@ -51,7 +56,11 @@ def start(torch: Any) -> Dist:
         torch.cuda.set_device(local_rank)
     backend = os.environ.get("CONCLAVE_TRAIN_BACKEND") or ("nccl" if cuda else "gloo")
     td.init_process_group(backend=backend)
-    dist = Dist(td.get_rank(), td.get_world_size(), local_rank, f"cuda:{local_rank}" if cuda else "cpu")
+    from torch.distributed.device_mesh import init_device_mesh
+
+    device_type = "cuda" if cuda else "cpu"
+    dist = Dist(td.get_rank(), td.get_world_size(), local_rank, f"cuda:{local_rank}" if cuda else "cpu",
+                int(os.environ.get("LOCAL_WORLD_SIZE", "1")), init_device_mesh(device_type, (td.get_world_size(),)))
     log.info("rank %d of %d on %s (%s)", dist.rank, dist.world, dist.device, backend)
     return dist
 
@@ -81,6 +90,21 @@ def all_sum(torch: Any, dist: Dist, values: list[float]) -> list[float]:
     return t.tolist()
 
 
+def one_at_a_time(dist: Dist, build: Callable[[], T]) -> T:
+    """Runs `build` (load the full model on the CPU, shard it) on one process of each node at a time:
+    the host then holds one full copy of the weights at once, not one per GPU (32B in bf16: 65 GB)."""
+    if not dist.sharded:
+        return build()
+    result: T | None = None
+    for turn in range(dist.local_world):
+        if dist.local_rank == turn:
+            log.info("rank %d loads the model (%d of %d on this node)", dist.rank, turn + 1, dist.local_world)
+            result = build()
+        barrier(dist)
+    assert result is not None
+    return result
+
+
 def shard(model: Any, dist: Dist) -> Any:
     """FSDP2 over the ranks: every decoder layer, then the root (embeddings, norm, head)."""
     from torch.distributed.fsdp import fully_shard
@@ -93,9 +117,10 @@ def shard(model: Any, dist: Dist) -> Any:
     if not layers:
         raise SystemExit(f"cannot shard {type(model).__name__}: it names no decoder layer class "
                          "(_no_split_modules); FSDP needs one unit per layer")
+    # Sharding does no collective: each rank cuts its own copy (all load the same weights and seed).
     for layer in layers:
-        fully_shard(layer)
-    fully_shard(model)
+        fully_shard(layer, mesh=dist.mesh)
+    fully_shard(model, mesh=dist.mesh)
     log.info("sharded %d %s layers over %d ranks", len(layers), "/".join(sorted(layer_names)), dist.world)
     return model
 

@@ -124,33 +124,16 @@ def checkpoint(cfg: TrainSettings, dist: Any, model: Any, optimizer: Any, state:
     distributed.barrier(dist)
 
 
-def run(cfg: TrainSettings) -> dict:
-    import torch
+def load_model(cfg: TrainSettings, dist: Any, dtype: Any) -> Any:
+    """The base model (with LoRA adapters for --lora-rank) on this process's device, sharded over the
+    ranks when there are several."""
+    from transformers import AutoModelForCausalLM
 
     from trainer import distributed
 
-    dist = distributed.start(torch)
-    try:
-        return train(cfg, torch, dist)
-    finally:
-        distributed.stop(dist)
-
-
-def train(cfg: TrainSettings, torch: Any, dist: Any) -> dict:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from trainer import distributed
-
-    torch.manual_seed(cfg.seed)
-    device = dist.device
-    dtype = torch.bfloat16 if cfg.bf16 else torch.float32
-    tokenizer = AutoTokenizer.from_pretrained(cfg.base_model, local_files_only=True)
-    prepared = prepare(load_samples(cfg), tokenizer, cfg.seq_len)
-    if not prepared.encoded:
-        raise SystemExit(f"no trainable samples (skipped: {prepared.skipped or 'none'})")
     model = AutoModelForCausalLM.from_pretrained(cfg.base_model, dtype=dtype, local_files_only=True)
     if not dist.sharded:
-        model = model.to(device)
+        model = model.to(dist.device)
     if cfg.gradient_checkpointing:
         # FSDP's hooks need the non-reentrant checkpoint; one process keeps transformers' default.
         model.gradient_checkpointing_enable(
@@ -165,6 +148,34 @@ def train(cfg: TrainSettings, torch: Any, dist: Any) -> dict:
             model.enable_input_require_grads()
     if dist.sharded:
         model = distributed.shard(model, dist)  # moves this rank's shards to its device
+    return model
+
+
+def run(cfg: TrainSettings) -> dict:
+    import torch
+
+    from trainer import distributed
+
+    dist = distributed.start(torch)
+    try:
+        return train(cfg, torch, dist)
+    finally:
+        distributed.stop(dist)
+
+
+def train(cfg: TrainSettings, torch: Any, dist: Any) -> dict:
+    from transformers import AutoTokenizer
+
+    from trainer import distributed
+
+    torch.manual_seed(cfg.seed)
+    device = dist.device
+    dtype = torch.bfloat16 if cfg.bf16 else torch.float32
+    tokenizer = AutoTokenizer.from_pretrained(cfg.base_model, local_files_only=True)
+    prepared = prepare(load_samples(cfg), tokenizer, cfg.seq_len)
+    if not prepared.encoded:
+        raise SystemExit(f"no trainable samples (skipped: {prepared.skipped or 'none'})")
+    model = distributed.one_at_a_time(dist, lambda: load_model(cfg, dist, dtype))
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
