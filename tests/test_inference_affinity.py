@@ -7,8 +7,11 @@ from __future__ import annotations
 from collections import Counter
 
 from services.inference.backends.base import GenRequest, Message
+from services.inference.backends.scripted import ScriptedBackend, ScriptRule
 from services.inference.pods import PodPool
 from services.inference.router import PREFIX_CHARS, Router, affinity_key
+from tests.inference_helpers.gateway import chat as grpc_chat
+from tests.inference_helpers.gateway import running_gateway
 
 
 def pods(n: int) -> PodPool:
@@ -45,3 +48,23 @@ def test_a_call_without_a_session_is_routed_by_its_prompt_prefix() -> None:
     assert affinity_key("problem-1", chat(system, "x")) == "problem-1"
     assert affinity_key("", GenRequest(model="default")) == ""
     assert affinity_key("", GenRequest(model="default", prompt="raw text")).startswith("prefix:")
+
+
+async def test_a_discussion_through_the_gateway_stays_on_its_pod_and_the_metric_says_so() -> None:
+    """The real gateway over gRPC in front of two pods (the scripted backend: deterministic text)."""
+    backend = ScriptedBackend([ScriptRule(pattern="", response="fine")])
+    async with running_gateway(pods=["scripted://a", "scripted://b"], backend=backend,
+                               health_interval_s=30.0) as gw:
+        used: dict[str, set[str]] = {}
+        for turn in range(3):
+            for p in range(8):
+                _, usage = await gw.generate(grpc_chat(f"problem {p}, turn {turn}", 4, session_key=f"problem-{p}"))
+                used.setdefault(f"problem-{p}", set()).add(usage.pod)
+        _, a = await gw.generate(grpc_chat("the same long prompt " * 200 + "one", 4))
+        _, b = await gw.generate(grpc_chat("the same long prompt " * 200 + "two", 4))
+        assert all(len(pods) == 1 for pods in used.values())  # each problem on one pod
+        assert len({p for pods in used.values() for p in pods}) == 2  # and the problems on both pods
+        assert a.pod == b.pod  # no session key: the shared prefix routes
+        assert gw.metric("conclave_inference_routed_total", by="session", outcome="home") == 24
+        assert gw.metric("conclave_inference_routed_total", by="prefix", outcome="home") == 2
+        assert gw.metric("conclave_inference_routed_total", by="session", outcome="moved") == 0

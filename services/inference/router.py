@@ -36,6 +36,14 @@ def affinity_key(session_key: str, req: GenRequest) -> str:
     return f"prefix:{_hash(head):016x}" if head else ""
 
 
+def placement(key: str, home: Pod | None, pod: Pod) -> tuple[str, str]:
+    """(by, outcome) labels of a placed call: what routed it (session, prefix, none) and whether it got
+    its home pod (home) or another (moved: the home was full); a call without a key has no home."""
+    if not key or home is None:
+        return "none", "none"
+    return ("prefix" if key.startswith("prefix:") else "session"), ("home" if pod is home else "moved")
+
+
 class HashRing:
     """`vnodes` points per pod; adding or removing a pod moves only ~1/N of the keys."""
 
