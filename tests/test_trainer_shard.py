@@ -175,3 +175,25 @@ def test_the_checkpoint_options_parse_and_default_off():
     assert (args.save_every, args.resume, args.stop_after, args.keep_checkpoints) == (0, False, 0, 2)
     args = build_parser().parse_args(["--base-model", "/m", "--save-every", "50", "--resume", "--stop-after", "3"])
     assert (args.save_every, args.resume, args.stop_after) == (50, True, 3)
+
+
+def test_resume_is_decided_before_any_weights_load(tmp_path, capsys):
+    from trainer.distributed import Dist
+    from trainer.settings import TrainSettings
+    from trainer.sft import find_resume
+
+    one = Dist(rank=0, world=1, local_rank=0, device="cpu")
+    cfg = TrainSettings(base_model="/m", output=tmp_path, save_every=2)
+    assert find_resume(cfg, one, "abc") is None  # nothing there: a fresh start
+    assert find_resume(cfg.model_copy(update={"resume": True}), one, "abc") is None
+    assert "no complete checkpoint" in capsys.readouterr().out
+    ckpts = Checkpoints(tmp_path / "checkpoints")
+    ckpts.path(4).mkdir(parents=True)
+    ckpts.mark_complete(state(4, "abc", world=1))
+    assert find_resume(cfg.model_copy(update={"resume": True}), one, "abc") == (state(4, "abc", world=1), ckpts.path(4))
+    with pytest.raises(ResumeError, match="other data or settings"):
+        find_resume(cfg.model_copy(update={"resume": True}), one, "def")
+    # A fresh run that would save among an earlier run's checkpoints is refused; one that saves none is not.
+    with pytest.raises(ResumeError, match=r"up to step 4\): pass --resume"):
+        find_resume(cfg, one, "abc")
+    assert find_resume(cfg.model_copy(update={"save_every": 0}), one, "abc") is None

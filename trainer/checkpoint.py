@@ -108,6 +108,15 @@ class Checkpoints:
         return gone
 
 
+def check_fresh_start(ckpts: Checkpoints, will_save: bool) -> None:
+    """A run that does not --resume must not write its checkpoints among an earlier run's: a later
+    --resume would take whichever is newest."""
+    done = ckpts.complete()
+    if will_save and done:
+        raise ResumeError(f"{ckpts.root} holds checkpoints of an earlier run (up to step {done[-1][0]}): pass "
+                          "--resume to continue it, or remove them, or give another --output")
+
+
 def check_resumable(state: TrainerState, data_fingerprint: str, world_size: int) -> list[str]:
     """Raises ResumeError when the checkpoint belongs to other data or another recipe; returns warnings."""
     if state.data_fingerprint != data_fingerprint:

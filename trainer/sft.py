@@ -26,7 +26,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainer.checkpoint import Checkpoints, TrainerState, check_resumable, fingerprint, position, trim_metrics
+from trainer.checkpoint import (
+    Checkpoints,
+    ResumeError,
+    TrainerState,
+    check_fresh_start,
+    check_resumable,
+    fingerprint,
+    position,
+    trim_metrics,
+)
 from trainer.encode import IGNORE, Encoded, EncodeError, encode
 from trainer.order import epoch_order
 from trainer.samples import Sample
@@ -88,20 +97,33 @@ class Progress:
     resumed_from: str | None = None
 
 
-def resume(cfg: TrainSettings, dist: Any, model: Any, optimizer: Any, data_fingerprint: str) -> Progress:
+def find_resume(cfg: TrainSettings, dist: Any, data_fingerprint: str) -> tuple[TrainerState, Path] | None:
+    """The checkpoint to continue from, checked before any weights are loaded; None: a fresh start."""
+    ckpts = Checkpoints(cfg.output / "checkpoints")
+    if not cfg.resume:
+        check_fresh_start(ckpts, will_save=bool(cfg.save_every or cfg.stop_after))
+        return None
+    found = ckpts.latest()
+    if found is None:
+        if dist.main:
+            print(f"no complete checkpoint in {ckpts.root}: starting afresh", flush=True)
+        return None
+    for warning in check_resumable(found[0], data_fingerprint, dist.world):
+        log.warning("%s", warning)
+    return found
+
+
+def restore(cfg: TrainSettings, dist: Any, model: Any, optimizer: Any,
+            found: tuple[TrainerState, Path] | None) -> Progress:
+    """Loads the checkpoint's shards into this run's model and optimizer; rank 0 trims or starts metrics."""
     from trainer import distributed
 
-    found = Checkpoints(cfg.output / "checkpoints").latest() if cfg.resume else None
     metrics_path = cfg.output / "metrics.jsonl"
     if found is None:
-        if cfg.resume and dist.main:
-            print("no complete checkpoint in " f"{cfg.output / 'checkpoints'}: starting afresh", flush=True)
         if dist.main:
             metrics_path.write_text("", encoding="utf-8")
         return Progress()
     state, path = found
-    for warning in check_resumable(state, data_fingerprint, dist.world):
-        log.warning("%s", warning)
     distributed.load(path, model, optimizer)
     if dist.main:
         kept = trim_metrics(metrics_path, state.step)
@@ -175,10 +197,6 @@ def train(cfg: TrainSettings, torch: Any, dist: Any) -> dict:
     prepared = prepare(load_samples(cfg), tokenizer, cfg.seq_len)
     if not prepared.encoded:
         raise SystemExit(f"no trainable samples (skipped: {prepared.skipped or 'none'})")
-    model = distributed.one_at_a_time(dist, lambda: load_model(cfg, dist, dtype))
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     per_epoch = steps_per_epoch(len(prepared.encoded), cfg.global_batch)
     total = cfg.max_steps or cfg.epochs * per_epoch
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -189,7 +207,12 @@ def train(cfg: TrainSettings, torch: Any, dist: Any) -> dict:
                            "lora_rank": cfg.lora_rank, "total_steps": total})
     cfg.output.mkdir(parents=True, exist_ok=True)
     metrics_path = cfg.output / "metrics.jsonl"
-    progress = resume(cfg, dist, model, optimizer, data_fp)
+    found = find_resume(cfg, dist, data_fp)
+    model = distributed.one_at_a_time(dist, lambda: load_model(cfg, dist, dtype))
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    progress = restore(cfg, dist, model, optimizer, found)
     say = print if dist.main else (lambda *a, **k: None)
     say(f"training on {len(prepared.encoded)} samples from {len(set(problem_of))} "
         f"problems ({sum(e.trained_tokens for e in prepared.encoded)} trained tokens); skipped: "
@@ -339,7 +362,11 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print("trainer.sft needs torch and transformers: pip install -e '.[train]'", file=sys.stderr)
         return 2
-    run(cfg)
+    try:
+        run(cfg)
+    except ResumeError as exc:
+        print(f"trainer.sft: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
