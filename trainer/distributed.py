@@ -125,12 +125,6 @@ def shard(model: Any, dist: Dist) -> Any:
     return model
 
 
-def sync_gradients(model: Any, dist: Dist, last_micro_batch: bool) -> None:
-    """Reduce-scatter gradients only after the last micro batch of a step (the others accumulate)."""
-    if dist.sharded:
-        model.set_requires_gradient_sync(last_micro_batch)
-
-
 def grad_norm(norm: Any) -> float:
     """clip_grad_norm_ returns a DTensor over sharded gradients: its full value."""
     return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)

@@ -250,8 +250,7 @@ def train(cfg: TrainSettings, torch: Any, dist: Any) -> dict:
             n_trained = sum(prepared.encoded[i].trained_tokens for shard in planned.shards for i in shard)
             micros = planned.micro_batches(dist.rank, cfg.micro_batch)
             n_tokens, loss_sum = 0, 0.0
-            for k, micro in enumerate(micros):
-                distributed.sync_gradients(model, dist, last_micro_batch=k == len(micros) - 1)
+            for micro in micros:
                 ids, labels, mask = tensors([prepared.encoded[i] for i in micro] or [filler])
                 with torch.autocast(device_type=dist.device_type, dtype=dtype, enabled=cfg.bf16):
                     logits = model(input_ids=ids, attention_mask=mask).logits
