@@ -23,7 +23,7 @@ from services.inference.budget import (
 from services.inference.ledger import CeilingReached, Ledger, LedgerConflict, Reservation
 from services.inference.metrics import InferenceMetrics
 from services.inference.pods import Pod, PodPool
-from services.inference.router import Router
+from services.inference.router import Router, affinity_key, placement
 
 log = logging.getLogger(__name__)
 
@@ -209,8 +209,9 @@ class Gateway:
         """One generation on one pod; moves to another pod if a pod fails before the first token."""
         tried: set[Pod] = set()
         last_error: PodError | None = None
+        key = affinity_key(call.session_key, req)
         for _ in range(self.config.max_attempts):
-            candidates = self.router.candidates(call.session_key, tried, prefer)
+            candidates = self.router.candidates(key, tried, prefer)
             if not candidates:
                 break
             try:
@@ -219,6 +220,8 @@ class Gateway:
             except admission.Rejected as exc:
                 self.metrics.rejections.labels("admission").inc()
                 raise GatewayError("RESOURCE_EXHAUSTED", str(exc)) from None
+            if prefer is None:  # a call's first segment; a continuation follows it to its pod
+                self.metrics.routed.labels(*placement(key, candidates[0] if key else None, pod)).inc()
             started = False
             try:
                 stream = self.backend.stream(req, pod)
