@@ -7,6 +7,11 @@ pods you run (vLLM or any OpenAI-compatible server). Each service runs as its ow
 entrypoint a Kubernetes Deployment uses (`conclave serve NAME`); a crashed one is restarted with backoff.
 Logs go to STATE_DIR/logs/, trajectories to STATE_DIR/archive/.
 
+Security is on (docs/security.md): the first run makes a local CA, certificates and one NATS credential per
+role in STATE_DIR/security/ (private files 0600). NATS requires TLS and each role's least-privilege user;
+the gateway serves gRPC over mTLS; the local model pod requires an API key. Your programs log in as `client`
+(STATE_DIR/security/nats/client.json, trusting STATE_DIR/security/ca.crt).
+
 With --demo it starts everything, solves a sample problem with a live view, shows `conclave status`, and
 stops: that is what `make run` does.
 """
