@@ -141,3 +141,25 @@ async def test_an_invalid_payload_under_a_live_id_leaves_that_problems_result_in
     assert result.status == "ok" and result.extracted_answer == "5"
     assert stored.status == "ok" and stored.stop_reason == "accepted"
     assert counts == {"results": 1, "trajectories": 1}
+
+
+@pytest.mark.asyncio
+async def test_a_full_problem_queue_answers_busy(nc, bus, intake):
+    from dataclasses import replace
+
+    from tests.conftest import FAST
+
+    await topology.declare(bus, replace(FAST, problem_queue_limit=2))
+    for i in range(2):  # accepted problems are answered later, by the CEO: no reply to wait for
+        await nc.publish(subjects.PROBLEMS_SUBMIT, good(id=f"q-{i}").SerializeToString(),
+                         headers={CONTENT_TYPE: "application/protobuf"})
+    await eventually(lambda: _queued(bus, 2))
+    reply = await nc.request(subjects.PROBLEMS_SUBMIT, good(id="q-2").SerializeToString(),
+                             headers={CONTENT_TYPE: "application/protobuf"}, timeout=10)
+    result = outcome_pb2.Result.FromString(reply.data)
+    assert result.error.code == "busy" and "retry later" in result.error.message
+    assert await _queued(bus, 2) and not await _queued(bus, 3)
+
+
+async def _queued(js, n: int) -> bool:
+    return (await js.stream_info(topology.PROBLEMS.name)).state.messages >= n
