@@ -1,0 +1,212 @@
+"""Chaos benchmark: N problems through the whole stack while things fail, against a no-fault run.
+
+Usage: python benchmarks/chaos.py [--problems 100] [--latency-s 3.0] [--modes none,nats,services]
+
+Every service runs as its own OS process under the local stack's supervisor (`conclave up` restarts a
+crashed one the same way); the gateway runs the scripted backend, so model time is exactly what we set.
+Timings are production's (AckWait 30 s, BackOff 30/60/120/300 s), not the tests' short ones.
+
+Modes, each a fresh nats-server and stack, in one invocation:
+- none:     no fault (the baseline).
+- nats:     nats-server SIGKILLed and restarted on the same port and store `--nats-restarts` times.
+- services: a random service process SIGKILLed every `--kill-every-s` seconds (the supervisor restarts it).
+(A 3-node cluster mode with a node killed is not implemented yet.)
+
+For each mode it prints results stored, results delivered to a live subscriber of conclave.results.>,
+duplicates (a result key seen twice, stored or delivered), problems lost (no result by the end),
+trajectories stored, and the wall time against the no-fault run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import nats  # noqa: E402
+import yaml  # noqa: E402
+
+from benchmarks.protocol import RULES, problem  # noqa: E402
+from services.bus import subjects, topology  # noqa: E402
+from services.bus.headers import MSG_ID  # noqa: E402
+from services.stack.natsd import NatsServer, free_port, reachable  # noqa: E402
+from services.stack.supervisor import ProcessSpec, Supervisor, service_argv  # noqa: E402
+
+SERVICES = (("inference", 1), ("intake", 1), ("ceo", 1), ("recruiter", 1), ("solver", 1), ("critic", 2),
+            ("evaluator", 1))
+KILLABLE = ("intake", "ceo", "recruiter", "solver", "critic", "evaluator")
+
+
+@dataclass
+class Outcome:
+    mode: str
+    stored: int
+    delivered: int
+    duplicates: int
+    lost: int
+    trajectories: int
+    wall_s: float
+    faults: int
+
+
+def stack_env(tmp: Path, nats_url: str, grpc_port: int, latency_s: float) -> dict[str, str]:
+    script = tmp / "script.yaml"
+    script.write_text(yaml.safe_dump(RULES))
+    return {"PYTHONPATH": str(REPO), "CONCLAVE_NATS_URL": nats_url,
+            "CONCLAVE_INFERENCE_ADDR": f"127.0.0.1:{grpc_port}", "CONCLAVE_GRPC_PORT": str(grpc_port),
+            "CONCLAVE_BACKEND": "scripted", "CONCLAVE_SCRIPTED_FILE": str(script),
+            "CONCLAVE_SCRIPTED_LATENCY_S": str(latency_s), "CONCLAVE_POD_MAX_INFLIGHT": "1000",
+            "CONCLAVE_POD_QUEUE_LIMIT": "1000", "CONCLAVE_LOG_LEVEL": "WARNING", "CONCLAVE_CONCURRENCY": "64",
+            "CONCLAVE_DRAIN_GRACE_S": "2"}
+
+
+async def wait_ready(nc, grpc_port: int, timeout_s: float = 90) -> None:
+    from services.stack.discovery import discover
+
+    deadline = time.monotonic() + timeout_s
+    want = sum(n for _, n in SERVICES) - 1  # the gateway does not register on NATS
+    while time.monotonic() < deadline:
+        if reachable(f"tcp://127.0.0.1:{grpc_port}") and len(await discover(nc, 0.3)) >= want:
+            return
+        await asyncio.sleep(0.3)
+    raise TimeoutError("the stack did not come up")
+
+
+async def count_stored(js, stream: str, prefix: str) -> dict[str, int]:
+    try:
+        info = await js.stream_info(stream, subjects_filter=f"{prefix}.>")
+    except Exception:
+        return {}
+    return dict(info.state.subjects or {})
+
+
+async def one_mode(mode: str, args: argparse.Namespace, tmp: Path) -> Outcome:
+    run_dir = tmp / mode
+    run_dir.mkdir()
+    server = NatsServer(store_dir=run_dir / "js", log_file=run_dir / "nats.log", tie_to_parent=False).start()
+    grpc_port = free_port()
+    env = stack_env(run_dir, server.url, grpc_port, args.latency_s)
+    sup = Supervisor(run_dir / "logs", max_backoff_s=2.0, stop_grace_s=5.0)
+    for name, replicas in SERVICES:
+        for i in range(replicas):
+            sup.add(ProcessSpec(name=f"{name}-{i}", argv=service_argv(name), env=env))
+    async def quiet(_exc: Exception) -> None:  # refused reconnects while NATS is down are the point here
+        pass
+
+    nc = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.5, error_cb=quiet)
+    faults = 0
+    try:
+        await wait_ready(nc, grpc_port)
+        js = nc.jetstream()
+        deliveries: dict[str, int] = {}
+
+        async def on_result(msg) -> None:
+            key = (msg.headers or {}).get(MSG_ID, "")
+            deliveries[key] = deliveries.get(key, 0) + 1
+
+        await nc.subscribe(f"{subjects.RESULTS_PREFIX}.>", cb=on_result)
+        pids = [f"{mode}-{i}" for i in range(args.problems)]
+        t0 = time.perf_counter()
+        for pid in pids:
+            await nc.publish(subjects.PROBLEMS_SUBMIT, problem(pid).SerializeToString())
+        await nc.flush()
+        stop_faults = asyncio.Event()
+        faulter = asyncio.create_task(inject(mode, args, server, sup, stop_faults))
+        deadline = time.monotonic() + args.timeout_s
+        stored: dict[str, int] = {}
+        while time.monotonic() < deadline:
+            stored = await count_stored(js, topology.RESULTS.name, subjects.RESULTS_PREFIX)
+            if sum(1 for pid in pids if stored.get(subjects.result(pid))) == len(pids):
+                break
+            await asyncio.sleep(0.5)
+        wall = time.perf_counter() - t0
+        stop_faults.set()
+        faults = await faulter
+        await asyncio.sleep(2.0)  # a duplicate publish would arrive now
+        stored = await count_stored(js, topology.RESULTS.name, subjects.RESULTS_PREFIX)
+        trajs = await count_stored(js, topology.TRAJECTORIES.name, subjects.TRAJECTORIES_PREFIX)
+        got = [pid for pid in pids if stored.get(subjects.result(pid))]
+        duplicates = sum(max(0, n - 1) for n in stored.values()) + sum(max(0, n - 1) for n in deliveries.values())
+        return Outcome(mode=mode, stored=len(got), delivered=sum(1 for k in deliveries if k.startswith("result:")),
+                       duplicates=duplicates, lost=len(pids) - len(got),
+                       trajectories=sum(1 for pid in pids if trajs.get(subjects.trajectory(pid))), wall_s=wall,
+                       faults=faults)
+    finally:
+        await nc.close()
+        await sup.stop()
+        server.stop()
+
+
+async def inject(mode: str, args: argparse.Namespace, server: NatsServer, sup: Supervisor,
+                 stop: asyncio.Event) -> int:
+    """Faults until `stop`; returns how many were injected."""
+    rng = random.Random(args.seed)
+    faults = 0
+
+    async def pause(seconds: float) -> bool:
+        try:
+            await asyncio.wait_for(stop.wait(), seconds)
+            return True
+        except TimeoutError:
+            return False
+
+    if mode == "nats":
+        for _ in range(args.nats_restarts):
+            if await pause(args.kill_every_s):
+                break
+            server.kill()
+            faults += 1
+            print(f"  [{mode}] nats-server SIGKILLed; restarting on the same store", flush=True)
+            await asyncio.sleep(args.nats_down_s)
+            server.start()
+    elif mode == "services":
+        while not await pause(args.kill_every_s):
+            victims = [c for c in sup.children if c.spec.name.split("-")[0] in KILLABLE
+                       and c.proc is not None and c.proc.returncode is None]
+            if not victims:
+                continue
+            child = rng.choice(victims)
+            child.proc.send_signal(signal.SIGKILL)
+            faults += 1
+            print(f"  [{mode}] SIGKILLed {child.spec.name}", flush=True)
+    return faults
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--problems", type=int, default=100)
+    parser.add_argument("--latency-s", type=float, default=3.0, help="scripted model time per call")
+    parser.add_argument("--modes", default="none,nats,services", help="comma separated; 'none' always runs first")
+    parser.add_argument("--nats-restarts", type=int, default=2)
+    parser.add_argument("--nats-down-s", type=float, default=1.0, help="how long NATS stays down each time")
+    parser.add_argument("--kill-every-s", type=float, default=10.0)
+    parser.add_argument("--timeout-s", type=float, default=600.0, help="give up on a mode after this long")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    modes = ["none"] + [m for m in args.modes.split(",") if m and m != "none"]
+    outcomes = []
+    with tempfile.TemporaryDirectory() as tmp_s:
+        for mode in modes:
+            print(f"== {mode}: {args.problems} problems, {args.latency_s:.1f} s per model call", flush=True)
+            outcomes.append(await one_mode(mode, args, Path(tmp_s)))
+    base = outcomes[0].wall_s
+    print(f"\n{'mode':<10} {'faults':>6} {'stored':>7} {'delivered':>10} {'duplicates':>11} {'lost':>5} "
+          f"{'trajectories':>13} {'wall s':>8} {'vs no-fault':>12}")
+    for o in outcomes:
+        print(f"{o.mode:<10} {o.faults:>6} {o.stored:>7} {o.delivered:>10} {o.duplicates:>11} {o.lost:>5} "
+              f"{o.trajectories:>13} {o.wall_s:>8.1f} {o.wall_s / base:>11.2f}x")
+    print("delivered: distinct result keys a live subscriber of conclave.results.> received (it may miss one "
+          "published while it reconnects; the stored count is what a problem's owner can always read).")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
