@@ -19,6 +19,7 @@ from nats.js.kv import KeyValue
 
 from ceo import state as S
 from ceo.decide import decide
+from ceo.grading import MathGrader
 from ceo.metrics import CeoMetrics
 from ceo.profile import Profile
 from ceo.state import ProblemState
@@ -31,7 +32,7 @@ from services.bus import subjects, topology
 from services.bus.headers import MSG_ID
 from services.bus.replies import RESULT_KEY, answer, store_result
 from services.bus.retry import retrying
-from services.evaluation.graders import grade_choice, grade_math
+from services.evaluation.graders import grade_choice
 from services.inference.ledger import Ledger
 
 log = logging.getLogger(__name__)
@@ -54,11 +55,12 @@ class RunConfig:
 class ProblemRun:
     def __init__(self, *, nc: Client, js: JetStreamContext, kv: KeyValue, llm: LlmClient, metrics: CeoMetrics,
                  cfg: RunConfig, problem: problem_pb2.Problem, profile: Profile, reply_to: str, as_json: bool,
-                 keepalive) -> None:
+                 keepalive, grader: MathGrader) -> None:
         self.nc, self.js, self.kv, self.llm, self.m, self.cfg = nc, js, kv, llm, metrics, cfg
         self.p, self.profile, self.reply_to, self.as_json = problem, profile, reply_to, as_json
         self.kind = kind_name(problem)
         self.keepalive = keepalive
+        self.grader = grader
         self.max_turns = problem.limits.max_turns or (1 if problem.single_agent else profile.max_turns)
         self.ceiling = problem.limits.max_total_tokens or profile.token_ceiling
         if cfg.max_total_tokens:
@@ -335,7 +337,7 @@ class ProblemRun:
             self.stop(st, "error", f"{role} failed: {reply.error}")
 
     # ------------------------------------------------------------------ the end
-    def grade(self, extracted: str, st: ProblemState) -> int:
+    async def grade(self, extracted: str, st: ProblemState) -> int:
         if self.kind == "code":
             if st.execution and st.execution_plan == st.plan and st.execution.get("dataset_tests"):
                 return 1 if st.execution["passed"] else 0
@@ -343,7 +345,7 @@ class ProblemRun:
         if not self.p.reference_answer:
             return -1
         if self.kind == "math":
-            return int(grade_math(st.plan, self.p.reference_answer))
+            return await self.grader.grade(st.plan, self.p.reference_answer)
         if self.kind == "multiple_choice":
             return int(grade_choice(st.plan, self.p.reference_answer))
         return -1
@@ -365,7 +367,7 @@ class ProblemRun:
         result = outcome_pb2.Result(
             problem_id=self.p.id, status="error" if st.stop_reason == "error" else "ok", answer=st.plan,
             extracted_answer=extracted, turns=min(st.turn, self.max_turns), total_tokens=st.tokens_used,
-            wall_s=time.time() - st.started_at, stop_reason=st.stop_reason, correct=self.grade(extracted, st),
+            wall_s=time.time() - st.started_at, stop_reason=st.stop_reason, correct=await self.grade(extracted, st),
             consensus=bool(st.consensus) and all(st.consensus), metadata=dict(self.p.metadata),
             profile=self.profile.name, single_agent=self.p.single_agent, fallbacks=st.fallbacks,
             stop_detail=st.stop_note,

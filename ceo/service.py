@@ -13,6 +13,7 @@ import logging
 from pydantic import Field
 
 from ceo import profile as profiles
+from ceo.grading import MathGrader
 from ceo.loop import ProblemRun, RunConfig
 from ceo.metrics import CeoMetrics
 from ceo.steps import StepTiming
@@ -45,6 +46,8 @@ class CeoSettings(RuntimeSettings):
     k_cap: int = Field(0, description="cap on the per-agent budget K, for pods with small contexts (0 = none)")
     honour_stop: bool | None = Field(None, description="override the profiles' honour_stop (paper code: false)")
     default_model: str = ""
+    grade_timeout_s: float = Field(30.0, description="longest a math answer is graded before it is left "
+                                   "ungraded (correct -1)")
     serial_critics: bool = Field(False, description="ask critics one after another, as the paper's code does")
 
 
@@ -59,6 +62,9 @@ class CeoService(Service[CeoSettings]):
         self._kv = await rt.js.key_value(topology.PROBLEM_STATE.bucket)
         self._metrics = CeoMetrics(rt.registry)
         self._limits = default_limits()
+        # Math is graded in a process of its own, never on this event loop (ceo/grading.py).
+        self._grader = MathGrader(self.settings.grade_timeout_s)
+        rt.on_close(self._grader.close)
         step = StepTiming(timeout_s=self.settings.step_timeout_s, warn_s=self.settings.step_warn_s,
                           retry_s=self.settings.step_retry_s, recheck_s=self.settings.reply_recheck_s)
         # Problems this replica is running. A redelivery of one of them (its in-progress acks could not
@@ -111,7 +117,7 @@ class CeoService(Service[CeoSettings]):
                    reply_to: str, as_json: bool) -> None:
         run = ProblemRun(nc=self._rt.nc, js=self._rt.js, kv=self._kv, llm=self._llm, metrics=self._metrics,
                          cfg=self._cfg, problem=problem, profile=profile, reply_to=reply_to, as_json=as_json,
-                         keepalive=ctx.in_progress)
+                         keepalive=ctx.in_progress, grader=self._grader)
         self._metrics.active.inc()
         try:
             await run.run()
