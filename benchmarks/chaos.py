@@ -11,6 +11,7 @@ Modes, each a fresh nats-server and stack, in one invocation:
 - nats:     nats-server SIGKILLed and restarted on the same port and store `--nats-restarts` times.
 - services: a random service process SIGKILLed every `--kill-every-s` seconds (the supervisor restarts it).
 (A 3-node cluster mode with a node killed is not implemented yet.)
+Then `--malformed` bad payloads of every kind intake refuses: error replies by code, dead letters, crashes.
 
 For each mode it prints results stored, results delivered to a live subscriber of conclave.results.>,
 duplicates (a result key seen twice, stored or delivered), problems lost (no result by the end),
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import random
 import signal
 import sys
@@ -36,6 +38,7 @@ import nats  # noqa: E402
 import yaml  # noqa: E402
 
 from benchmarks.protocol import RULES, problem  # noqa: E402
+from conclave.v1 import outcome_pb2  # noqa: E402
 from services.bus import subjects, topology  # noqa: E402
 from services.bus.headers import MSG_ID  # noqa: E402
 from services.stack.natsd import NatsServer, free_port, reachable  # noqa: E402
@@ -181,6 +184,69 @@ async def inject(mode: str, args: argparse.Namespace, server: NatsServer, sup: S
     return faults
 
 
+def malformed(i: int) -> bytes:
+    """The i-th bad payload, cycling through every kind of bad input intake must refuse."""
+    base = {"id": f"bad-{i}", "kind": "PROBLEM_KIND_MATH", "text": "What is 2+3?", "profile": "math500"}
+    variants = [
+        {"kind": 99}, {"kind": -1}, {"limits": {"deadlineS": "NaN"}}, {"limits": {"deadlineS": "Infinity"}},
+        {"limits": {"maxTurns": 2**31 - 1}}, {"limits": {"maxTotalTokens": "1"}},
+        {"metadata": {"profile.max_turns": "1000000"}}, {"metadata": {"profile.critic_rounds": "1000000"}},
+        {"metadata": {"profile.n_cap": "-5"}}, {"metadata": {"profile.k_cap": "0"}},
+        {"profile": "../../deploy/k8s/base/configmap"}, {"text": "x" * 2_000_000}, {"text": ""},
+    ]
+    n = len(variants) + 2
+    if i % n == len(variants):
+        return b'{"id": "bad", "kind": '  # not JSON
+    if i % n == len(variants) + 1:
+        return b"\xff\x00garbage"  # not protobuf
+    return json.dumps({**base, **variants[i % n]}).encode()
+
+
+async def malformed_run(args: argparse.Namespace, tmp: Path) -> None:
+    """`--malformed N` bad payloads at intake: an error reply and a dead letter each, and no crash."""
+    run_dir = tmp / "malformed"
+    run_dir.mkdir()
+    server = NatsServer(store_dir=run_dir / "js", log_file=run_dir / "nats.log", tie_to_parent=False).start()
+    sup = Supervisor(run_dir / "logs", max_backoff_s=2.0, stop_grace_s=5.0)
+    sup.add(ProcessSpec(name="intake-0", argv=service_argv("intake"),
+                        env={"PYTHONPATH": str(REPO), "CONCLAVE_NATS_URL": server.url, "CONCLAVE_LOG_LEVEL": "ERROR"}))
+    nc = await nats.connect(server.url)
+    try:
+        from services.stack.discovery import discover
+
+        while not await discover(nc, 0.3):
+            await asyncio.sleep(0.3)
+        gate = asyncio.Semaphore(50)
+        codes: dict[str, int] = {}
+
+        async def send(i: int) -> None:
+            async with gate:
+                try:
+                    reply = await nc.request(subjects.PROBLEMS_SUBMIT, malformed(i), timeout=30)
+                    code = json.loads(reply.data)["error"]["code"] if reply.data[:1] == b"{" else \
+                        outcome_pb2.Result.FromString(reply.data).error.code
+                except Exception as exc:  # no answer is a failure of intake, counted as such
+                    code = f"no reply ({type(exc).__name__})"
+                codes[code] = codes.get(code, 0) + 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(send(i) for i in range(args.malformed)))
+        wall = time.perf_counter() - t0
+        letters = 0
+        for _ in range(40):
+            letters = (await nc.jetstream().stream_info(topology.DEADLETTER.name)).state.messages
+            if letters >= args.malformed:
+                break
+            await asyncio.sleep(0.25)
+        crashes = sum(c.restarts for c in sup.children)
+        print(f"\nmalformed: {args.malformed} payloads in {wall:.1f}s: error replies by code {dict(sorted(codes.items()))}; "
+              f"{letters} dead letters; intake crashes {crashes}")
+    finally:
+        await nc.close()
+        await sup.stop()
+        server.stop()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--problems", type=int, default=100)
@@ -191,6 +257,7 @@ async def main() -> None:
     parser.add_argument("--kill-every-s", type=float, default=10.0)
     parser.add_argument("--timeout-s", type=float, default=600.0, help="give up on a mode after this long")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--malformed", type=int, default=1000, help="bad payloads sent at intake (0: skip)")
     args = parser.parse_args()
     modes = ["none"] + [m for m in args.modes.split(",") if m and m != "none"]
     outcomes = []
@@ -198,15 +265,17 @@ async def main() -> None:
         for mode in modes:
             print(f"== {mode}: {args.problems} problems, {args.latency_s:.1f} s per model call", flush=True)
             outcomes.append(await one_mode(mode, args, Path(tmp_s)))
-    base = outcomes[0].wall_s
-    print(f"\n{'mode':<10} {'faults':>6} {'stored':>7} {'delivered':>10} {'duplicates':>11} {'lost':>5} "
-          f"{'trajectories':>13} {'wall s':>8} {'vs no-fault':>12}")
-    for o in outcomes:
-        print(f"{o.mode:<10} {o.faults:>6} {o.stored:>7} {o.delivered:>10} {o.duplicates:>11} {o.lost:>5} "
-              f"{o.trajectories:>13} {o.wall_s:>8.1f} {o.wall_s / base:>11.2f}x")
-    print("delivered: distinct result keys a live subscriber of conclave.results.> received (it may miss one "
-          "published while it reconnects; the stored count is what a problem's owner can always read).")
-
+        base = outcomes[0].wall_s
+        print(f"\n{'mode':<10} {'faults':>6} {'stored':>7} {'delivered':>10} {'duplicates':>11} {'lost':>5} "
+              f"{'trajectories':>13} {'wall s':>8} {'vs no-fault':>12}")
+        for o in outcomes:
+            print(f"{o.mode:<10} {o.faults:>6} {o.stored:>7} {o.delivered:>10} {o.duplicates:>11} {o.lost:>5} "
+                  f"{o.trajectories:>13} {o.wall_s:>8.1f} {o.wall_s / base:>11.2f}x")
+        print("delivered: distinct result keys a live subscriber of conclave.results.> received (it may miss "
+              "one published while it reconnects; the stored count is what a problem's owner can always read).",
+              flush=True)
+        if args.malformed:
+            await malformed_run(args, Path(tmp_s))
 
 if __name__ == "__main__":
     asyncio.run(main())
