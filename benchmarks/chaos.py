@@ -1,6 +1,6 @@
 """Chaos benchmark: N problems through the whole stack while things fail, against a no-fault run.
 
-Usage: python benchmarks/chaos.py [--problems 100] [--latency-s 3.0] [--modes none,nats,services]
+Usage: python benchmarks/chaos.py [--problems 100] [--latency-s 3.0] [--modes none,nats,services,cluster]
 
 Every service runs as its own OS process under the local stack's supervisor (`conclave up` restarts a
 crashed one the same way); the gateway runs the scripted backend, so model time is exactly what we set.
@@ -10,7 +10,8 @@ Modes, each a fresh nats-server and stack, in one invocation:
 - none:     no fault (the baseline).
 - nats:     nats-server SIGKILLed and restarted on the same port and store `--nats-restarts` times.
 - services: a random service process SIGKILLed every `--kill-every-s` seconds (the supervisor restarts it).
-(A 3-node cluster mode with a node killed is not implemented yet.)
+- cluster:  a 3-node NATS cluster (same wheel, loopback, streams replicated 3 ways); node n0 SIGKILLed
+            after `--kill-every-s` and restarted 10 s later.
 Then `--malformed` bad payloads of every kind intake refuses: error replies by code, dead letters, crashes.
 
 For each mode it prints results stored, results delivered to a live subscriber of conclave.results.>,
@@ -25,6 +26,7 @@ import asyncio
 import json
 import random
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +43,7 @@ from benchmarks.protocol import RULES, problem  # noqa: E402
 from conclave.v1 import outcome_pb2  # noqa: E402
 from services.bus import subjects, topology  # noqa: E402
 from services.bus.headers import MSG_ID  # noqa: E402
-from services.stack.natsd import NatsServer, free_port, reachable  # noqa: E402
+from services.stack.natsd import NatsServer, find_binary, free_port, reachable  # noqa: E402
 from services.stack.supervisor import ProcessSpec, Supervisor, service_argv  # noqa: E402
 
 SERVICES = (("inference", 1), ("intake", 1), ("ceo", 1), ("recruiter", 1), ("solver", 1), ("critic", 2),
@@ -92,12 +94,60 @@ async def count_stored(js, stream: str, prefix: str) -> dict[str, int]:
     return dict(info.state.subjects or {})
 
 
+class Cluster:
+    """Three nats-servers from the same wheel, clustered on loopback, JetStream replicated 3 ways."""
+
+    def __init__(self, run_dir: Path, size: int = 3) -> None:
+        self.dir = run_dir
+        self.ports = [free_port() for _ in range(size)]
+        self.routes = [free_port() for _ in range(size)]
+        self.procs: list[subprocess.Popen[bytes] | None] = [None] * size
+
+    @property
+    def url(self) -> str:
+        return ",".join(f"nats://127.0.0.1:{p}" for p in self.ports)
+
+    def start(self, i: int | None = None) -> Cluster:
+        for n in range(len(self.ports)) if i is None else [i]:
+            routes = ", ".join(f'"nats-route://127.0.0.1:{r}"' for j, r in enumerate(self.routes) if j != n)
+            conf = self.dir / f"n{n}.conf"
+            conf.write_text(f'server_name: "n{n}"\nlisten: "127.0.0.1:{self.ports[n]}"\nmax_payload: 16777216\n'
+                            f'jetstream {{ store_dir: "{self.dir / f"js-n{n}"}" }}\n'
+                            f'cluster {{ name: "chaos", listen: "127.0.0.1:{self.routes[n]}", routes: [{routes}] }}\n')
+            log = open(self.dir / f"n{n}.log", "ab")  # noqa: SIM115
+            self.procs[n] = subprocess.Popen([str(find_binary()), "-c", str(conf)], stdout=log, stderr=log,
+                                             start_new_session=True)
+            log.close()
+        deadline = time.monotonic() + 20
+        for n in range(len(self.ports)) if i is None else [i]:
+            while not reachable(f"nats://127.0.0.1:{self.ports[n]}") and time.monotonic() < deadline:
+                time.sleep(0.05)
+        return self
+
+    def kill(self, i: int = 0) -> None:
+        proc = self.procs[i]
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.wait(10)
+
+
 async def one_mode(mode: str, args: argparse.Namespace, tmp: Path) -> Outcome:
     run_dir = tmp / mode
     run_dir.mkdir()
-    server = NatsServer(store_dir=run_dir / "js", log_file=run_dir / "nats.log", tie_to_parent=False).start()
+    if mode == "cluster":
+        server: NatsServer | Cluster = Cluster(run_dir).start()
+    else:
+        server = NatsServer(store_dir=run_dir / "js", log_file=run_dir / "nats.log", tie_to_parent=False).start()
     grpc_port = free_port()
     env = stack_env(run_dir, server.url, grpc_port, args.latency_s)
+    if mode == "cluster":
+        env["CONCLAVE_STREAM_REPLICAS"] = "3"
     sup = Supervisor(run_dir / "logs", max_backoff_s=2.0, stop_grace_s=5.0)
     for name, replicas in SERVICES:
         for i in range(replicas):
@@ -105,7 +155,7 @@ async def one_mode(mode: str, args: argparse.Namespace, tmp: Path) -> Outcome:
     async def quiet(_exc: Exception) -> None:  # refused reconnects while NATS is down are the point here
         pass
 
-    nc = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.5, error_cb=quiet)
+    nc = await nats.connect(server.url.split(","), max_reconnect_attempts=-1, reconnect_time_wait=0.5, error_cb=quiet)
     faults = 0
     try:
         await wait_ready(nc, grpc_port)
@@ -149,7 +199,7 @@ async def one_mode(mode: str, args: argparse.Namespace, tmp: Path) -> Outcome:
         server.stop()
 
 
-async def inject(mode: str, args: argparse.Namespace, server: NatsServer, sup: Supervisor,
+async def inject(mode: str, args: argparse.Namespace, server: NatsServer | Cluster, sup: Supervisor,
                  stop: asyncio.Event) -> int:
     """Faults until `stop`; returns how many were injected."""
     rng = random.Random(args.seed)
@@ -171,6 +221,13 @@ async def inject(mode: str, args: argparse.Namespace, server: NatsServer, sup: S
             print(f"  [{mode}] nats-server SIGKILLed; restarting on the same store", flush=True)
             await asyncio.sleep(args.nats_down_s)
             server.start()
+    elif mode == "cluster" and isinstance(server, Cluster):
+        if not await pause(args.kill_every_s):
+            server.kill(0)
+            faults += 1
+            print(f"  [{mode}] cluster node n0 SIGKILLed; the other two keep quorum; back in 10 s", flush=True)
+            await pause(10.0)
+            server.start(0)
     elif mode == "services":
         while not await pause(args.kill_every_s):
             victims = [c for c in sup.children if c.spec.name.split("-")[0] in KILLABLE
@@ -251,7 +308,8 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--problems", type=int, default=100)
     parser.add_argument("--latency-s", type=float, default=3.0, help="scripted model time per call")
-    parser.add_argument("--modes", default="none,nats,services", help="comma separated; 'none' always runs first")
+    parser.add_argument("--modes", default="none,nats,services,cluster",
+                        help="comma separated; 'none' always runs first")
     parser.add_argument("--nats-restarts", type=int, default=2)
     parser.add_argument("--nats-down-s", type=float, default=1.0, help="how long NATS stays down each time")
     parser.add_argument("--kill-every-s", type=float, default=10.0)
