@@ -88,3 +88,15 @@ async def _all_stored(js, pids: list[str]) -> bool:
         return all(n >= 1 for n in (await stored_results(js, pids)).values())
     except Exception:
         return False  # still reconnecting
+
+
+async def test_an_evaluator_that_never_answers_ends_the_problem_as_an_error_not_as_incorrect(agent_stack):
+    fast_steps = {"CONCLAVE_STEP_TIMEOUT_S": "3", "CONCLAVE_STEP_WARN_S": "1", "CONCLAVE_STEP_RETRY_S": "0",
+                  "CONCLAVE_REPLY_RECHECK_S": "0.5"}
+    async with agent_stack(team(), without=("evaluator",), env=fast_steps) as env:
+        result = await env.solve(problem("no-evaluator-1"), timeout_s=60)
+        traj = await env.trajectory("no-evaluator-1")
+    assert result.status == "error" and result.stop_reason == "error"
+    assert "ROLE_EVALUATOR failed: no reply within 3s" in result.stop_detail
+    assert not traj.evaluations  # no verdict was made up
+    assert result.turns == 1
