@@ -399,7 +399,7 @@ class ProblemRun:
 
             await retrying(store_once, "publish the result", give_up_s=give_up)
             if self.reply_to:
-                await answer(self.nc, self.reply_to, result, as_json=self.as_json)
+                await answer(self.nc, self.reply_to, result, as_json=self.as_json, keyed=True)
             await self.event(st, "done", text=f"{st.stop_reason}: {st.stop_note}")
             self.m.finished.labels(st.stop_reason or "unknown").inc()
             self.m.seconds.observe(result.wall_s)

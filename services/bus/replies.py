@@ -33,21 +33,14 @@ async def store_result(js: JetStreamContext, result: outcome_pb2.Result) -> None
     await js.publish(subjects.result(result.problem_id), body, headers=headers)
 
 
-async def answer(nc: Client, reply_to: str, result: outcome_pb2.Result, *, as_json: bool = False) -> None:
-    """Sends a result to the publisher's reply subject (core NATS), with its key when it has one."""
+async def answer(nc: Client, reply_to: str, result: outcome_pb2.Result, *, as_json: bool = False,
+                 keyed: bool = False) -> None:
+    """Sends a result to the publisher's reply subject (core NATS). `keyed`: it is the outcome of the
+    problem accepted under its id, and carries that result's key (a rejection or `busy` does not)."""
     body, headers = encode(result, as_json)
-    if result.problem_id and subjects.valid_problem_id(result.problem_id):
+    if keyed:
         headers[MSG_ID] = RESULT_KEY.format(problem_id=result.problem_id)
     await nc.publish(reply_to, body, headers=headers)
-
-
-async def publish_result(
-    nc: Client, js: JetStreamContext, result: outcome_pb2.Result, *, reply_to: str = "", as_json: bool = False,
-) -> None:
-    """The outcome of an accepted problem: stored on conclave.results.<id>, and sent to `reply_to`."""
-    await store_result(js, result)
-    if reply_to:
-        await answer(nc, reply_to, result, as_json=as_json)
 
 
 def error_result(problem_id: str, code: str, message: str, subject: str) -> outcome_pb2.Result:
