@@ -97,9 +97,9 @@ def _declare() -> dict[str, Permissions]:
         ),
         _service(
             "intake",
-            (subjects.PROBLEMS_ACCEPTED, f"{subjects.EVENTS_PREFIX}.*",
-             # Error results of rejected problems (bad payload, invalid problem).
-             f"{subjects.RESULTS_PREFIX}.*"),
+            # Rejections are answered on the submitter's inbox (allow_responses) and dead-lettered, never stored
+            # as a result.
+            (subjects.PROBLEMS_ACCEPTED, f"{subjects.EVENTS_PREFIX}.*"),
             (subjects.PROBLEMS_SUBMIT,),
             "validates submissions; the only publisher into PROBLEMS",
         ),

@@ -24,6 +24,7 @@ from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.bus.deadletter import DeadLetters
+from services.bus.retry import TRANSIENT, retrying
 from services.bus.topology import BusTiming, ConsumerSpec
 from services.runtime.logs import problem_id_var
 
@@ -59,7 +60,8 @@ class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.handled = Counter(
             "conclave_messages",
-            "Work-queue messages handled, by consumer and outcome (ack, retry, rejected, dead, handed_back).",
+            "Work-queue messages handled, by consumer and outcome (ack, ack_lost, retry, rejected, dead, "
+            "handed_back).",
             ["consumer", "outcome"],
             registry=registry,
         )
@@ -180,8 +182,14 @@ class JetStreamWorker:
                 await msg.nak(delay=delay)
                 self._metrics.handled.labels(self.name, "retry").inc()
         else:
-            await msg.ack_sync()
-            self._metrics.handled.labels(self.name, "ack").inc()
+            # Acked through a NATS restart: an ack lost to the outage would redeliver finished work after
+            # AckWait (the handlers are idempotent, but it costs a whole AckWait).
+            try:
+                await retrying(msg.ack_sync, "ack", give_up_s=self._timing.effective_ack_wait_s)
+                self._metrics.handled.labels(self.name, "ack").inc()
+            except TRANSIENT as exc:
+                log.warning("could not ack after the work was done; it will be redelivered: %r", exc)
+                self._metrics.handled.labels(self.name, "ack_lost").inc()
         finally:
             keepalive.cancel()
             problem_id_var.reset(token)

@@ -86,7 +86,8 @@ class AgentEnv:
 
 def agent_stack_factory(nats_server, tmp_path: Path):
     @contextlib.asynccontextmanager
-    async def agent_stack(script: Script, *, latency_s: float = 0.0, as_processes: tuple[str, ...] = ()):
+    async def agent_stack(script: Script, *, latency_s: float = 0.0, as_processes: tuple[str, ...] = (),
+                          without: tuple[str, ...] = (), env: dict[str, str] | None = None):
         nc = await nats.connect(nats_server.url, **nats_server.connect_options())
         await topology.declare(nc.jetstream(), FAST)
         sec = nats_server.security
@@ -96,10 +97,11 @@ def agent_stack_factory(nats_server, tmp_path: Path):
             # In-process services share one environment, hence one gateway client certificate (the CEO's).
             shared = {**nats_server.env(), **sec.gateway_client_env("ceo")}
             client = await nats.connect(nats_server.url, **nats_server.connect_options(permissions.CLIENT))
+            extra_env = env or {}
             env = AgentEnv(nc=nc, nats_env=shared, gateway_addr=addr, archive_dir=tmp_path / "archive",
                            tmp=tmp_path, client=client)
-            stack = InProcessStack(shared, addr, env.archive_dir, env={"CONCLAVE_DRAIN_GRACE_S": "2"})
-            await stack.start([n for n in AGENT_SERVICES if n not in as_processes])
+            stack = InProcessStack(shared, addr, env.archive_dir, env={"CONCLAVE_DRAIN_GRACE_S": "2", **extra_env})
+            await stack.start([n for n in AGENT_SERVICES if n not in as_processes and n not in without])
             for name in as_processes:
                 await env.start_process(name)
             try:
