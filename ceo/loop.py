@@ -30,6 +30,7 @@ from services.bus.headers import MSG_ID
 from services.bus.replies import publish_result
 from services.evaluation.graders import grade_choice, grade_math
 from services.inference.ledger import Ledger
+from services.runtime import tracing
 
 log = logging.getLogger(__name__)
 R = agents_pb2
@@ -123,17 +124,19 @@ class ProblemRun:
         if self.ceiling:
             # The gateway enforces the ceiling on every call of this problem from this ledger entry.
             await Ledger(self.js).open(self.p.id, self.ceiling)
-        async with StepRunner(self.nc, self.js, self.p.id, self.cfg.step_timeout_s, resuming=self.resuming) as steps:
+        async with StepRunner(self.nc, self.js, self.p.id, self.cfg.step_timeout_s, resuming=self.resuming) as steps, \
+                tracing.TurnSpans() as spans:
             while st.phase != S.FINISH:
                 if self.out_of_time(st):
                     self.stop(st, "deadline", f"deadline of {self.p.limits.deadline_s:.0f}s passed")
                     break
                 phase = st.phase
                 try:
-                    if self.p.single_agent:
-                        await self.single_turn(st, steps)
-                    else:
-                        await getattr(self, f"_{phase}")(st, steps)
+                    with spans.phase(st.turn, st.round, "single" if self.p.single_agent else phase):
+                        if self.p.single_agent:
+                            await self.single_turn(st, steps)
+                        else:
+                            await getattr(self, f"_{phase}")(st, steps)
                 except LlmError as exc:
                     if "ceiling" in str(exc).lower():
                         self.stop(st, "token_ceiling", str(exc))
@@ -336,8 +339,10 @@ class ProblemRun:
             wall_s=time.time() - st.started_at, stop_reason=st.stop_reason, correct=self.grade(extracted, st),
             consensus=bool(st.consensus) and all(st.consensus), metadata=dict(self.p.metadata),
             profile=self.profile.name, single_agent=self.p.single_agent, fallbacks=st.fallbacks,
-            stop_detail=st.stop_note,
+            stop_detail=st.stop_note, trace_id=tracing.trace_id_of(),
         )
+        tracing.set_outcome(tracing.current_span(), st.stop_reason, error=st.stop_reason == "error",
+                            tokens=st.tokens_used, turns=result.turns)
         if st.stop_reason == "error":
             result.error.CopyFrom(outcome_pb2.Error(code="step_failed", message=st.stop_note, problem_id=self.p.id))
         for role, (prompt, completion, calls) in sorted(st.tokens.items()):
@@ -347,6 +352,7 @@ class ProblemRun:
         traj.result.CopyFrom(result)
         traj.consensus = result.consensus
         traj.format_ok = st.fallbacks == 0
+        traj.trace_id = result.trace_id
         if not already:
             # Trajectory first: a crash between the two re-publishes it (deduplicated), never loses it.
             await self.js.publish(subjects.trajectory(self.p.id), traj.SerializeToString(),

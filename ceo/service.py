@@ -21,6 +21,7 @@ from services.bus.codec import PayloadError, decode
 from services.bus.headers import REPLY_TO
 from services.bus.replies import error_result, publish_result
 from services.intake.validate import problem_errors
+from services.runtime import tracing
 from services.runtime.lifecycle import Runtime, Service
 from services.runtime.logs import problem_id_var
 from services.runtime.settings import RuntimeSettings
@@ -78,10 +79,13 @@ class CeoService(Service[CeoSettings]):
                          cfg=self._cfg, problem=problem, profile=profile, reply_to=reply_to, as_json=as_json,
                          keepalive=ctx.in_progress)
         self._metrics.active.inc()
-        try:
-            await run.run()
-        finally:
-            self._metrics.active.dec()
+        # A redelivered problem (after a crash) continues the trace its intake started.
+        with tracing.consuming(self.name, "ceo.problem", headers, profile=profile.name,
+                               delivery=ctx.deliveries):
+            try:
+                await run.run()
+            finally:
+                self._metrics.active.dec()
 
 
 def build(settings: CeoSettings | None = None) -> CeoService:

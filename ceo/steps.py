@@ -19,6 +19,7 @@ from nats.js.errors import NotFoundError
 from conclave.v1 import agents_pb2
 from services.bus import subjects, topology
 from services.bus.headers import MSG_ID
+from services.runtime import tracing
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class StepRunner:
         self._replies: dict[str, agents_pb2.RoleReply] = {}
         self._arrived = asyncio.Condition()
         self._sub = None
+        self._spans = tracing.StepSpans()
 
     async def __aenter__(self) -> StepRunner:
         # Subscribe before publishing anything, so that no reply can slip past.
@@ -68,6 +70,7 @@ class StepRunner:
             return
         async with self._arrived:
             self._replies[step_of(reply.task_id)] = reply
+            self._spans.arrived(step_of(reply.task_id), reply)
             self._arrived.notify_all()
 
     async def _stored(self, step: str) -> agents_pb2.RoleReply | None:
@@ -90,7 +93,8 @@ class StepRunner:
             to_publish.append(task)
         # Concurrent publishes: the critics of a round leave together, not one PubAck after another.
         await asyncio.gather(*(
-            self._js.publish(subjects.task(ROLE_QUEUE[t.role]), t.SerializeToString(), headers={MSG_ID: t.task_id})
+            self._js.publish(subjects.task(ROLE_QUEUE[t.role]), t.SerializeToString(),
+                             headers=self._spans.start(step_of(t.task_id), t, {MSG_ID: t.task_id}))
             for t in to_publish
         ))
         self._look_up_stored = False  # the step that was in flight at the crash is settled after this
@@ -110,4 +114,5 @@ class StepRunner:
                                              persona=task.persona,
                                              error=f"no reply within {self._timeout:.0f}s")
             out.append(reply)
+        self._spans.timed_out(steps)
         return out

@@ -16,13 +16,13 @@ from prometheus_client import Counter
 from conclave.v1 import outcome_pb2, problem_pb2
 from services.bus import subjects
 from services.bus.codec import PayloadError, decode, is_json
-from services.bus.headers import MSG_ID, REPLY_TO, TRACEPARENT
+from services.bus.headers import MSG_ID, REPLY_TO
 from services.bus.replies import encode, error_result, publish_result
 from services.intake.validate import problem_errors
+from services.runtime import tracing
 from services.runtime.lifecycle import Runtime, Service
 from services.runtime.logs import problem_id_var
 from services.runtime.settings import RuntimeSettings
-from services.runtime.tracing import child_traceparent
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,11 @@ class IntakeService(Service[IntakeSettings]):
 
     async def _on_submit(self, msg: Msg) -> None:
         headers = dict(msg.headers or {})
+        # The root of the problem's trace (or a child of the submitter's, when it sent a traceparent).
+        with tracing.consuming(self.name, "intake.submit", headers) as span:
+            await self._submit(msg, headers, span)
+
+    async def _submit(self, msg: Msg, headers: dict[str, str], span: tracing.Span) -> None:
         try:
             as_json = is_json(msg.data, headers)
         except PayloadError:
@@ -56,15 +61,18 @@ class IntakeService(Service[IntakeSettings]):
         try:
             problem = decode(problem_pb2.Problem, msg.data, headers)
         except PayloadError as exc:
+            tracing.set_outcome(span, "rejected", error=True)
             await self._reject(msg, "", "bad_payload", str(exc), as_json, encoding)
             return
         token = problem_id_var.set(problem.id)
         try:
             errors = problem_errors(problem)
             if errors:
+                tracing.set_outcome(span, "rejected", error=True)
                 await self._reject(msg, problem.id, "invalid_problem", "; ".join(errors), as_json, encoding)
                 return
-            out_headers = {MSG_ID: problem.id, TRACEPARENT: child_traceparent(headers.get(TRACEPARENT))}
+            out_headers = {MSG_ID: problem.id}
+            tracing.inject_headers(out_headers)
             if msg.reply:
                 out_headers[REPLY_TO] = msg.reply
             if as_json:
@@ -74,6 +82,7 @@ class IntakeService(Service[IntakeSettings]):
                     subjects.PROBLEMS_ACCEPTED, problem.SerializeToString(), headers=out_headers
                 )
             except Exception as exc:  # JetStream unavailable: tell the publisher to retry
+                tracing.set_outcome(span, "unavailable", error=True)
                 log.error("could not persist problem: %s", exc)
                 if msg.reply:
                     res = error_result(problem.id, "unavailable", f"could not queue the problem, retry: {exc}", msg.subject)
@@ -81,6 +90,7 @@ class IntakeService(Service[IntakeSettings]):
                     await self._rt.nc.publish(msg.reply, body, headers=hdrs)
                 return
             outcome = "duplicate" if ack.duplicate else "accepted"
+            tracing.set_outcome(span, outcome)
             self._count.labels(outcome, encoding).inc()
             log.info("problem %s", outcome, extra={"kind": problem_pb2.ProblemKind.Name(problem.kind)})
             if not ack.duplicate:

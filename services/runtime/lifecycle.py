@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry, Gauge, Info
 from services.bus import topology
 from services.bus.deadletter import DeadLetters, MaxDeliveriesWatcher
 from services.bus.topology import ConsumerSpec
-from services.runtime import logs
+from services.runtime import logs, tracing
 from services.runtime.connection import connect
 from services.runtime.http import ProbeServer
 from services.runtime.settings import RuntimeSettings
@@ -182,4 +182,8 @@ async def run(service: Service[S], stop: asyncio.Event | None = None, started: a
 def main(service: Service[S]) -> int:
     """Process entrypoint: JSON logs, then run until SIGTERM/SIGINT."""
     logs.configure(service.name, service.settings.log_level, service.settings.log_json)
-    return asyncio.run(run(service))
+    tracing.configure(service.name)
+    try:
+        return asyncio.run(run(service))
+    finally:
+        tracing.shutdown()

@@ -1,0 +1,111 @@
+"""A real OTLP/gRPC trace receiver for tests, and a process-wide TracerProvider tests can point at it.
+
+OpenTelemetry allows one global TracerProvider per process, so the provider is installed once and its
+span processor is swapped per test (`exporting_to`); outside such a block spans are dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+
+import grpc
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+
+@dataclass
+class ReceivedSpan:
+    scope: str
+    name: str
+    trace_id: str
+    span_id: str
+    parent_id: str
+    kind: int
+    attributes: dict[str, object]
+
+
+@dataclass
+class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
+    spans: list[ReceivedSpan] = field(default_factory=list)
+    address: str = ""
+
+    async def Export(self, request, context):  # noqa: N802 - the gRPC method name
+        for rs in request.resource_spans:
+            for ss in rs.scope_spans:
+                for s in ss.spans:
+                    attrs = {a.key: _value(a.value) for a in s.attributes}
+                    self.spans.append(ReceivedSpan(scope=ss.scope.name, name=s.name, trace_id=s.trace_id.hex(),
+                                                   span_id=s.span_id.hex(), parent_id=s.parent_span_id.hex(),
+                                                   kind=s.kind, attributes=attrs))
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+    def trace(self, trace_id: str) -> list[ReceivedSpan]:
+        return [s for s in self.spans if s.trace_id == trace_id]
+
+
+def _value(v) -> object:
+    kind = v.WhichOneof("value")
+    return getattr(v, kind) if kind else None
+
+
+@contextlib.asynccontextmanager
+async def otlp_receiver() -> AsyncIterator[OtlpReceiver]:
+    receiver = OtlpReceiver()
+    server = grpc.aio.server()
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    receiver.address = f"127.0.0.1:{port}"
+    try:
+        yield receiver
+    finally:
+        await server.stop(0)
+
+
+class _Switch(SpanProcessor):
+    def __init__(self) -> None:
+        self.target: SpanProcessor | None = None
+
+    def on_start(self, span, parent_context=None) -> None:
+        if self.target is not None:
+            self.target.on_start(span, parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self.target is not None:
+            self.target.on_end(span)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.target.force_flush(timeout_millis) if self.target is not None else True
+
+
+_SWITCH = _Switch()
+
+
+def _provider() -> TracerProvider:
+    current = trace.get_tracer_provider()
+    if isinstance(current, TracerProvider):
+        return current
+    provider = TracerProvider()
+    provider.add_span_processor(_SWITCH)
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+@contextlib.contextmanager
+def exporting_to(receiver: OtlpReceiver) -> Iterator[None]:
+    """Spans of this process go over OTLP to `receiver` (the SDK's own exporter) inside the block."""
+    _provider()
+    processor = BatchSpanProcessor(OTLPSpanExporter(endpoint=f"http://{receiver.address}", insecure=True),
+                                   schedule_delay_millis=100)
+    _SWITCH.target = processor
+    try:
+        yield
+    finally:
+        processor.force_flush()
+        _SWITCH.target = None
+        processor.shutdown()
