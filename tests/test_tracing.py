@@ -21,10 +21,14 @@ def agent_stack(nats_server, tmp_path):
     return agent_stack_factory(nats_server, tmp_path)
 
 
-async def test_one_problem_yields_one_connected_trace_across_the_services(agent_stack):
+async def test_one_problem_yields_one_connected_trace_across_the_services(agent_stack, monkeypatch):
     async with otlp_receiver() as receiver:
+        # The CEO runs as its own process, configured from the standard OTel variables like in a pod;
+        # the other services run in this process and export through the same kind of OTLP exporter.
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://{receiver.address}")
+        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
         with exporting_to(receiver):
-            async with agent_stack(team()) as env:
+            async with agent_stack(team(), as_processes=("ceo",)) as env:
                 problem = problem_pb2.Problem(id="traced-1", kind=problem_pb2.PROBLEM_KIND_MATH, text=PROBLEM_TEXT,
                                               profile="math500", reference_answer="5")
                 result = await env.solve(problem)
@@ -35,6 +39,7 @@ async def test_one_problem_yields_one_connected_trace_across_the_services(agent_
     by_id = {s.span_id: s for s in spans}
 
     # Every hop is there: intake, the CEO, at least three roles, the gRPC client and the gateway, the pod.
+    assert {s.service for s in spans if s.scope == "conclave.ceo"} == {"conclave-ceo"}
     scopes = {s.scope for s in spans}
     assert {"conclave.intake", "conclave.ceo", "conclave.inference"} <= scopes
     assert len(scopes & {"conclave.recruiter", "conclave.solver", "conclave.critic", "conclave.evaluator"}) >= 3

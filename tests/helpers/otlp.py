@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 @dataclass
 class ReceivedSpan:
+    service: str
     scope: str
     name: str
     trace_id: str
@@ -36,10 +37,11 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
 
     async def Export(self, request, context):  # noqa: N802 - the gRPC method name
         for rs in request.resource_spans:
+            service = next((a.value.string_value for a in rs.resource.attributes if a.key == "service.name"), "")
             for ss in rs.scope_spans:
                 for s in ss.spans:
                     attrs = {a.key: _value(a.value) for a in s.attributes}
-                    self.spans.append(ReceivedSpan(scope=ss.scope.name, name=s.name, trace_id=s.trace_id.hex(),
+                    self.spans.append(ReceivedSpan(service=service, scope=ss.scope.name, name=s.name, trace_id=s.trace_id.hex(),
                                                    span_id=s.span_id.hex(), parent_id=s.parent_span_id.hex(),
                                                    kind=s.kind, attributes=attrs))
         return trace_service_pb2.ExportTraceServiceResponse()
