@@ -19,5 +19,8 @@ class CeoMetrics:
         self.active = Gauge("conclave_problems_active", "Problems this replica is running.", registry=registry)
         self.seconds = Histogram("conclave_problem_seconds", "Wall time per problem.", registry=registry,
                                  buckets=(0.1, 0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600))
+        self.oldest = Gauge("conclave_problem_oldest_running_seconds", "Age of the oldest problem this replica "
+                            "is running (0 when idle): a problem stuck past its deadline shows here.",
+                            registry=registry)
         self.turns = Histogram("conclave_problem_turns", "Turns per problem.", registry=registry,
                                buckets=(1, 2, 3, 4, 6, 8))

@@ -8,6 +8,7 @@ redelivered message and resumes from the last completed step.
 from __future__ import annotations
 
 import logging
+import time
 
 from pydantic import Field
 
@@ -50,6 +51,10 @@ class CeoService(Service[CeoSettings]):
         rt.on_close(self._llm.close)
         self._kv = await rt.js.key_value(topology.PROBLEM_STATE.bucket)
         self._metrics = CeoMetrics(rt.registry)
+        # Start times of the problems this replica runs, read at scrape time for the "stuck" alert.
+        self._running: dict[str, float] = {}
+        self._metrics.oldest.set_function(
+            lambda: time.time() - min(self._running.values()) if self._running else 0.0)
         self._cfg = RunConfig(step_timeout_s=self.settings.step_timeout_s, k_cap=self.settings.k_cap,
                               honour_stop=self.settings.honour_stop, default_model=self.settings.default_model,
                               serial_critics=self.settings.serial_critics)
@@ -79,6 +84,7 @@ class CeoService(Service[CeoSettings]):
                          cfg=self._cfg, problem=problem, profile=profile, reply_to=reply_to, as_json=as_json,
                          keepalive=ctx.in_progress)
         self._metrics.active.inc()
+        self._running[problem.id] = time.time()
         # A redelivered problem (after a crash) continues the trace its intake started.
         with tracing.consuming(self.name, "ceo.problem", headers, profile=profile.name,
                                delivery=ctx.deliveries):
@@ -86,6 +92,7 @@ class CeoService(Service[CeoSettings]):
                 await run.run()
             finally:
                 self._metrics.active.dec()
+                self._running.pop(problem.id, None)
 
 
 def build(settings: CeoSettings | None = None) -> CeoService:

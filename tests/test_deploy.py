@@ -163,9 +163,14 @@ def test_kustomizations_reference_existing_files() -> None:
                 target = (kdir / patch["path"]).resolve()
                 assert target.is_file(), f"{kdir}/kustomization.yaml: patch {patch['path']} does not exist"
                 referenced.add(target)
-    # No manifest is left out of every kustomization.
+        for generator in k.get("configMapGenerator", []):
+            for entry in generator.get("files", []):
+                target = (kdir / entry.split("=")[-1]).resolve()
+                assert target.is_file(), f"{kdir}/kustomization.yaml: configMapGenerator file {entry} does not exist"
+                referenced.add(target)
+    # No manifest is left out of every kustomization (promtool's *.test.yaml are tests, not manifests).
     for path in K8S.rglob("*.yaml"):
-        if path.name != "kustomization.yaml":
+        if path.name != "kustomization.yaml" and not path.name.endswith(".test.yaml"):
             assert path.resolve() in referenced, f"{path.relative_to(DEPLOY)} is in no kustomization"
     # The top-level kustomization deploys the GPU overlay.
     top = {(K8S / e).resolve() for e in kustomization(K8S).get("resources", [])}

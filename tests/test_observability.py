@@ -1,0 +1,95 @@
+"""Alerting rules (promtool), and that every metric the rules and the dashboard query is really exported.
+
+promtool comes with Debian's `prometheus` package; without it those tests skip (CI may not have it).
+The metric check runs the real stack (scripted backend) and scrapes what it exports.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.helpers.exported import exported_metric_names
+from tests.test_deploy import dashboard_exprs
+
+ROOT = Path(__file__).resolve().parents[1]
+MONITORING = ROOT / "deploy" / "k8s" / "monitoring"
+RULES = MONITORING / "rules" / "conclave-rules.yaml"
+RULE_TESTS = MONITORING / "rules" / "conclave-rules.test.yaml"
+PROMETHEUS_RULE = MONITORING / "operator" / "prometheusrule.yaml"
+DASHBOARD = ROOT / "deploy" / "grafana" / "conclave.json"
+README = ROOT / "deploy" / "README.md"
+PROMTOOL = shutil.which("promtool")
+needs_promtool = pytest.mark.skipif(not PROMTOOL, reason="promtool is not installed (Debian: apt-get install prometheus)")
+
+# Series that come from other exporters, not from Conclave's code: prometheus-nats-exporter (-varz -jsz=all,
+# the NATS pods' sidecar) and vLLM's own /metrics. Named here so a typo cannot hide among them.
+EXTERNAL = {
+    "jetstream_consumer_num_pending", "jetstream_consumer_num_ack_pending", "jetstream_consumer_num_redelivered",
+    "jetstream_consumer_delivered_consumer_seq", "jetstream_stream_total_messages", "jetstream_stream_total_bytes",
+    "gnatsd_varz_connections", "gnatsd_varz_in_msgs", "gnatsd_varz_out_msgs",
+    "vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
+    "vllm:gpu_cache_usage_perc", "vllm:generation_tokens_total", "vllm:prompt_tokens_total",
+    "vllm:e2e_request_latency_seconds_bucket", "vllm:time_to_first_token_seconds_bucket",
+}
+METRIC = re.compile(r"\b((?:conclave|jetstream|gnatsd)_[a-z0-9_]+|vllm:[a-z0-9_:]+)")
+
+
+def rule_docs() -> list[dict]:
+    return [r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
+
+
+def metrics_in(exprs: list[str]) -> set[str]:
+    return {m for e in exprs for m in METRIC.findall(e)}
+
+
+@needs_promtool
+def test_rules_pass_promtool_check() -> None:
+    proc = subprocess.run([PROMTOOL, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@needs_promtool
+def test_rules_fire_on_recorded_series() -> None:
+    proc = subprocess.run([PROMTOOL, "test", "rules", RULE_TESTS.name], cwd=RULE_TESTS.parent,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_every_alert_has_a_unit_test_and_a_runbook() -> None:
+    tested = {t["alertname"] for case in yaml.safe_load(RULE_TESTS.read_text())["tests"]
+              for t in case["alert_rule_test"]}
+    readme = README.read_text()
+    for rule in rule_docs():
+        name = rule["alert"]
+        assert name in tested, f"{name} has no case in {RULE_TESTS.name}"
+        assert f"#### {name}" in readme, f"{name} has no runbook entry in deploy/README.md"
+        assert rule["annotations"]["runbook"] == f"deploy/README.md#{name.lower()}"
+
+
+def test_the_prometheusrule_is_rendered_from_the_rule_file() -> None:
+    sys.path.insert(0, str(RULES.parent))
+    try:
+        import render_prometheusrule
+    finally:
+        sys.path.pop(0)
+    assert PROMETHEUS_RULE.read_text() == render_prometheusrule.render(), \
+        "run python deploy/k8s/monitoring/rules/render_prometheusrule.py"
+
+
+@pytest.mark.asyncio
+async def test_rules_and_dashboard_query_only_metrics_that_exist(nats_server, tmp_path) -> None:
+    exported = await exported_metric_names(nats_server.url, tmp_path)
+    for what, used in (("rules", metrics_in([r["expr"] for r in rule_docs()])),
+                       ("dashboard", metrics_in(dashboard_exprs(json.loads(DASHBOARD.read_text()))))):
+        assert used, what
+        ours = {m for m in used if m.startswith("conclave_")}
+        assert not ours - exported, f"the {what} query metrics no service exports: {sorted(ours - exported)}"
+        assert not (used - ours) - EXTERNAL, f"the {what} query unknown external metrics: {sorted((used - ours) - EXTERNAL)}"
