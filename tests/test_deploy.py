@@ -405,6 +405,67 @@ def test_executor_network_policy() -> None:
     assert {("nats", 4222), ("dns", 53)} <= allowed
 
 
+# --- autoscaling, disruption budgets, NATS metrics ---------------------------------------------------------
+
+AUTOSCALING = K8S / "autoscaling"
+
+
+def test_every_worker_scales_on_its_jetstream_consumer() -> None:
+    from services.bus import topology
+
+    scaled = by_kind(objects(AUTOSCALING / "keda"), "ScaledObject")
+    consumers = {"ceo": topology.CEO_CONSUMER, **topology.ROLE_CONSUMERS}
+    assert set(scaled) == set(consumers)
+    headless = by_kind(BASE_OBJECTS, "Service")["nats-headless"]
+    monitor = next(p["port"] for p in headless["spec"]["ports"] if p["name"] == "monitor")
+    pdbs = by_kind(BASE_OBJECTS, "PodDisruptionBudget")
+    for name, obj in scaled.items():
+        spec = obj["spec"]
+        assert spec["scaleTargetRef"]["name"] == name and name in BASE_DEPLOYMENTS
+        # Drains stay possible: more replicas than the PodDisruptionBudget keeps.
+        assert pdbs[name]["spec"]["minAvailable"] < spec["minReplicaCount"] <= spec["maxReplicaCount"]
+        (trigger,) = spec["triggers"]
+        assert trigger["type"] == "nats-jetstream"
+        meta = trigger["metadata"]
+        assert (meta["stream"], meta["consumer"]) == (consumers[name].stream, consumers[name].durable)
+        # Clustered JetStream: KEDA asks the consumer's leader at <server_name>.<endpoint>, so the endpoint
+        # is the headless Service (pod name = server name) on the monitoring port.
+        assert meta["natsServerMonitoringEndpoint"] == f"nats-headless.conclave.svc.cluster.local:{monitor}"
+        assert int(meta["lagThreshold"]) > 0
+
+
+def test_the_hpa_fallback_has_the_keda_bounds() -> None:
+    scaled = by_kind(objects(AUTOSCALING / "keda"), "ScaledObject")
+    hpas = by_kind(objects(AUTOSCALING / "hpa"), "HorizontalPodAutoscaler")
+    assert set(hpas) == set(scaled)
+    for name, hpa in hpas.items():
+        spec, keda = hpa["spec"], scaled[name]["spec"]
+        assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
+        assert (spec["minReplicas"], spec["maxReplicas"]) == (keda["minReplicaCount"], keda["maxReplicaCount"])
+
+
+def test_the_vllm_pods_have_a_disruption_budget() -> None:
+    gpu = objects(OVERLAYS["gpu"])
+    vllm = by_kind(gpu, "Deployment")["vllm"]
+    pdb = by_kind(gpu, "PodDisruptionBudget")["vllm"]
+    assert selects(pdb["spec"]["selector"]["matchLabels"], vllm["spec"]["template"]["metadata"]["labels"])
+    assert pdb["spec"]["maxUnavailable"] == 1 < vllm["spec"]["replicas"]
+
+
+def test_nats_pods_export_jetstream_metrics() -> None:
+    sts = by_kind(BASE_OBJECTS, "StatefulSet")["nats"]
+    pod = sts["spec"]["template"]
+    exporter = next(c for c in pod["spec"]["containers"] if "prometheus-nats-exporter" in c["image"])
+    port = next(p["containerPort"] for p in exporter["ports"] if p["name"] == "metrics")
+    assert pod["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(port)
+    assert "-jsz=all" in exporter["args"] and exporter["args"][-1] == "http://localhost:8222"
+    assert exporter["resources"]["limits"] and exporter["securityContext"]["readOnlyRootFilesystem"] is True
+    (monitor,) = by_kind(objects(K8S / "monitoring" / "operator"), "PodMonitor")["conclave"]["spec"]["selector"][
+        "matchExpressions"]
+    assert pod["metadata"]["labels"]["app.kubernetes.io/component"] in monitor["values"]
+
+
 # --- storage ------------------------------------------------------------------------------------------------
 
 def test_archive_and_trainer_share_the_volume() -> None:
