@@ -156,6 +156,8 @@ class ProblemRun:
                                      k_cap=self.cfg.k_cap, model=self.model)
         st.record_decision(decision, out.calls, out.fallback_reason)
         self.m.decisions.labels(A.Action.Name(decision.action).removeprefix("ACTION_").lower()).inc()
+        self.m.team_size.observe(decision.recruit_number)
+        self.m.budget.observe(decision.max_tokens)
         if out.fallback:
             self.m.fallbacks.labels("ceo").inc()
         await self.event(st, "decision", role=R.ROLE_CEO, decision=decision, text=decision.direction)
@@ -362,6 +364,7 @@ class ProblemRun:
             self.m.finished.labels(st.stop_reason or "unknown").inc()
             self.m.seconds.observe(result.wall_s)
             self.m.turns.observe(result.turns)
+            self.m.consensus.labels(str(result.consensus).lower()).inc()
             log.info("problem done", extra={"stop_reason": st.stop_reason, "tokens": st.tokens_used})
         st.published = True
         await self.kv.put(self.p.id, st.to_bytes())

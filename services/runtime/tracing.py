@@ -7,7 +7,7 @@ intake.submit -> ceo.problem -> ceo.turn -> ceo.<phase> -> step.<role> (one per 
 `configure` (called once per process by lifecycle.main) installs the SDK's TracerProvider, so trace ids
 are real and reach the logs, the Result and the trajectory even when nothing is exported. Spans are
 exported over OTLP only when the standard OTEL_EXPORTER_OTLP_ENDPOINT (or _TRACES_ENDPOINT) is set;
-the exporter reads the other OTEL_* variables itself. Attributes are bounded facts (role, turn, round,
+the exporter reads the other OTEL_* variables itself (OTEL_TRACES_EXPORTER=none turns export off). Attributes are bounded facts (role, turn, round,
 tokens, outcome); never the problem text.
 """
 
@@ -57,7 +57,7 @@ def configure(service: str, environ: Mapping[str, str] | None = None) -> Any | N
                                 "service.namespace": "conclave"})
     provider = TracerProvider(resource=resource)
     endpoint = export_endpoint(env)
-    if endpoint:
+    if endpoint and env.get("OTEL_TRACES_EXPORTER", "otlp").lower() != "none":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
