@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers.exported import exported_metric_names
+from tests.conftest import eventually
+from tests.helpers.exported import live_stack
 from tests.test_deploy import dashboard_exprs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,10 +87,75 @@ def test_the_prometheusrule_is_rendered_from_the_rule_file() -> None:
 
 @pytest.mark.asyncio
 async def test_rules_and_dashboard_query_only_metrics_that_exist(nats_server, tmp_path) -> None:
-    exported = await exported_metric_names(nats_server.url, tmp_path)
+    async with live_stack(nats_server.url, tmp_path) as stack:
+        await stack.work()
+        exported = await stack.exported_names()
     for what, used in (("rules", metrics_in([r["expr"] for r in rule_docs()])),
                        ("dashboard", metrics_in(dashboard_exprs(json.loads(DASHBOARD.read_text()))))):
         assert used, what
         ours = {m for m in used if m.startswith("conclave_")}
         assert not ours - exported, f"the {what} query metrics no service exports: {sorted(ours - exported)}"
         assert not (used - ours) - EXTERNAL, f"the {what} query unknown external metrics: {sorted((used - ours) - EXTERNAL)}"
+
+
+PROMETHEUS = shutil.which("prometheus")
+
+
+def grafana_to_promql(expr: str) -> str:
+    """A dashboard query as Grafana sends it, for the live test's namespace and every service."""
+    return (expr.replace("$namespace", "conclave").replace("$service", ".*")
+            .replace("$__rate_interval", "1m").replace("$__range", "5m"))
+
+
+@pytest.mark.asyncio
+@pytest.mark.skipif(not PROMETHEUS, reason="prometheus is not installed (Debian: apt-get install prometheus)")
+async def test_every_dashboard_query_returns_data_from_a_live_stack(nats_server, tmp_path) -> None:
+    import asyncio
+
+    import httpx
+
+    from services.stack.natsd import free_port
+
+    exprs = [e for e in dashboard_exprs(json.loads(DASHBOARD.read_text()))
+             if not any(m.startswith(("vllm:", "jetstream_")) for m in METRIC.findall(e))]
+    async with live_stack(nats_server.url, tmp_path) as stack:
+        scrape = [{"targets": [f"127.0.0.1:{port}" for port in ports],
+                   "labels": {"namespace": "conclave", "service": name}} for name, ports in stack.targets.items()]
+        config = tmp_path / "prometheus.yml"
+        config.write_text(yaml.safe_dump({"global": {"scrape_interval": "1s"},
+                                          "scrape_configs": [{"job_name": "conclave", "static_configs": scrape}]}))
+        port = free_port()
+        log = (tmp_path / "prometheus.log").open("wb")
+        prom = await asyncio.create_subprocess_exec(
+            PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}", stdout=log, stderr=log)
+        api = f"http://127.0.0.1:{port}/api/v1/query"
+        try:
+            async with httpx.AsyncClient(timeout=10) as http:
+                async def query(q: str) -> list:
+                    try:
+                        body = (await http.get(api, params={"query": q})).json()
+                    except httpx.HTTPError:
+                        return []
+                    assert body["status"] == "success", (q, body)
+                    return body["data"]["result"]
+
+                targets = sum(len(p) for p in stack.targets.values())
+                await eventually(lambda: _count_up(query, targets), timeout=60)
+                await stack.work()
+                empty: list[str] = exprs
+                for _ in range(60):  # until every query has data, or a minute of scrapes
+                    await asyncio.sleep(1)
+                    empty = [e for e in empty if not await query(grafana_to_promql(e))]
+                    if not empty:
+                        break
+        finally:
+            prom.terminate()
+            await prom.wait()
+            log.close()
+    assert not empty, f"dashboard queries without data: {empty}"
+
+
+async def _count_up(query, targets: int) -> bool:
+    result = await query("sum(up)")
+    return bool(result) and float(result[0]["value"][1]) >= targets
