@@ -27,7 +27,7 @@ async def test_one_problem_yields_one_connected_trace_across_the_services(agent_
         # the other services run in this process and export through the same kind of OTLP exporter.
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://{receiver.address}")
         monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
-        with exporting_to(receiver):
+        async with exporting_to(receiver):
             async with agent_stack(team(), as_processes=("ceo",)) as env:
                 problem = problem_pb2.Problem(id="traced-1", kind=problem_pb2.PROBLEM_KIND_MATH, text=PROBLEM_TEXT,
                                               profile="math500", reference_answer="5")
@@ -80,3 +80,27 @@ async def test_one_problem_yields_one_connected_trace_across_the_services(agent_
     assert problem_span.attributes[tracing.OUTCOME] == "accepted"
     # Never the problem text.
     assert not [s for s in spans for v in s.attributes.values() if isinstance(v, str) and "2+3" in v]
+
+
+async def test_each_pod_attempt_sends_its_span_context_to_the_pod():
+    """Each attempt on a pod is a pod.request span (a pod that fails before the first token, then the one
+    that serves), and the pod gets that span's context: vLLM (--otlp-traces-endpoint) continues the trace."""
+    from services.inference.backends.scripted import ScriptedBackend
+    from tests.inference_helpers.gateway import chat, running_gateway
+
+    backend = ScriptedBackend(lambda req: "four", model="m")
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    async with otlp_receiver() as receiver:
+        async with exporting_to(receiver):
+            async with running_gateway(["scripted://pod-a", "scripted://pod-b"], backend, health_interval_s=300) as gw:
+                backend.down.add("pod-a")
+                for key in ("s1", "s2", "s3", "s4"):  # some land on pod-a first, then move to pod-b
+                    async for _ in gw.stub.Generate(chat("2+2?", 8, session_key=key), timeout=30,
+                                                    metadata=[("traceparent", parent)]):
+                        pass
+    pods = {s.span_id: s for s in receiver.spans if s.name == "pod.request"}
+    sent = [r.traceparent.split("-") for r in backend.calls]
+    assert sent and all(p[1] == "0af7651916cd43dd8448eb211c80319c" for p in sent)
+    assert {p[2] for p in sent} <= set(pods)
+    outcomes = {s.attributes[tracing.OUTCOME] for s in pods.values()}
+    assert "ok" in outcomes and "ejected" in outcomes

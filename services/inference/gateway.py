@@ -224,7 +224,7 @@ class Gateway:
             pod_span = tracing.pod_span(span, pod.name, attempt + 1)
             pod_outcome = "error"
             try:
-                stream = self.backend.stream(req, pod)
+                stream = self.backend.stream(replace(req, traceparent=tracing.traceparent_of(pod_span)), pod)
                 try:
                     async for chunk in stream:
                         if chunk.usage is not None:

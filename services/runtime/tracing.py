@@ -118,10 +118,11 @@ def trace_id_of(span: Span | None = None) -> str:
     return trace.format_trace_id(ctx.trace_id) if ctx.is_valid else ""
 
 
-def traceparent_trace_id(traceparent: str | None) -> str:
-    """The trace id inside a W3C traceparent header value, or ""."""
-    parts = (traceparent or "").split("-")
-    return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else ""
+def traceparent_of(span: Span) -> str:
+    """The W3C traceparent header value that makes `span` the parent of the receiver's spans."""
+    carrier: dict[str, str] = {}
+    inject(carrier, context=trace.set_span_in_context(span))
+    return carrier.get(TRACEPARENT, "")
 
 
 def set_outcome(span: Span, outcome: str, *, error: bool = False, **attributes: Any) -> None:

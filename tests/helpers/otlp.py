@@ -6,8 +6,9 @@ span processor is swapped per test (`exporting_to`); outside such a block spans 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import grpc
@@ -98,8 +99,8 @@ def _provider() -> TracerProvider:
     return provider
 
 
-@contextlib.contextmanager
-def exporting_to(receiver: OtlpReceiver) -> Iterator[None]:
+@contextlib.asynccontextmanager
+async def exporting_to(receiver: OtlpReceiver) -> AsyncIterator[None]:
     """Spans of this process go over OTLP to `receiver` (the SDK's own exporter) inside the block."""
     _provider()
     processor = BatchSpanProcessor(OTLPSpanExporter(endpoint=f"http://{receiver.address}", insecure=True),
@@ -108,6 +109,7 @@ def exporting_to(receiver: OtlpReceiver) -> Iterator[None]:
     try:
         yield
     finally:
-        processor.force_flush()
+        # In a thread: the receiver answers on this event loop, which must keep running meanwhile.
+        await asyncio.to_thread(processor.force_flush)
         _SWITCH.target = None
-        processor.shutdown()
+        await asyncio.to_thread(processor.shutdown)
