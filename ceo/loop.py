@@ -19,6 +19,7 @@ from ceo import state as S
 from ceo.decide import decide
 from ceo.metrics import CeoMetrics
 from ceo.profile import Profile
+from ceo.spans import TurnSpans
 from ceo.state import ProblemState
 from ceo.steps import StepRunner, task_id
 from conclave.v1 import agents_pb2, outcome_pb2, problem_pb2
@@ -125,7 +126,7 @@ class ProblemRun:
             # The gateway enforces the ceiling on every call of this problem from this ledger entry.
             await Ledger(self.js).open(self.p.id, self.ceiling)
         async with StepRunner(self.nc, self.js, self.p.id, self.cfg.step_timeout_s, resuming=self.resuming) as steps, \
-                tracing.TurnSpans() as spans:
+                TurnSpans() as spans:
             while st.phase != S.FINISH:
                 if self.out_of_time(st):
                     self.stop(st, "deadline", f"deadline of {self.p.limits.deadline_s:.0f}s passed")

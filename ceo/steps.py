@@ -16,10 +16,10 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from ceo.spans import StepSpans
 from conclave.v1 import agents_pb2
 from services.bus import subjects, topology
 from services.bus.headers import MSG_ID
-from services.runtime import tracing
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class StepRunner:
         self._replies: dict[str, agents_pb2.RoleReply] = {}
         self._arrived = asyncio.Condition()
         self._sub = None
-        self._spans = tracing.StepSpans()
+        self._spans = StepSpans()
 
     async def __aenter__(self) -> StepRunner:
         # Subscribe before publishing anything, so that no reply can slip past.

@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 
-from services.inference import admission
+from services.inference import admission, spans
 from services.inference.backends.base import Backend, GenRequest, PodError, PodUsage
 from services.inference.budget import (
     ReasoningSpec,
@@ -24,7 +24,7 @@ from services.inference.ledger import CeilingReached, Ledger, LedgerConflict, Re
 from services.inference.metrics import InferenceMetrics
 from services.inference.pods import Pod, PodPool
 from services.inference.router import Router
-from services.runtime import tracing
+from services.runtime.tracing import traceparent_of
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class Gateway:
         outcome = "error"
         result: Result | None = None
         # Explicit contexts, not the current one: coalesce() runs this generator in a task of its own.
-        span = tracing.gateway_span(call.traceparent, call.role, label)
+        span = spans.gateway_span(call.traceparent, call.role, label)
         try:
             if call.ledger_key:
                 reservation = await self._reserve(call)
@@ -203,10 +203,10 @@ class Gateway:
                 self._settling.add(task)
                 task.add_done_callback(self._settling.discard)
             self._observe(call, label, outcome, result, t0, ttft, t_last, n_chunks)
-            tracing.end_gateway_span(span, outcome, result)
+            spans.end_gateway_span(span, outcome, result)
 
     async def _segment(self, req: GenRequest, call: Call, seg: _Segment, prefer: Pod | None,
-                       span: tracing.Span) -> AsyncIterator[str]:
+                       span: spans.Span) -> AsyncIterator[str]:
         """One generation on one pod; moves to another pod if a pod fails before the first token."""
         tried: set[Pod] = set()
         last_error: PodError | None = None
@@ -221,10 +221,10 @@ class Gateway:
                 self.metrics.rejections.labels("admission").inc()
                 raise GatewayError("RESOURCE_EXHAUSTED", str(exc)) from None
             started = False
-            pod_span = tracing.pod_span(span, pod.name, attempt + 1)
+            pod_span = spans.pod_span(span, pod.name, attempt + 1)
             pod_outcome = "error"
             try:
-                stream = self.backend.stream(replace(req, traceparent=tracing.traceparent_of(pod_span)), pod)
+                stream = self.backend.stream(replace(req, traceparent=traceparent_of(pod_span)), pod)
                 try:
                     async for chunk in stream:
                         if chunk.usage is not None:
@@ -257,7 +257,7 @@ class Gateway:
                             extra={"pod": pod.name, "error": str(exc), "traceparent": call.traceparent})
             finally:
                 pod.slots.release()
-                tracing.end_pod_span(pod_span, pod_outcome, seg.usage)
+                spans.end_pod_span(pod_span, pod_outcome, seg.usage)
         if last_error is None:
             self.metrics.rejections.labels("no_pods").inc()
             raise GatewayError("UNAVAILABLE", f"no healthy pod among {len(self.pool)}; retry later")

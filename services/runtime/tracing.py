@@ -1,14 +1,14 @@
 """OpenTelemetry tracing: one trace per problem, carried in NATS headers and gRPC metadata at every hop.
 
-intake.submit -> ceo.problem -> ceo.turn -> ceo.<phase> -> step.<role> (one per task published)
+intake.submit -> ceo.problem -> ceo.turn -> ceo.<phase> -> step.<role> (one per task published; ceo/spans.py)
 -> <role>.task (the role worker) -> /conclave.v1.Inference/Generate (gRPC client, OTel instrumentation)
--> gateway.generate (the gateway) -> pod.request (each attempt on a model pod).
+-> gateway.generate -> pod.request (each attempt on a model pod; services/inference/spans.py).
 
 `configure` (called once per process by lifecycle.main) installs the SDK's TracerProvider, so trace ids
 are real and reach the logs, the Result and the trajectory even when nothing is exported. Spans are
-exported over OTLP only when the standard OTEL_EXPORTER_OTLP_ENDPOINT (or _TRACES_ENDPOINT) is set;
-the exporter reads the other OTEL_* variables itself (OTEL_TRACES_EXPORTER=none turns export off). Attributes are bounded facts (role, turn, round,
-tokens, outcome); never the problem text.
+exported over OTLP only when the standard OTEL_EXPORTER_OTLP_ENDPOINT (or _TRACES_ENDPOINT) is set; the
+exporter reads the other OTEL_* variables itself, and OTEL_TRACES_EXPORTER=none turns export off.
+Attributes are bounded facts (role, turn, round, tokens, outcome); never the problem text.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from opentelemetry import trace
 from opentelemetry.propagate import extract, inject
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from conclave.v1 import agents_pb2
 from services.bus.headers import TRACEPARENT
 
 log = logging.getLogger(__name__)
@@ -143,101 +142,3 @@ def consuming(service: str, name: str, headers: Mapping[str, str] | None, **attr
 
 def _attrs(attributes: Mapping[str, Any]) -> dict[str, Any]:
     return {f"conclave.{k}": v for k, v in attributes.items() if v is not None}
-
-
-class TurnSpans:
-    """The CEO's spans of one problem: one per turn, each phase a child of its turn.
-
-    Built inside the ceo.problem span; a turn span stays open across the phases of its turn."""
-
-    def __init__(self) -> None:
-        self._tracer = tracer("ceo")
-        self._parent = otel_context.get_current()
-        self._turn: Span | None = None
-        self._turn_no = -1
-
-    @contextlib.contextmanager
-    def phase(self, turn: int, round_: int, phase: str) -> Iterator[Span]:
-        if self._turn is None or turn != self._turn_no:
-            self.close()
-            self._turn_no = turn
-            self._turn = self._tracer.start_span("ceo.turn", context=self._parent, attributes={TURN: turn})
-        ctx = trace.set_span_in_context(self._turn, self._parent)
-        with self._tracer.start_as_current_span(f"ceo.{phase}", context=ctx,
-                                                attributes={TURN: turn, ROUND: round_}) as span:
-            yield span
-
-    def close(self) -> None:
-        if self._turn is not None:
-            self._turn.end()
-            self._turn = None
-
-    async def __aenter__(self) -> TurnSpans:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.close()
-
-
-class StepSpans:
-    """The CEO's PRODUCER span of each role task it publishes, ended when the task's reply arrives.
-
-    Its context travels in the task's headers, so the role worker's span is its child."""
-
-    def __init__(self) -> None:
-        self._tracer = tracer("ceo")
-        self._open: dict[str, Span] = {}
-
-    def start(self, step: str, task: Any, headers: dict[str, str]) -> dict[str, str]:
-        """Opens the span of one task and returns `headers` with its context added."""
-        span = self._tracer.start_span(f"step.{role_name(task.role)}", kind=SpanKind.PRODUCER, attributes={
-            ROLE: role_name(task.role), TURN: task.turn, ROUND: task.round, INDEX: task.index})
-        self._open[step] = span
-        inject_headers(headers, trace.set_span_in_context(span))
-        return headers
-
-    def arrived(self, step: str, reply: Any) -> None:
-        span = self._open.pop(step, None)
-        if span is not None:
-            tokens = sum(c.prompt_tokens + c.completion_tokens for c in reply.calls)
-            set_outcome(span, "error" if reply.error else "ok", error=bool(reply.error), tokens=tokens,
-                        fallback=bool(reply.fallback))
-            span.end()
-
-    def timed_out(self, steps: list[str]) -> None:
-        for step in steps:
-            span = self._open.pop(step, None)
-            if span is not None:
-                set_outcome(span, "timeout", error=True)
-                span.end()
-
-
-def role_name(role: int) -> str:
-    return agents_pb2.Role.Name(role).removeprefix("ROLE_").lower()
-
-
-def gateway_span(traceparent: str, role: str, model: str) -> Span:
-    """The gateway's SERVER span of one Generate call, child of the caller's (gRPC metadata) context."""
-    parent = extract_context({TRACEPARENT: traceparent}) if traceparent else None
-    return tracer("inference").start_span("gateway.generate", context=parent, kind=SpanKind.SERVER,
-                                          attributes={ROLE: role, "conclave.model": model})
-
-
-def end_gateway_span(span: Span, outcome: str, result: Any | None) -> None:
-    tokens = result.prompt_tokens + result.completion_tokens if result is not None else 0
-    set_outcome(span, outcome, error=outcome not in ("ok", "cancelled"), tokens=tokens)
-    if result is not None:
-        span.set_attribute(POD, result.pod)
-    span.end()
-
-
-def pod_span(parent: Span, pod: str, attempt: int) -> Span:
-    """One attempt of a generation on one model pod."""
-    return tracer("inference").start_span("pod.request", context=trace.set_span_in_context(parent),
-                                          kind=SpanKind.CLIENT, attributes={POD: pod, ATTEMPT: attempt})
-
-
-def end_pod_span(span: Span, outcome: str, usage: Any | None) -> None:
-    tokens = usage.prompt_tokens + usage.completion_tokens if usage is not None else 0
-    set_outcome(span, outcome, error=outcome != "ok", tokens=tokens)
-    span.end()
