@@ -11,8 +11,6 @@ from tests.agents.env import agent_stack_factory
 from tests.agents.scripts import team
 from tests.helpers.otlp import exporting_to, otlp_receiver
 
-pytestmark = pytest.mark.asyncio
-
 PROBLEM_TEXT = "What is 2+3? (traced)"
 
 
@@ -104,3 +102,19 @@ async def test_each_pod_attempt_sends_its_span_context_to_the_pod():
     assert {p[2] for p in sent} <= set(pods)
     outcomes = {s.attributes[tracing.OUTCOME] for s in pods.values()}
     assert "ok" in outcomes and "ejected" in outcomes
+
+
+def test_json_logs_written_inside_a_span_carry_its_trace_id():
+    import json
+    import logging
+
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from services.runtime.logs import JsonFormatter
+
+    span = TracerProvider().get_tracer("test").start_span("x")
+    record = logging.LogRecord("conclave", logging.INFO, __file__, 1, "hello", None, None)
+    with tracing.trace.use_span(span, end_on_exit=True):
+        doc = json.loads(JsonFormatter("test").format(record))
+    assert doc["trace_id"] == tracing.trace_id_of(span)
+    assert "trace_id" not in json.loads(JsonFormatter("test").format(record))

@@ -113,3 +113,38 @@ async def exporting_to(receiver: OtlpReceiver) -> AsyncIterator[None]:
         await asyncio.to_thread(processor.force_flush)
         _SWITCH.target = None
         await asyncio.to_thread(processor.shutdown)
+
+
+def _serve_counting(port: int) -> None:
+    """`python -m tests.helpers.otlp PORT`: a receiver in a process of its own (for benchmarks, so that
+    decoding spans does not compete with what is measured); prints the spans and traces seen on SIGTERM."""
+    import signal
+    import threading
+    from concurrent import futures
+
+    seen = {"spans": 0, "traces": set()}
+
+    class Counting(trace_service_pb2_grpc.TraceServiceServicer):
+        def Export(self, request, context):  # noqa: N802 - the gRPC method name
+            for rs in request.resource_spans:
+                for ss in rs.scope_spans:
+                    seen["spans"] += len(ss.spans)
+                    seen["traces"].update(s.trace_id for s in ss.spans)
+            return trace_service_pb2.ExportTraceServiceResponse()
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Counting(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    print("ready", flush=True)
+    done.wait()
+    server.stop(1)
+    print(f"{seen['spans']} {len(seen['traces'])}", flush=True)
+
+
+if __name__ == "__main__":
+    import sys
+
+    _serve_counting(int(sys.argv[1]))
