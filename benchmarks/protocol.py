@@ -135,7 +135,7 @@ async def tracing_runs(tmp: Path, args: argparse.Namespace) -> None:
                         if flow == "lat":
                             walls[traced] += await latency_run(nc, f"tr{i}", args.problems)
                         else:
-                            elapsed, calls = await throughput_run(nc, args.throughput_problems, f"tr{i}")
+                            elapsed, calls = await throughput_run(nc, args.throughput_problems, f"tp{i}")
                             rates[traced].append(calls / elapsed)
                         await nc.close()
     finally:
@@ -149,6 +149,7 @@ async def tracing_runs(tmp: Path, args: argparse.Namespace) -> None:
     print(f"{'p50 wall ms, ' + str(args.latency_ms) + ' ms model, one at a time':<44} {off * 1e3:>10.1f} "
           f"{on * 1e3:>10.1f} {on / off:>10.3f}")
     print(f"{'agent calls/s, zero-latency model':<44} {r_off:>10.0f} {r_on:>10.0f} {r_on / r_off:>10.3f}")
+    print(f"each run (off, on, on, off): calls/s {[round(r) for r in (rates[False][0], *rates[True], rates[False][1])]}")
     print(f"wall time with tracing: {(on / off - 1) * 100:+.1f}% (p50, latency flow); throughput "
           f"{(r_on / r_off - 1) * 100:+.1f}% (goal: at most 2% more wall time)")
 
