@@ -23,7 +23,7 @@ from ceo.spans import TurnSpans
 from ceo.state import ProblemState
 from ceo.steps import StepRunner, task_id
 from conclave.v1 import agents_pb2, outcome_pb2, problem_pb2
-from services.agents import parsing
+from services.agents import check, parsing
 from services.agents.context import kind_name
 from services.agents.llm import LlmClient, LlmError
 from services.bus import subjects, topology
@@ -36,6 +36,8 @@ from services.runtime import tracing
 log = logging.getLogger(__name__)
 R = agents_pb2
 A = agents_pb2.CeoDecision
+# The neutral-persona ablation (profile.neutral_personas): what the solver and critics are called instead.
+NEUTRAL_SOLVER, NEUTRAL_CRITIC = "an expert problem solver", "a careful reviewer"
 
 
 @dataclass
@@ -162,6 +164,11 @@ class ProblemRun:
         if out.fallback:
             self.m.fallbacks.labels("ceo").inc()
         await self.event(st, "decision", role=R.ROLE_CEO, decision=decision, text=decision.direction)
+        if decision.stop_set_aside:
+            self.m.decisions.labels("stop_set_aside").inc()
+            log.info("the CEO said stop before any solution existed; set aside, the team continues")
+            await self.event(st, "decision", role=R.ROLE_CEO, decision=decision,
+                             text="stop set aside: there is no solution yet, so the team continues")
         honour = self.profile.honour_stop if self.cfg.honour_stop is None else self.cfg.honour_stop
         if decision.action == A.ACTION_STOP and honour and st.plan:
             self.stop(st, "ceo_stop", "the CEO judged the latest solution final")
@@ -170,18 +177,32 @@ class ProblemRun:
         st.round, st.phase = 0, S.RECRUIT
 
     async def _recruit(self, st: ProblemState, steps: StepRunner) -> None:
-        advice = st.evaluation.get("recruit_suggestion", "") or st.evaluation.get("advice", "")
-        (reply,) = await steps.run([self.base_task(st, R.ROLE_RECRUITER, recruit_number=st.n, advice=advice)])
-        st.record_reply(reply)
-        experts = list(reply.experts) or [parsing.FALLBACK_EXPERTS[i % 5] for i in range(st.n)]
+        if self.profile.neutral_personas:
+            experts = [NEUTRAL_SOLVER] + [NEUTRAL_CRITIC] * (st.n - 1)  # ablation: no recruiter call
+        else:
+            advice = st.evaluation.get("recruit_suggestion", "") or st.evaluation.get("advice", "")
+            (reply,) = await steps.run([self.base_task(st, R.ROLE_RECRUITER, recruit_number=st.n, advice=advice)])
+            st.record_reply(reply)
+            experts = list(reply.experts) or [parsing.FALLBACK_EXPERTS[i % 5] for i in range(st.n)]
         st.experts = experts[: st.n]
         st.critic_memory = [[] for _ in range(st.n - 1)]  # critics start every turn with empty memory
         await self.event(st, "recruited", role=R.ROLE_RECRUITER, experts=st.experts)
-        if st.direction:
+        checked = self.check_note(st)
+        if checked:
+            # The last turn's check of this solution: the team hears what the evaluator heard.
+            st.solver_memory.append(("executor", checked))
+        if st.direction and self.profile.solver_sees_direction:
             st.solver_memory.append(("CEO", st.direction))
-            for mem in st.critic_memory:
-                mem.append(("CEO", st.direction))
+        for mem in st.critic_memory:
+            mem.extend([("executor", checked)] if checked else [])
+            mem.extend([("CEO", st.direction)] if st.direction else [])
         st.phase = S.SOLVE
+
+    def check_note(self, st: ProblemState) -> str:
+        """The outcome of the check that ran on the current plan, for the next turn's team ('' if none)."""
+        if st.execution.get("kind") != "check" or st.execution_plan != st.plan or not st.plan:
+            return ""
+        return check.evaluator_note(self.execution_of(st), parsing.extract_answer(st.plan, self.kind)).strip()
 
     def solver_persona(self, st: ProblemState) -> str:
         return st.experts[0] if st.experts else "an expert problem solver"
@@ -195,10 +216,11 @@ class ProblemRun:
             self.stop(st, "token_ceiling", f"{st.tokens_used} of {self.ceiling} tokens used; the next solution could cross it")
             return
         memory = st.solver_memory[-self.profile.solver_memory:]
+        direction = st.direction if self.profile.solver_sees_direction else ""
         task = self.base_task(st, R.ROLE_SOLVER, persona=self.solver_persona(st), max_tokens=st.k,
-                              direction=st.direction, memory=memory)
+                              direction=direction, memory=memory)
         reply = await self._new_plan(st, steps, task, self.solver_persona(st))
-        if reply is not None:
+        if reply is not None and reply.content == st.plan:
             for mem in st.critic_memory:
                 mem.append((self.solver_persona(st), reply.content))
 
@@ -211,6 +233,13 @@ class ProblemRun:
         if reply.error:
             self.fail_step(st, reply)
             return None
+        if reply.fallback and st.plan:
+            # A reply without the required answer (no \boxed{}, a placeholder, the direction copied) does
+            # not replace a solution that had one: a malformed second turn must not lose turn 1's answer.
+            log.info("the new solution is malformed (%s); the previous one stays", reply.fallback_reason)
+            await self.event(st, "plan_kept", role=reply.role,
+                             text=f"kept the previous solution: the new one is malformed ({reply.fallback_reason})")
+            return reply
         st.plan, st.plan_turn = reply.content, st.turn
         st.solver_memory.append((sender, reply.content))
         return reply
@@ -243,7 +272,7 @@ class ProblemRun:
             st.consensus.append(True)
             await self.event(st, "consensus", text=f"all {len(replies)} critics agree")
             st.phase = S.EXECUTE
-        elif st.round >= self.profile.critic_rounds:
+        elif st.round >= self.profile.critic_rounds or not self.profile.critic_revision:
             st.consensus.append(False)
             st.phase = S.EXECUTE
         else:
@@ -259,34 +288,62 @@ class ProblemRun:
             st.phase = S.REVIEW
 
     async def _execute(self, st: ProblemState, steps: StepRunner) -> None:
-        if self.profile.executor == "tests" and self.kind == "code":
+        if (self.profile.executor == "tests" and self.kind == "code") or \
+                (self.profile.executor == "check" and self.kind in ("math", "multiple_choice")):
             (reply,) = await steps.run([self.base_task(st, R.ROLE_EXECUTOR, solution=st.plan)])
             st.record_reply(reply)
             if not reply.error:
-                st.execution = {"passed": reply.execution.passed, "status": reply.execution.status,
-                                "dataset_tests": reply.execution.dataset_tests}
+                ex = reply.execution
+                st.execution = {"passed": ex.passed, "status": ex.status, "dataset_tests": ex.dataset_tests,
+                                "kind": ex.kind, "output": ex.output, "tests_run": ex.tests_run,
+                                "tests_failed": ex.tests_failed, "check_answer": ex.check_answer,
+                                "contradicts": ex.contradicts}
                 st.execution_plan = st.plan
+                if ex.kind == "check":
+                    self.m.checks.labels("contradicts" if ex.contradicts else "agrees" if ex.passed
+                                         else "inconclusive").inc()
                 st.append(outcome_pb2.Trajectory(executions=[reply.execution]))
                 await self.event(st, "execution", role=R.ROLE_EXECUTOR, execution=reply.execution,
                                  text=reply.execution.status)
         st.phase = S.EVALUATE
 
+    @staticmethod
+    def execution_of(st: ProblemState) -> agents_pb2.ExecutionResult:
+        e = st.execution
+        return agents_pb2.ExecutionResult(
+            passed=e["passed"], status=e["status"], dataset_tests=e["dataset_tests"], kind=e.get("kind", ""),
+            output=e.get("output", ""), tests_run=e.get("tests_run", 0), tests_failed=e.get("tests_failed", 0),
+            check_answer=e.get("check_answer", ""), contradicts=e.get("contradicts", False))
+
+    def blocked_by(self, ev: agents_pb2.Evaluation, execution: agents_pb2.ExecutionResult | None) -> str:
+        """Why an acceptance does not stand ('' when it does): evidence from execution overrules a word."""
+        if ev.correctness != 1 or execution is None:
+            return ""
+        if execution.kind == "check":
+            if execution.contradicts and not (self.profile.check_rebuttal and ev.check_reply.strip()):
+                return "the evaluator said correct, but the check contradicts the solution"
+            return ""
+        if self.profile.require_passing_tests and not execution.passed:
+            return f"the evaluator said correct, but the tests failed ({execution.status})"
+        return ""
+
     async def _evaluate(self, st: ProblemState, steps: StepRunner) -> None:
         execution = None
         if st.execution and st.execution_plan == st.plan:
-            execution = agents_pb2.ExecutionResult(passed=st.execution["passed"], status=st.execution["status"],
-                                                   dataset_tests=st.execution["dataset_tests"])
+            execution = self.execution_of(st)
         (reply,) = await steps.run([self.base_task(st, R.ROLE_EVALUATOR, solution=st.plan, execution=execution)])
         st.record_reply(reply)
         ev = reply.evaluation if not reply.error else agents_pb2.Evaluation(correctness=0, fallback=True)
+        blocked = self.blocked_by(ev, execution)
+        ev.blocked = bool(blocked)
         st.evaluation = {"correctness": ev.correctness, "advice": ev.advice, "recruit_suggestion": ev.recruit_suggestion}
         st.append(outcome_pb2.Trajectory(evaluations=[ev]))
         await self.event(st, "evaluation", role=R.ROLE_EVALUATOR, evaluation=ev, text=ev.advice)
-        if ev.correctness == 1 and self.profile.require_passing_tests and execution is not None \
-                and not execution.passed:
-            self.m.overruled.inc()
-            await self.event(st, "evaluation", role=R.ROLE_EXECUTOR,
-                             text=f"not accepted: the evaluator said correct, but the tests failed ({execution.status})")
+        if blocked:
+            self.m.overruled.labels(execution.kind or "tests").inc()
+            st.evaluation["correctness"] = 0  # the CEO hears the turn was not accepted, and why
+            st.evaluation["advice"] = f"Not accepted: {blocked}. {ev.advice}".strip()
+            await self.event(st, "evaluation", role=R.ROLE_EXECUTOR, text=f"not accepted: {blocked}")
         elif ev.correctness == 1:
             self.stop(st, "accepted", "the evaluator accepted the solution")
             return

@@ -14,8 +14,11 @@ class CeoMetrics:
                                  ["role"], registry=registry)
         self.resumed = Counter("conclave_problems_resumed", "Problems resumed from KV state after a redelivery.",
                                registry=registry)
-        self.overruled = Counter("conclave_acceptances_overruled", "Turns the evaluator accepted but failing "
-                                 "tests kept open (profiles with require_passing_tests).", registry=registry)
+        self.overruled = Counter("conclave_acceptances_overruled", "Turns the evaluator accepted but execution "
+                                 "kept open: failing tests (require_passing_tests) or a contradicting check "
+                                 "(executor: check), by kind of evidence.", ["evidence"], registry=registry)
+        self.checks = Counter("conclave_checks", "Checks of math and choice answers run (executor: check), by "
+                              "outcome: agrees, contradicts, inconclusive.", ["outcome"], registry=registry)
         self.active = Gauge("conclave_problems_active", "Problems this replica is running.", registry=registry)
         self.seconds = Histogram("conclave_problem_seconds", "Wall time per problem.", registry=registry,
                                  buckets=(0.1, 0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600))

@@ -24,6 +24,8 @@ DEFAULT_FOR_KIND = {
     problem_pb2.PROBLEM_KIND_CODE: "humaneval",
     problem_pb2.PROBLEM_KIND_OPEN_ENDED: "open",
 }
+# none; tests (code against tests); check (a model-written check of a math or choice answer)
+EXECUTORS = ("none", "tests", "check")
 _VAR = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
 
 
@@ -66,6 +68,14 @@ class Profile:
     # Code: accept a turn only if the executor's tests passed too, not on the evaluator's word alone.
     # Off in the paper's protocol; a small evaluator accepts code whose tests fail (docs/results.md).
     require_passing_tests: bool = False
+    # executor: check (math, multiple choice): a check that contradicts the solution blocks the
+    # evaluator's acceptance; with check_rebuttal, an evaluator that answers the contradiction (a
+    # "Check:" line) may accept anyway. Both depart from the paper (the *-verified profiles).
+    check_rebuttal: bool = False
+    # Ablations (docs/results.md, "Where the team loses right answers"); the paper's values by default.
+    solver_sees_direction: bool = True  # False: the CEO's direction reaches the critics, not the solver
+    neutral_personas: bool = False  # True: no recruiter call; the solver and critics get generic personas
+    critic_revision: bool = True  # False: critics review once, and the solver never revises
     reasoning: bool = False
     solver_memory: int = 5
     critic_memory: int = 3
@@ -131,6 +141,8 @@ def load_file(path: Path) -> Profile:
     doc.setdefault("description", "")
     doc.setdefault("answer_format", "")
     profile = Profile(prompt_dir=prompt_dir, **doc)
+    if profile.executor not in EXECUTORS:
+        raise ProfileError(f"{path}: executor {profile.executor!r} is not one of {', '.join(EXECUTORS)}")
     if not 1 <= profile.n_min <= profile.initial_n <= profile.n_cap:
         raise ProfileError(f"{path}: need 1 <= n_min <= initial_n <= n_cap")
     return profile
@@ -169,7 +181,8 @@ def cut_menu(menu: tuple[int, ...], cap: int) -> tuple[int, ...]:
 
 OVERRIDE_PREFIX = "profile."
 _INT_OVERRIDES = ("critic_rounds", "max_turns", "n_cap", "n_min", "initial_n", "parse_retries")
-_BOOL_OVERRIDES = ("require_passing_tests",)
+_BOOL_OVERRIDES = ("require_passing_tests", "check_rebuttal", "solver_sees_direction", "neutral_personas",
+                   "critic_revision")
 
 
 def with_overrides(profile: Profile, metadata: dict[str, str]) -> Profile:

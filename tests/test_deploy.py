@@ -562,3 +562,80 @@ def test_dashboard_configmap_matches_json() -> None:
     embedded = json.loads(cm["data"]["conclave.json"])
     assert embedded == json.loads(DASHBOARD.read_text()), \
         "deploy/k8s/monitoring/grafana-dashboard.yaml is stale: run python deploy/grafana/render_configmap.py"
+
+
+# --- multi-GPU: the trainer on several nodes, vLLM tensor-parallel and data-parallel --------------------------
+
+TRAINER = K8S / "trainer"
+
+
+def sft_args(args: list[str]):
+    """trainer.sft's own parser over the arguments after `-m trainer.sft` of a torchrun command line."""
+    from trainer.sft import build_parser
+
+    at = args.index("trainer.sft")
+    assert args[at - 1] == "-m"
+    return build_parser().parse_args(args[at + 1:])
+
+
+def test_the_pytorchjob_runs_torchrun_on_every_gpu_of_its_pods() -> None:
+    (job,) = [d for d in load_docs(TRAINER / "pytorchjob" / "pytorchjob.yaml") if d["kind"] == "PyTorchJob"]
+    specs = job["spec"]["pytorchReplicaSpecs"]
+    assert set(specs) == {"Master", "Worker"} and specs["Master"]["replicas"] == 1
+    for spec in specs.values():
+        (c,) = spec["template"]["spec"]["containers"]
+        assert c["name"] == "pytorch", "the training operator looks for the container named pytorch"
+        assert c["command"] == ["python", "-m", "torch.distributed.run"]
+        assert int(job["spec"]["nprocPerNode"]) == c["resources"]["limits"]["nvidia.com/gpu"] == \
+            c["resources"]["requests"]["nvidia.com/gpu"]
+        args = sft_args(c["args"])
+        assert args.resume and args.save_every > 0 and str(args.output) == "/checkpoints"
+        claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in spec["template"]["spec"]["volumes"]
+                  if "persistentVolumeClaim" in v}
+        mounts = {m["mountPath"]: claims.get(m["name"]) for m in c["volumeMounts"]}
+        assert mounts["/checkpoints"] == "trainer-checkpoints" and mounts[str(args.archive)] == "conclave-archive"
+
+
+@pytest.mark.skipif(not (KUBECTL or KUSTOMIZE), reason="neither kubectl nor kustomize is installed")
+def test_the_multinode_trainer_is_an_indexed_job_that_meets_at_pod_0() -> None:
+    rendered = kustomize_build(TRAINER / "multinode")
+    (job,) = by_kind(rendered, "Job").values()
+    pod = job["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    env = env_of(c)
+    assert job["spec"]["completionMode"] == "Indexed"
+    assert job["spec"]["completions"] == job["spec"]["parallelism"] == int(env["NNODES"]) >= 2
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == int(env["GPUS_PER_NODE"])
+    assert c["command"] == ["python", "-m", "torch.distributed.run"]
+    torchrun = dict(a.removeprefix("--").split("=", 1) for a in c["args"][:c["args"].index("-m")])
+    assert torchrun["nnodes"] == "$(NNODES)" and torchrun["nproc-per-node"] == "$(GPUS_PER_NODE)"
+    # The rendezvous endpoint is pod 0 under the headless Service the pods' subdomain names.
+    svc = by_kind(rendered, "Service")[pod["subdomain"]]
+    assert svc["spec"]["clusterIP"] == "None" and svc["spec"]["publishNotReadyAddresses"] is True
+    assert svc["spec"]["selector"] == {"batch.kubernetes.io/job-name": job["metadata"]["name"]}
+    host, port = torchrun["rdzv-endpoint"].split(":")
+    assert host == f"{job['metadata']['name']}-0.{svc['metadata']['name']}" and torchrun["rdzv-backend"] == "c10d"
+    assert int(port) in {p["port"] for p in svc["spec"]["ports"]}
+    args = sft_args(c["args"])
+    assert args.resume and args.save_every > 0 and not args.lora_rank  # full fine-tuning, as the paper
+    # Every rank writes its shards of a checkpoint into one directory: the claim must be shared.
+    pvc = by_kind(rendered, "PersistentVolumeClaim")["trainer-checkpoints"]
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+@pytest.mark.skipif(not (KUBECTL or KUSTOMIZE), reason="neither kubectl nor kustomize is installed")
+def test_vllm_serves_data_parallel_or_tensor_parallel_from_the_manifest() -> None:
+    def vllm(overlay: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+        dep = by_kind(kustomize_build(overlay), "Deployment")["vllm"]
+        return dep, containers(dep)[0]
+
+    # ../gpu: one GPU per pod, several pods behind the gateway (which routes by problem: router.py).
+    dep, c = vllm(OVERLAYS["gpu"])
+    assert dep["spec"]["replicas"] >= 2 and c["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert "--tensor-parallel-size" not in c["args"]
+    # gpu-tp: each pod spans as many GPUs as it splits layers over.
+    dep, c = vllm(K8S / "overlays" / "gpu-tp")
+    tp = int(c["args"][c["args"].index("--tensor-parallel-size") + 1])
+    assert tp >= 2 and c["resources"]["limits"]["nvidia.com/gpu"] == c["resources"]["requests"]["nvidia.com/gpu"] == tp
+    assert "--enable-prefix-caching" in c["args"] and dep["spec"]["template"]["metadata"]["labels"].get(
+        "conclave.dev/model-pod") == "true"

@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "infer": ("services.inference.cli", "stream a completion through the inference gateway (checks your pods)"),
     "eval": ("services.cli.eval_cmd", "run a benchmark, grade it, write a report (mas or single agent)"),
     "compare": ("services.cli.compare_cmd", "compare two eval runs, paired, with intervals and a significance test"),
+    "audit": ("services.cli.audit_cmd", "find where a team run lost right answers, from its archived trajectories"),
 }
 
 EPILOG = """\
@@ -28,6 +29,8 @@ examples:
   conclave eval --benchmark humaneval --limit 40 --mode single --out out/he-single
   conclave eval --benchmark humaneval --limit 40 --mode mas --out out/he-mas
   conclave compare out/he-single out/he-mas          # is the team better, beyond chance?
+  conclave eval --benchmark math500 --limit 40 --mode vote --k auto --match out/m-mas --out out/m-vote
+  conclave audit out/m-mas --archive .state/archive --single out/m-single   # where were right answers lost?
 
 Every setting can come from the environment (CONCLAVE_NATS_URL=nats://host:4222, ...) or from a YAML
 file named by CONCLAVE_CONFIG. `conclave COMMAND --help` gives each command's options.

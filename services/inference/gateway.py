@@ -23,7 +23,7 @@ from services.inference.budget import (
 from services.inference.ledger import CeilingReached, Ledger, LedgerConflict, Reservation
 from services.inference.metrics import InferenceMetrics
 from services.inference.pods import Pod, PodPool
-from services.inference.router import Router
+from services.inference.router import Router, affinity_key, placement
 from services.runtime.tracing import traceparent_of
 
 log = logging.getLogger(__name__)
@@ -210,8 +210,9 @@ class Gateway:
         """One generation on one pod; moves to another pod if a pod fails before the first token."""
         tried: set[Pod] = set()
         last_error: PodError | None = None
+        key = affinity_key(call.session_key, req)
         for attempt in range(self.config.max_attempts):
-            candidates = self.router.candidates(call.session_key, tried, prefer)
+            candidates = self.router.candidates(key, tried, prefer)
             if not candidates:
                 break
             try:
@@ -220,6 +221,8 @@ class Gateway:
             except admission.Rejected as exc:
                 self.metrics.rejections.labels("admission").inc()
                 raise GatewayError("RESOURCE_EXHAUSTED", str(exc)) from None
+            if prefer is None:  # a call's first segment; a continuation follows it to its pod
+                self.metrics.routed.labels(*placement(key, candidates[0] if key else None, pod)).inc()
             started = False
             pod_span = spans.pod_span(span, pod.name, attempt + 1)
             pod_outcome = "error"
