@@ -6,6 +6,8 @@ evaluator accepts, the CEO stops, the turns run out, the token ceiling or the de
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -17,19 +19,21 @@ from nats.js.kv import KeyValue
 
 from ceo import state as S
 from ceo.decide import decide
+from ceo.grading import MathGrader
 from ceo.metrics import CeoMetrics
 from ceo.profile import Profile
 from ceo.spans import TurnSpans
 from ceo.state import ProblemState
-from ceo.steps import StepRunner, task_id
+from ceo.steps import StepRunner, StepTiming, task_id
 from conclave.v1 import agents_pb2, outcome_pb2, problem_pb2
 from services.agents import check, parsing
 from services.agents.context import kind_name
 from services.agents.llm import LlmClient, LlmError
 from services.bus import subjects, topology
 from services.bus.headers import MSG_ID
-from services.bus.replies import publish_result
-from services.evaluation.graders import grade_choice, grade_math
+from services.bus.replies import RESULT_KEY, answer, store_result
+from services.bus.retry import retrying
+from services.evaluation.graders import grade_choice
 from services.inference.ledger import Ledger
 from services.runtime import tracing
 
@@ -42,24 +46,29 @@ NEUTRAL_SOLVER, NEUTRAL_CRITIC = "an expert problem solver", "a careful reviewer
 
 @dataclass
 class RunConfig:
-    step_timeout_s: float
+    step: StepTiming
     k_cap: int
     honour_stop: bool | None
     default_model: str
     # The paper's code asks critics one after another; we ask them concurrently unless this is set.
     serial_critics: bool = False
+    # The operator maximum of a problem's token ceiling (services/intake/validate.py Limits).
+    max_total_tokens: int = 0
 
 
 class ProblemRun:
     def __init__(self, *, nc: Client, js: JetStreamContext, kv: KeyValue, llm: LlmClient, metrics: CeoMetrics,
                  cfg: RunConfig, problem: problem_pb2.Problem, profile: Profile, reply_to: str, as_json: bool,
-                 keepalive) -> None:
+                 keepalive, grader: MathGrader) -> None:
         self.nc, self.js, self.kv, self.llm, self.m, self.cfg = nc, js, kv, llm, metrics, cfg
         self.p, self.profile, self.reply_to, self.as_json = problem, profile, reply_to, as_json
         self.kind = kind_name(problem)
         self.keepalive = keepalive
+        self.grader = grader
         self.max_turns = problem.limits.max_turns or (1 if problem.single_agent else profile.max_turns)
         self.ceiling = problem.limits.max_total_tokens or profile.token_ceiling
+        if cfg.max_total_tokens:
+            self.ceiling = min(self.ceiling, cfg.max_total_tokens)
         self.model = problem.model or cfg.default_model
 
     # ------------------------------------------------------------------ state and events
@@ -76,8 +85,11 @@ class ProblemRun:
             return ProblemState(problem_id=self.p.id, n=self.profile.initial_n)
 
     async def save(self, st: ProblemState) -> None:
-        await self.kv.put(self.p.id, st.to_bytes())
-        await self.keepalive()
+        # Rides out a NATS restart: failing here would retry the whole message after its BackOff.
+        await retrying(lambda: self.kv.put(self.p.id, st.to_bytes()), "save problem state",
+                       give_up_s=self.cfg.step.timeout_s)
+        with contextlib.suppress(Exception):
+            await self.keepalive()
 
     async def event(self, st: ProblemState, type_: str, **fields) -> None:
         ev = outcome_pb2.ProgressEvent(problem_id=self.p.id, type=type_, turn=st.turn, round=st.round,
@@ -126,9 +138,11 @@ class ProblemRun:
         st = await self.load()
         if self.ceiling:
             # The gateway enforces the ceiling on every call of this problem from this ledger entry.
-            await Ledger(self.js).open(self.p.id, self.ceiling)
-        async with StepRunner(self.nc, self.js, self.p.id, self.cfg.step_timeout_s, resuming=self.resuming) as steps, \
-                TurnSpans() as spans:
+            await retrying(lambda: Ledger(self.js).open(self.p.id, self.ceiling), "open token ledger",
+                           give_up_s=self.cfg.step.timeout_s)
+        unavailable_since = 0.0
+        async with StepRunner(self.nc, self.js, self.p.id, self.cfg.step, resuming=self.resuming,
+                              metrics=self.m) as steps, TurnSpans() as spans:
             while st.phase != S.FINISH:
                 if self.out_of_time(st):
                     self.stop(st, "deadline", f"deadline of {self.p.limits.deadline_s:.0f}s passed")
@@ -143,8 +157,19 @@ class ProblemRun:
                 except LlmError as exc:
                     if "ceiling" in str(exc).lower():
                         self.stop(st, "token_ceiling", str(exc))
+                    elif exc.code == "UNAVAILABLE" and st.phase == phase:
+                        # The gateway (or its ledger, during a NATS restart) is back soon: repeat the phase
+                        # here rather than fail the message into its BackOff.
+                        unavailable_since = unavailable_since or time.monotonic()
+                        if time.monotonic() - unavailable_since > self.cfg.step.timeout_s:
+                            raise
+                        self.m.nats_retries.labels("model_call").inc()
+                        log.warning("model call unavailable, repeating the %s phase: %s", phase, exc)
+                        await asyncio.sleep(1.0)
+                        continue
                     else:
                         raise
+                unavailable_since = 0.0
                 await self.save(st)
         await self.finish(st)
 
@@ -333,7 +358,11 @@ class ProblemRun:
             execution = self.execution_of(st)
         (reply,) = await steps.run([self.base_task(st, R.ROLE_EVALUATOR, solution=st.plan, execution=execution)])
         st.record_reply(reply)
-        ev = reply.evaluation if not reply.error else agents_pb2.Evaluation(correctness=0, fallback=True)
+        if reply.error:
+            # No verdict is not "incorrect": the problem ends as a failed step, and says why.
+            self.fail_step(st, reply)
+            return
+        ev = reply.evaluation
         blocked = self.blocked_by(ev, execution)
         ev.blocked = bool(blocked)
         st.evaluation = {"correctness": ev.correctness, "advice": ev.advice, "recruit_suggestion": ev.recruit_suggestion}
@@ -370,7 +399,7 @@ class ProblemRun:
             self.stop(st, "error", f"{role} failed: {reply.error}")
 
     # ------------------------------------------------------------------ the end
-    def grade(self, extracted: str, st: ProblemState) -> int:
+    async def grade(self, extracted: str, st: ProblemState) -> int:
         if self.kind == "code":
             if st.execution and st.execution_plan == st.plan and st.execution.get("dataset_tests"):
                 return 1 if st.execution["passed"] else 0
@@ -378,25 +407,29 @@ class ProblemRun:
         if not self.p.reference_answer:
             return -1
         if self.kind == "math":
-            return int(grade_math(st.plan, self.p.reference_answer))
+            return await self.grader.grade(st.plan, self.p.reference_answer)
         if self.kind == "multiple_choice":
             return int(grade_choice(st.plan, self.p.reference_answer))
         return -1
 
-    async def finish(self, st: ProblemState) -> None:
-        result_subject = subjects.result(self.p.id)
+    async def result_stored(self) -> bool:
+        """Whether this problem's result is in RESULTS: only a message under its own key counts, so
+        nothing another publisher put on the subject can stand in for it (or suppress it)."""
         try:
-            await self.js.get_last_msg(topology.RESULTS.name, result_subject)
-            already = True
+            raw = await self.js.get_last_msg(topology.RESULTS.name, subjects.result(self.p.id))
         except NotFoundError:
-            already = False
+            return False
+        return (raw.headers or {}).get(MSG_ID) == RESULT_KEY.format(problem_id=self.p.id)
+
+    async def finish(self, st: ProblemState) -> None:
+        already = await retrying(self.result_stored, "look up the result", give_up_s=self.cfg.step.timeout_s)
         if st.published and already:
             return
         extracted = parsing.extract_answer(st.plan, self.kind) if st.plan else ""
         result = outcome_pb2.Result(
             problem_id=self.p.id, status="error" if st.stop_reason == "error" else "ok", answer=st.plan,
             extracted_answer=extracted, turns=min(st.turn, self.max_turns), total_tokens=st.tokens_used,
-            wall_s=time.time() - st.started_at, stop_reason=st.stop_reason, correct=self.grade(extracted, st),
+            wall_s=time.time() - st.started_at, stop_reason=st.stop_reason, correct=await self.grade(extracted, st),
             consensus=bool(st.consensus) and all(st.consensus), metadata=dict(self.p.metadata),
             profile=self.profile.name, single_agent=self.p.single_agent, fallbacks=st.fallbacks,
             stop_detail=st.stop_note, trace_id=tracing.trace_id_of(),
@@ -415,9 +448,23 @@ class ProblemRun:
         traj.trace_id = result.trace_id
         if not already:
             # Trajectory first: a crash between the two re-publishes it (deduplicated), never loses it.
-            await self.js.publish(subjects.trajectory(self.p.id), traj.SerializeToString(),
-                                  headers={MSG_ID: f"trajectory:{self.p.id}"})
-            await publish_result(self.nc, self.js, result, reply_to=self.reply_to, as_json=self.as_json)
+            give_up = self.cfg.step.timeout_s
+            await retrying(lambda: self.js.publish(subjects.trajectory(self.p.id), traj.SerializeToString(),
+                                                   headers={MSG_ID: f"trajectory:{self.p.id}"}),
+                           "publish the trajectory", give_up_s=give_up)
+            attempts = 0
+
+            async def store_once() -> None:
+                nonlocal attempts
+                attempts += 1
+                # A retry looks first: if the last attempt was stored and only its PubAck was lost,
+                # publishing again would reach live subscribers twice (the store deduplicates by key).
+                if attempts == 1 or not await self.result_stored():
+                    await store_result(self.js, result)
+
+            await retrying(store_once, "publish the result", give_up_s=give_up)
+            if self.reply_to:
+                await answer(self.nc, self.reply_to, result, as_json=self.as_json, keyed=True)
             await self.event(st, "done", text=f"{st.stop_reason}: {st.stop_note}")
             self.m.finished.labels(st.stop_reason or "unknown").inc()
             self.m.seconds.observe(result.wall_s)
@@ -425,4 +472,5 @@ class ProblemRun:
             self.m.consensus.labels(str(result.consensus).lower()).inc()
             log.info("problem done", extra={"stop_reason": st.stop_reason, "tokens": st.tokens_used})
         st.published = True
-        await self.kv.put(self.p.id, st.to_bytes())
+        await retrying(lambda: self.kv.put(self.p.id, st.to_bytes()), "save problem state",
+                       give_up_s=self.cfg.step.timeout_s)

@@ -27,6 +27,8 @@ DEFAULT_FOR_KIND = {
 # none; tests (code against tests); check (a model-written check of a math or choice answer)
 EXECUTORS = ("none", "tests", "check")
 _VAR = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
+# A profile is named by a file stem; a name that could leave the profile directories is not looked up.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
 class ProfileError(ValueError):
@@ -60,7 +62,9 @@ class Profile:
     critic_rounds: int = 3
     executor: str = "none"
     budget_menu: tuple[int, ...] = (2048, 4096, 8192, 16384, 32000)
-    token_ceiling: int = 0
+    # Tokens (prompt + completion, every call) one problem may spend; a publisher may ask for less or, up
+    # to the operator maximum (CONCLAVE_LIMIT_MAX_TOTAL_TOKENS), more. Every built-in profile sizes its own.
+    token_ceiling: int = 200_000
     temperature: float = 0.7
     top_p: float = 0.95
     parse_retries: int = 2
@@ -145,6 +149,8 @@ def load_file(path: Path) -> Profile:
         raise ProfileError(f"{path}: executor {profile.executor!r} is not one of {', '.join(EXECUTORS)}")
     if not 1 <= profile.n_min <= profile.initial_n <= profile.n_cap:
         raise ProfileError(f"{path}: need 1 <= n_min <= initial_n <= n_cap")
+    if profile.token_ceiling <= 0:
+        raise ProfileError(f"{path}: token_ceiling must be a positive number of tokens")
     return profile
 
 
@@ -154,6 +160,8 @@ def _load_cached(path: Path, mtime: float) -> Profile:
 
 
 def load(name: str) -> Profile:
+    if not _NAME.match(name):
+        raise ProfileError(f"{name[:40]!r} is not a profile name (letters, digits, _ and -)")
     for directory in search_dirs():
         path = directory / f"{name}.yaml"
         if path.exists():
@@ -219,4 +227,8 @@ def with_overrides(profile: Profile, metadata: dict[str, str]) -> Profile:
     n_cap = int(changes.get("n_cap", max(profile.n_cap, n_min)))  # type: ignore[arg-type]
     changes.setdefault("initial_n", min(max(profile.initial_n, n_min), n_cap))
     changes["n_cap"] = n_cap
-    return replace(profile, **changes)  # type: ignore[arg-type]
+    out = replace(profile, **changes)  # type: ignore[arg-type]
+    if not 1 <= out.n_min <= out.initial_n <= out.n_cap:
+        raise ProfileError(f"team size overrides give n_min={out.n_min}, initial_n={out.initial_n}, "
+                           f"n_cap={out.n_cap}; need 1 <= n_min <= initial_n <= n_cap")
+    return out

@@ -58,12 +58,16 @@ class StepSpans:
         self._tracer = tracing.tracer("ceo")
         self._open: dict[str, Span] = {}
 
-    def start(self, step: str, task: Any, headers: dict[str, str]) -> dict[str, str]:
-        """Opens the span of one task and returns `headers` with its context added."""
-        span = self._tracer.start_span(f"step.{role_name(task.role)}", kind=SpanKind.PRODUCER, attributes={
-            ROLE: role_name(task.role), TURN: task.turn, ROUND: task.round, INDEX: task.index})
-        self._open[step] = span
-        tracing.inject_headers(headers, trace.set_span_in_context(span))
+    def start(self, step: str, task: Any) -> None:
+        """Opens the span of one task (before its first publish)."""
+        self._open[step] = self._tracer.start_span(f"step.{role_name(task.role)}", kind=SpanKind.PRODUCER,
+                                                   attributes={ROLE: role_name(task.role), TURN: task.turn,
+                                                               ROUND: task.round, INDEX: task.index})
+
+    def headers(self, step: str, headers: dict[str, str]) -> dict[str, str]:
+        """`headers` with the context of the step's span added (a re-published task keeps its span)."""
+        span = self._open.get(step)
+        tracing.inject_headers(headers, trace.set_span_in_context(span) if span is not None else None)
         return headers
 
     def arrived(self, step: str, reply: Any) -> None:

@@ -22,6 +22,7 @@ from services.agents.roles import Agent, Critic, Evaluator, Recruiter, SingleAge
 from services.bus import subjects, topology
 from services.bus.codec import PayloadError, decode
 from services.bus.headers import MSG_ID
+from services.bus.retry import retrying
 from services.runtime import tracing
 from services.runtime.lifecycle import Runtime, Service
 from services.runtime.logs import problem_id_var
@@ -100,7 +101,9 @@ class RoleService(Service[AgentSettings]):
             self._tokens.labels(self.agent.role, "completion").inc(call.completion_tokens)
         if reply.fallback:
             self._fallbacks.labels(self.agent.role).inc()
-        await self._rt.js.publish(reply_subject, reply.SerializeToString(), headers={MSG_ID: task.task_id})
+        # Through a NATS restart too: failing here would redeliver the task, and call the model again.
+        await retrying(lambda: self._rt.js.publish(reply_subject, reply.SerializeToString(),
+                                                   headers={MSG_ID: task.task_id}), "publish reply")
         self._served.labels(self.agent.role, "error" if reply.error else "ok").inc()
         tracing.set_outcome(span, "error" if reply.error else "ok", error=bool(reply.error), fallback=reply.fallback,
                             tokens=sum(c.prompt_tokens + c.completion_tokens for c in reply.calls))

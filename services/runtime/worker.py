@@ -25,6 +25,7 @@ from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.bus.deadletter import DeadLetters
+from services.bus.retry import TRANSIENT, retrying
 from services.bus.topology import BusTiming, ConsumerSpec
 from services.runtime.logs import problem_id_var
 
@@ -60,7 +61,8 @@ class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.handled = Counter(
             "conclave_messages",
-            "Work-queue messages handled, by consumer and outcome (ack, retry, rejected, dead, handed_back).",
+            "Work-queue messages handled, by consumer and outcome (ack, ack_lost, retry, rejected, dead, "
+            "handed_back).",
             ["consumer", "outcome"],
             registry=registry,
         )
@@ -191,8 +193,14 @@ class JetStreamWorker:
                 await msg.nak(delay=delay)
                 self._count("retry")
         else:
-            await msg.ack_sync()
-            self._count("ack")
+            # Acked through a NATS restart: an ack lost to the outage would redeliver finished work after
+            # AckWait (the handlers are idempotent, but it costs a whole AckWait).
+            try:
+                await retrying(msg.ack_sync, "ack", give_up_s=self._timing.effective_ack_wait_s)
+                self._count("ack")
+            except TRANSIENT as exc:
+                log.warning("could not ack after the work was done; it will be redelivered: %r", exc)
+                self._count("ack_lost")
         finally:
             keepalive.cancel()
             problem_id_var.reset(token)
