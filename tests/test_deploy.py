@@ -62,7 +62,19 @@ DASHBOARD_METRICS = {
     "conclave_inference_queue_depth",
     "conclave_inference_pod_healthy",
     "conclave_inference_rejections_total",
+    "conclave_inference_prompt_tokens_total",
+    "conclave_inference_requests_total",
+    "conclave_inference_request_seconds_bucket",
+    "conclave_inference_retries_total",
+    "conclave_inference_ejections_total",
+    # ceo/metrics.py: the CEO's team and budget choices, consensus
+    "conclave_ceo_team_size_bucket",
+    "conclave_ceo_budget_tokens_bucket",
+    "conclave_problems_consensus_total",
 }
+# Series of other exporters the dashboard shows: vLLM's /metrics and the NATS pods' prometheus-nats-exporter.
+# tests/test_observability.py checks these names against its list of external metrics.
+DASHBOARD_EXTERNAL_PREFIXES = ("vllm:", "jetstream_")
 # What the dashboard must show (each needs at least one panel).
 DASHBOARD_REQUIRED = DASHBOARD_METRICS - {"conclave_problems_active", "conclave_problems_finished_total"}
 
@@ -163,9 +175,14 @@ def test_kustomizations_reference_existing_files() -> None:
                 target = (kdir / patch["path"]).resolve()
                 assert target.is_file(), f"{kdir}/kustomization.yaml: patch {patch['path']} does not exist"
                 referenced.add(target)
-    # No manifest is left out of every kustomization.
+        for generator in k.get("configMapGenerator", []):
+            for entry in generator.get("files", []):
+                target = (kdir / entry.split("=")[-1]).resolve()
+                assert target.is_file(), f"{kdir}/kustomization.yaml: configMapGenerator file {entry} does not exist"
+                referenced.add(target)
+    # No manifest is left out of every kustomization (promtool's *.test.yaml are tests, not manifests).
     for path in K8S.rglob("*.yaml"):
-        if path.name != "kustomization.yaml":
+        if path.name != "kustomization.yaml" and not path.name.endswith(".test.yaml"):
             assert path.resolve() in referenced, f"{path.relative_to(DEPLOY)} is in no kustomization"
     # The top-level kustomization deploys the GPU overlay.
     top = {(K8S / e).resolve() for e in kustomization(K8S).get("resources", [])}
@@ -400,6 +417,67 @@ def test_executor_network_policy() -> None:
     assert {("nats", 4222), ("dns", 53)} <= allowed
 
 
+# --- autoscaling, disruption budgets, NATS metrics ---------------------------------------------------------
+
+AUTOSCALING = K8S / "autoscaling"
+
+
+def test_every_worker_scales_on_its_jetstream_consumer() -> None:
+    from services.bus import topology
+
+    scaled = by_kind(objects(AUTOSCALING / "keda"), "ScaledObject")
+    consumers = {"ceo": topology.CEO_CONSUMER, **topology.ROLE_CONSUMERS}
+    assert set(scaled) == set(consumers)
+    headless = by_kind(BASE_OBJECTS, "Service")["nats-headless"]
+    monitor = next(p["port"] for p in headless["spec"]["ports"] if p["name"] == "monitor")
+    pdbs = by_kind(BASE_OBJECTS, "PodDisruptionBudget")
+    for name, obj in scaled.items():
+        spec = obj["spec"]
+        assert spec["scaleTargetRef"]["name"] == name and name in BASE_DEPLOYMENTS
+        # Drains stay possible: more replicas than the PodDisruptionBudget keeps.
+        assert pdbs[name]["spec"]["minAvailable"] < spec["minReplicaCount"] <= spec["maxReplicaCount"]
+        (trigger,) = spec["triggers"]
+        assert trigger["type"] == "nats-jetstream"
+        meta = trigger["metadata"]
+        assert (meta["stream"], meta["consumer"]) == (consumers[name].stream, consumers[name].durable)
+        # Clustered JetStream: KEDA asks the consumer's leader at <server_name>.<endpoint>, so the endpoint
+        # is the headless Service (pod name = server name) on the monitoring port.
+        assert meta["natsServerMonitoringEndpoint"] == f"nats-headless.conclave.svc.cluster.local:{monitor}"
+        assert int(meta["lagThreshold"]) > 0
+
+
+def test_the_hpa_fallback_has_the_keda_bounds() -> None:
+    scaled = by_kind(objects(AUTOSCALING / "keda"), "ScaledObject")
+    hpas = by_kind(objects(AUTOSCALING / "hpa"), "HorizontalPodAutoscaler")
+    assert set(hpas) == set(scaled)
+    for name, hpa in hpas.items():
+        spec, keda = hpa["spec"], scaled[name]["spec"]
+        assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
+        assert (spec["minReplicas"], spec["maxReplicas"]) == (keda["minReplicaCount"], keda["maxReplicaCount"])
+
+
+def test_the_vllm_pods_have_a_disruption_budget() -> None:
+    gpu = objects(OVERLAYS["gpu"])
+    vllm = by_kind(gpu, "Deployment")["vllm"]
+    pdb = by_kind(gpu, "PodDisruptionBudget")["vllm"]
+    assert selects(pdb["spec"]["selector"]["matchLabels"], vllm["spec"]["template"]["metadata"]["labels"])
+    assert pdb["spec"]["maxUnavailable"] == 1 < vllm["spec"]["replicas"]
+
+
+def test_nats_pods_export_jetstream_metrics() -> None:
+    sts = by_kind(BASE_OBJECTS, "StatefulSet")["nats"]
+    pod = sts["spec"]["template"]
+    exporter = next(c for c in pod["spec"]["containers"] if "prometheus-nats-exporter" in c["image"])
+    port = next(p["containerPort"] for p in exporter["ports"] if p["name"] == "metrics")
+    assert pod["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(port)
+    assert "-jsz=all" in exporter["args"] and exporter["args"][-1] == "http://localhost:8222"
+    assert exporter["resources"]["limits"] and exporter["securityContext"]["readOnlyRootFilesystem"] is True
+    (monitor,) = by_kind(objects(K8S / "monitoring" / "operator"), "PodMonitor")["conclave"]["spec"]["selector"][
+        "matchExpressions"]
+    assert pod["metadata"]["labels"]["app.kubernetes.io/component"] in monitor["values"]
+
+
 # --- storage ------------------------------------------------------------------------------------------------
 
 def test_archive_and_trainer_share_the_volume() -> None:
@@ -448,7 +526,8 @@ def test_dashboard_queries_only_documented_metrics() -> None:
     used: set[str] = set()
     for expr in exprs:
         names = set(re.findall(r"\bconclave_[a-z0-9_]+", expr))
-        assert names, f"query without a conclave metric: {expr}"
+        external = any(p in expr for p in DASHBOARD_EXTERNAL_PREFIXES)
+        assert names or external, f"query without a conclave metric: {expr}"
         undocumented = names - DASHBOARD_METRICS
         assert not undocumented, f"{sorted(undocumented)} are not in DASHBOARD_METRICS (tests/test_deploy.py)"
         assert 'namespace="$namespace"' in expr, f"not filtered by $namespace: {expr}"
