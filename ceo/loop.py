@@ -22,6 +22,7 @@ from ceo.decide import decide
 from ceo.grading import MathGrader
 from ceo.metrics import CeoMetrics
 from ceo.profile import Profile
+from ceo.spans import TurnSpans
 from ceo.state import ProblemState
 from ceo.steps import StepRunner, StepTiming, task_id
 from conclave.v1 import agents_pb2, outcome_pb2, problem_pb2
@@ -34,6 +35,7 @@ from services.bus.replies import RESULT_KEY, answer, store_result
 from services.bus.retry import retrying
 from services.evaluation.graders import grade_choice
 from services.inference.ledger import Ledger
+from services.runtime import tracing
 
 log = logging.getLogger(__name__)
 R = agents_pb2
@@ -140,17 +142,18 @@ class ProblemRun:
                            give_up_s=self.cfg.step.timeout_s)
         unavailable_since = 0.0
         async with StepRunner(self.nc, self.js, self.p.id, self.cfg.step, resuming=self.resuming,
-                              metrics=self.m) as steps:
+                              metrics=self.m) as steps, TurnSpans() as spans:
             while st.phase != S.FINISH:
                 if self.out_of_time(st):
                     self.stop(st, "deadline", f"deadline of {self.p.limits.deadline_s:.0f}s passed")
                     break
                 phase = st.phase
                 try:
-                    if self.p.single_agent:
-                        await self.single_turn(st, steps)
-                    else:
-                        await getattr(self, f"_{phase}")(st, steps)
+                    with spans.phase(st.turn, st.round, "single" if self.p.single_agent else phase):
+                        if self.p.single_agent:
+                            await self.single_turn(st, steps)
+                        else:
+                            await getattr(self, f"_{phase}")(st, steps)
                 except LlmError as exc:
                     if "ceiling" in str(exc).lower():
                         self.stop(st, "token_ceiling", str(exc))
@@ -181,6 +184,8 @@ class ProblemRun:
                                      k_cap=self.cfg.k_cap, model=self.model)
         st.record_decision(decision, out.calls, out.fallback_reason)
         self.m.decisions.labels(A.Action.Name(decision.action).removeprefix("ACTION_").lower()).inc()
+        self.m.team_size.observe(decision.recruit_number)
+        self.m.budget.observe(decision.max_tokens)
         if out.fallback:
             self.m.fallbacks.labels("ceo").inc()
         await self.event(st, "decision", role=R.ROLE_CEO, decision=decision, text=decision.direction)
@@ -427,8 +432,10 @@ class ProblemRun:
             wall_s=time.time() - st.started_at, stop_reason=st.stop_reason, correct=await self.grade(extracted, st),
             consensus=bool(st.consensus) and all(st.consensus), metadata=dict(self.p.metadata),
             profile=self.profile.name, single_agent=self.p.single_agent, fallbacks=st.fallbacks,
-            stop_detail=st.stop_note,
+            stop_detail=st.stop_note, trace_id=tracing.trace_id_of(),
         )
+        tracing.set_outcome(tracing.current_span(), st.stop_reason, error=st.stop_reason == "error",
+                            tokens=st.tokens_used, turns=result.turns)
         if st.stop_reason == "error":
             result.error.CopyFrom(outcome_pb2.Error(code="step_failed", message=st.stop_note, problem_id=self.p.id))
         for role, (prompt, completion, calls) in sorted(st.tokens.items()):
@@ -438,6 +445,7 @@ class ProblemRun:
         traj.result.CopyFrom(result)
         traj.consensus = result.consensus
         traj.format_ok = st.fallbacks == 0
+        traj.trace_id = result.trace_id
         if not already:
             # Trajectory first: a crash between the two re-publishes it (deduplicated), never loses it.
             give_up = self.cfg.step.timeout_s
@@ -461,6 +469,7 @@ class ProblemRun:
             self.m.finished.labels(st.stop_reason or "unknown").inc()
             self.m.seconds.observe(result.wall_s)
             self.m.turns.observe(result.turns)
+            self.m.consensus.labels(str(result.consensus).lower()).inc()
             log.info("problem done", extra={"stop_reason": st.stop_reason, "tokens": st.tokens_used})
         st.published = True
         await retrying(lambda: self.kv.put(self.p.id, st.to_bytes()), "save problem state",

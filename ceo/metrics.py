@@ -40,5 +40,15 @@ class CeoMetrics:
         self.active = Gauge("conclave_problems_active", "Problems this replica is running.", registry=registry)
         self.seconds = Histogram("conclave_problem_seconds", "Wall time per problem.", registry=registry,
                                  buckets=(0.1, 0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600))
+        self.oldest = Gauge("conclave_problem_oldest_running_seconds", "Age of the oldest problem this replica "
+                            "is running (0 when idle): a problem stuck past its deadline shows here.",
+                            registry=registry)
+        self.team_size = Histogram("conclave_ceo_team_size", "Team size N the CEO chose per turn (after clamping).",
+                                   registry=registry, buckets=(2, 3, 4, 5, 6, 8))
+        self.budget = Histogram("conclave_ceo_budget_tokens", "Per-agent token budget K the CEO chose per turn.",
+                                registry=registry, buckets=(1024, 2048, 4096, 8192, 16384, 32000, 65536))
+        self.consensus = Counter("conclave_problems_consensus", "Finished problems by whether every turn's "
+                                 "critics reached consensus within the allowed rounds.", ["consensus"],
+                                 registry=registry)
         self.turns = Histogram("conclave_problem_turns", "Turns per problem.", registry=registry,
                                buckets=(1, 2, 3, 4, 6, 8))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from pydantic import Field
 
@@ -24,6 +25,7 @@ from services.bus.codec import PayloadError, decode
 from services.bus.headers import REPLY_TO
 from services.bus.replies import answer, error_result
 from services.intake.validate import default_limits, problem_errors
+from services.runtime import tracing
 from services.runtime.lifecycle import Runtime, Service
 from services.runtime.logs import problem_id_var
 from services.runtime.settings import RuntimeSettings
@@ -62,6 +64,10 @@ class CeoService(Service[CeoSettings]):
         rt.on_close(self._llm.close)
         self._kv = await rt.js.key_value(topology.PROBLEM_STATE.bucket)
         self._metrics = CeoMetrics(rt.registry)
+        # Start times of the problems this replica runs, read at scrape time for the "stuck" alert.
+        self._started: dict[str, float] = {}
+        self._metrics.oldest.set_function(
+            lambda: time.time() - min(self._started.values()) if self._started else 0.0)
         self._limits = default_limits()
         # Math is graded in a process of its own, never on this event loop (ceo/grading.py).
         self._grader = MathGrader(self.settings.grade_timeout_s)
@@ -120,10 +126,15 @@ class CeoService(Service[CeoSettings]):
                          cfg=self._cfg, problem=problem, profile=profile, reply_to=reply_to, as_json=as_json,
                          keepalive=ctx.in_progress, grader=self._grader)
         self._metrics.active.inc()
-        try:
-            await run.run()
-        finally:
-            self._metrics.active.dec()
+        self._started[problem.id] = time.time()
+        # A redelivered problem (after a crash) continues the trace its intake started.
+        with tracing.consuming(self.name, "ceo.problem", ctx.msg.headers, profile=profile.name,
+                               delivery=ctx.deliveries):
+            try:
+                await run.run()
+            finally:
+                self._metrics.active.dec()
+                self._started.pop(problem.id, None)
 
 
 def build(settings: CeoSettings | None = None) -> CeoService:

@@ -28,6 +28,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from ceo.metrics import CeoMetrics
+from ceo.spans import StepSpans
 from conclave.v1 import agents_pb2
 from services.bus import subjects, topology
 from services.bus.headers import MSG_ID
@@ -76,6 +77,7 @@ class StepRunner:
         self._replies: dict[str, agents_pb2.RoleReply] = {}
         self._arrived = asyncio.Condition()
         self._sub = None
+        self._spans = StepSpans()
 
     async def __aenter__(self) -> StepRunner:
         # Subscribe before publishing anything, so that no reply can slip past.
@@ -103,6 +105,7 @@ class StepRunner:
         async with self._arrived:
             # The first reply of a step wins: a retried task may answer again, and must change nothing.
             self._replies.setdefault(step_of(reply.task_id), reply)
+            self._spans.arrived(step_of(reply.task_id), reply)
             self._arrived.notify_all()
 
     async def _stored(self, step: str) -> agents_pb2.RoleReply | None:
@@ -133,7 +136,7 @@ class StepRunner:
     async def _publish(self, task: agents_pb2.RoleTask, msg_id: str) -> None:
         await retrying(
             lambda: self._js.publish(subjects.task(ROLE_QUEUE[task.role]), task.SerializeToString(),
-                                     headers={MSG_ID: msg_id}),
+                                     headers=self._spans.headers(step_of(task.task_id), {MSG_ID: msg_id})),
             f"publish task {step_of(task.task_id)}", give_up_s=self._t.timeout_s,
         )
 
@@ -150,6 +153,8 @@ class StepRunner:
                 continue
             to_publish.append(task)
         # Concurrent publishes: the critics of a round leave together, not one PubAck after another.
+        for t in to_publish:
+            self._spans.start(step_of(t.task_id), t)
         await asyncio.gather(*(self._publish(t, t.task_id) for t in to_publish))
         self._look_up_stored = False  # the step that was in flight at the crash is settled after this
         await self._wait(tasks, steps)
@@ -165,6 +170,7 @@ class StepRunner:
                                              persona=task.persona,
                                              error=f"{NO_REPLY} within {self._t.timeout_s:.0f}s")
             out.append(reply)
+        self._spans.timed_out(steps)
         return out
 
     async def _wait(self, tasks: list[agents_pb2.RoleTask], steps: list[str]) -> None:

@@ -64,7 +64,19 @@ DASHBOARD_METRICS = {
     "conclave_inference_queue_depth",
     "conclave_inference_pod_healthy",
     "conclave_inference_rejections_total",
+    "conclave_inference_prompt_tokens_total",
+    "conclave_inference_requests_total",
+    "conclave_inference_request_seconds_bucket",
+    "conclave_inference_retries_total",
+    "conclave_inference_ejections_total",
+    # ceo/metrics.py: the CEO's team and budget choices, consensus
+    "conclave_ceo_team_size_bucket",
+    "conclave_ceo_budget_tokens_bucket",
+    "conclave_problems_consensus_total",
 }
+# Series of other exporters the dashboard shows: vLLM's /metrics and the NATS pods' prometheus-nats-exporter.
+# tests/test_observability.py checks these names against its list of external metrics.
+DASHBOARD_EXTERNAL_PREFIXES = ("vllm:", "jetstream_")
 # What the dashboard must show (each needs at least one panel).
 DASHBOARD_REQUIRED = DASHBOARD_METRICS - {"conclave_problems_active", "conclave_problems_finished_total"}
 
@@ -180,9 +192,14 @@ def test_kustomizations_reference_existing_files() -> None:
                 target = (kdir / patch["path"]).resolve()
                 assert target.is_file(), f"{kdir}/kustomization.yaml: patch {patch['path']} does not exist"
                 referenced.add(target)
-    # No manifest is left out of every kustomization.
+        for generator in k.get("configMapGenerator", []):
+            for entry in generator.get("files", []):
+                target = (kdir / entry.split("=")[-1]).resolve()
+                assert target.is_file(), f"{kdir}/kustomization.yaml: configMapGenerator file {entry} does not exist"
+                referenced.add(target)
+    # No manifest is left out of every kustomization (promtool's *.test.yaml are tests, not manifests).
     for path in K8S.rglob("*.yaml"):
-        if path.name != "kustomization.yaml":
+        if path.name != "kustomization.yaml" and not path.name.endswith(".test.yaml"):
             assert path.resolve() in referenced, f"{path.relative_to(DEPLOY)} is in no kustomization"
     # The top-level kustomization deploys the GPU overlay.
     top = {(K8S / e).resolve() for e in kustomization(K8S).get("resources", [])}
@@ -297,9 +314,8 @@ def test_nats_cluster() -> None:
     headless = services[sts["spec"]["serviceName"]]
     assert headless["spec"].get("clusterIP") == "None" and headless["spec"].get("publishNotReadyAddresses") is True
     client_ports = {p["port"] for p in services["nats"]["spec"]["ports"]}
-    # Clients get the client port only; routes go through the headless Service; monitoring is the kubelet's.
+    # Clients get the client port only; routes and KEDA's monitoring reads go through the headless Service.
     assert client_ports == {4222}
-    assert 8222 not in {p["port"] for p in headless["spec"]["ports"]}
     labels = sts["spec"]["template"]["metadata"]["labels"]
     assert selects(services["nats"]["spec"]["selector"], labels) and selects(headless["spec"]["selector"], labels)
     assert sts["spec"]["volumeClaimTemplates"], "JetStream needs persistent storage"
@@ -467,7 +483,7 @@ def test_nats_reads_every_users_password_and_mounts_its_certificate() -> None:
     from services.bus import permissions
 
     sts = by_kind(BASE_OBJECTS, "StatefulSet")["nats"]
-    (c,) = containers(sts)
+    c = next(c for c in containers(sts) if c["name"] == "nats")
     assert secret_env_of(c) == {permissions.password_env(u): (NATS_USERS_SECRET, u) for u in permissions.USERS}
     volumes = sts["spec"]["template"]["spec"]["volumes"]
     assert {"name": "tls", "secret": {"secretName": "nats-tls"}} in volumes
@@ -531,6 +547,65 @@ def test_namespace_is_default_deny_and_every_pod_has_its_flows() -> None:
     nats = by_kind(BASE_OBJECTS, "NetworkPolicy")["nats"]["spec"]["ingress"]
     route = [r for r in nats if any(p["port"] == 6222 for p in r["ports"])]
     assert [r["from"] for r in route] == [[{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "nats"}}}]]
+# --- autoscaling, disruption budgets, NATS metrics ---------------------------------------------------------
+
+AUTOSCALING = K8S / "autoscaling"
+
+
+def test_every_worker_scales_on_its_jetstream_consumer() -> None:
+    from services.bus import topology
+
+    scaled = by_kind(objects(AUTOSCALING / "keda"), "ScaledObject")
+    consumers = {"ceo": topology.CEO_CONSUMER, **topology.ROLE_CONSUMERS}
+    assert set(scaled) == set(consumers)
+    headless = by_kind(BASE_OBJECTS, "Service")["nats-headless"]
+    monitor = next(p["port"] for p in headless["spec"]["ports"] if p["name"] == "monitor")
+    pdbs = by_kind(BASE_OBJECTS, "PodDisruptionBudget")
+    for name, obj in scaled.items():
+        spec = obj["spec"]
+        assert spec["scaleTargetRef"]["name"] == name and name in BASE_DEPLOYMENTS
+        # Drains stay possible: more replicas than the PodDisruptionBudget keeps.
+        assert pdbs[name]["spec"]["minAvailable"] < spec["minReplicaCount"] <= spec["maxReplicaCount"]
+        (trigger,) = spec["triggers"]
+        assert trigger["type"] == "nats-jetstream"
+        meta = trigger["metadata"]
+        assert (meta["stream"], meta["consumer"]) == (consumers[name].stream, consumers[name].durable)
+        # Clustered JetStream: KEDA asks the consumer's leader at <server_name>.<endpoint>, so the endpoint
+        # is the headless Service (pod name = server name) on the monitoring port.
+        assert meta["natsServerMonitoringEndpoint"] == f"nats-headless.conclave.svc.cluster.local:{monitor}"
+        assert int(meta["lagThreshold"]) > 0
+
+
+def test_the_hpa_fallback_has_the_keda_bounds() -> None:
+    scaled = by_kind(objects(AUTOSCALING / "keda"), "ScaledObject")
+    hpas = by_kind(objects(AUTOSCALING / "hpa"), "HorizontalPodAutoscaler")
+    assert set(hpas) == set(scaled)
+    for name, hpa in hpas.items():
+        spec, keda = hpa["spec"], scaled[name]["spec"]
+        assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
+        assert (spec["minReplicas"], spec["maxReplicas"]) == (keda["minReplicaCount"], keda["maxReplicaCount"])
+
+
+def test_the_vllm_pods_have_a_disruption_budget() -> None:
+    gpu = objects(OVERLAYS["gpu"])
+    vllm = by_kind(gpu, "Deployment")["vllm"]
+    pdb = by_kind(gpu, "PodDisruptionBudget")["vllm"]
+    assert selects(pdb["spec"]["selector"]["matchLabels"], vllm["spec"]["template"]["metadata"]["labels"])
+    assert pdb["spec"]["maxUnavailable"] == 1 < vllm["spec"]["replicas"]
+
+
+def test_nats_pods_export_jetstream_metrics() -> None:
+    sts = by_kind(BASE_OBJECTS, "StatefulSet")["nats"]
+    pod = sts["spec"]["template"]
+    exporter = next(c for c in pod["spec"]["containers"] if "prometheus-nats-exporter" in c["image"])
+    port = next(p["containerPort"] for p in exporter["ports"] if p["name"] == "metrics")
+    assert pod["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(port)
+    assert "-jsz=all" in exporter["args"] and exporter["args"][-1] == "http://localhost:8222"
+    assert exporter["resources"]["limits"] and exporter["securityContext"]["readOnlyRootFilesystem"] is True
+    (monitor,) = by_kind(objects(K8S / "monitoring" / "operator"), "PodMonitor")["conclave"]["spec"]["selector"][
+        "matchExpressions"]
+    assert pod["metadata"]["labels"]["app.kubernetes.io/component"] in monitor["values"]
 
 
 # --- storage ------------------------------------------------------------------------------------------------
@@ -581,7 +656,8 @@ def test_dashboard_queries_only_documented_metrics() -> None:
     used: set[str] = set()
     for expr in exprs:
         names = set(re.findall(r"\bconclave_[a-z0-9_]+", expr))
-        assert names, f"query without a conclave metric: {expr}"
+        external = any(p in expr for p in DASHBOARD_EXTERNAL_PREFIXES)
+        assert names or external, f"query without a conclave metric: {expr}"
         undocumented = names - DASHBOARD_METRICS
         assert not undocumented, f"{sorted(undocumented)} are not in DASHBOARD_METRICS (tests/test_deploy.py)"
         assert 'namespace="$namespace"' in expr, f"not filtered by $namespace: {expr}"

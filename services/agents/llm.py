@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from conclave.v1 import agents_pb2, inference_pb2, inference_pb2_grpc
-from services.runtime.tracing import grpc_metadata
+from services.runtime.tracing import grpc_client_interceptors
 
 
 class LlmError(RuntimeError):
@@ -51,16 +51,18 @@ class LlmClient:
 
     def __init__(self, address: str, credentials: grpc.ChannelCredentials | None = None) -> None:
         self.address = address
+        # The OTel interceptors make each call a client span and carry its context in the metadata.
         options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
-        self._channel = grpc.aio.secure_channel(address, credentials, options=options) if credentials else \
-            grpc.aio.insecure_channel(address, options=options)
+        interceptors = grpc_client_interceptors()
+        self._channel = grpc.aio.secure_channel(address, credentials, options=options, interceptors=interceptors) \
+            if credentials else grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
         self._stub = inference_pb2_grpc.InferenceStub(self._channel)
 
     async def close(self) -> None:
         await self._channel.close()
 
     async def generate(
-        self, messages: list[tuple[str, str]], opts: CallOptions, traceparent: str | None = None
+        self, messages: list[tuple[str, str]], opts: CallOptions
     ) -> Completion:
         req = inference_pb2.GenerateRequest(
             model=opts.model,
@@ -85,7 +87,7 @@ class LlmClient:
         usage: inference_pb2.Usage | None = None
         try:
             # The deadline bounds the whole stream, not only its start.
-            call = self._stub.Generate(req, timeout=opts.timeout_s, metadata=grpc_metadata(traceparent))
+            call = self._stub.Generate(req, timeout=opts.timeout_s)
             async for resp in call:
                 if resp.text:
                     chunks.append(resp.text)

@@ -9,7 +9,7 @@ import sys
 # name -> (module, one-line help). Modules are imported only when their command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("services.cli.up_cmd", "start the whole stack locally (NATS, model pod, every service)"),
-    "status": ("services.cli.status_cmd", "list live services through NATS discovery"),
+    "status": ("services.cli.status_cmd", "the work each service did, the model pods, NATS and JetStream"),
     "serve": ("services.cli.serve_cmd", "run one service in the foreground (the container entrypoint)"),
     "solve": ("services.cli.solve_cmd", "solve one problem with the agent team and watch it live"),
     "submit": ("services.cli.submit_cmd", "publish a JSONL batch of problems and write their results"),
@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 EPILOG = """\
 examples:
   conclave up                      # start NATS and every service; Ctrl-C stops them all
-  conclave status                  # what is running, via NATS micro discovery
+  conclave status                  # services and their work, model pods, NATS/JetStream
   conclave serve intake            # one service, as a Kubernetes Deployment runs it
   conclave solve "What is 7*6?" --profile math500      # watch the agent team live
   conclave submit problems.jsonl --out results.jsonl  # a batch, with a progress bar

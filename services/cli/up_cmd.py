@@ -100,7 +100,8 @@ async def _demo(stack, args) -> None:
     from services.cli.status_cmd import _status
 
     await _wait_ready(stack, args, timeout=300)
-    await _status(stack.nats_url, 0.5, stack.opts.state_dir)
+    await _status(argparse.Namespace(nats_url=stack.nats_url, wait=0.5, json=False, state_dir=stack.opts.state_dir,
+                                     inference_addr=os.environ.get("CONCLAVE_INFERENCE_ADDR", "127.0.0.1:50051")))
     solve_args = argparse.Namespace(text=args.problem, profile="math500", kind="math", single=False, id="",
                                     reference="26" if args.problem == SAMPLE else "", max_tokens=0, max_turns=0,
                                     timeout=1800, quiet=False, nats_url=stack.nats_url,

@@ -18,13 +18,13 @@ from prometheus_client import Counter
 from conclave.v1 import outcome_pb2, problem_pb2
 from services.bus import subjects
 from services.bus.codec import PayloadError, decode, is_json
-from services.bus.headers import MSG_ID, REPLY_TO, TRACEPARENT
+from services.bus.headers import MSG_ID, REPLY_TO
 from services.bus.replies import answer, error_result
 from services.intake.validate import default_limits, payload_error, problem_errors
+from services.runtime import tracing
 from services.runtime.lifecycle import Runtime, Service
 from services.runtime.logs import problem_id_var
 from services.runtime.settings import RuntimeSettings
-from services.runtime.tracing import child_traceparent
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,11 @@ class IntakeService(Service[IntakeSettings]):
 
     async def _on_submit(self, msg: Msg) -> None:
         headers = dict(msg.headers or {})
+        # The root of the problem's trace (or a child of the submitter's, when it sent a traceparent).
+        with tracing.consuming(self.name, "intake.submit", headers):
+            await self._submit(msg, headers)
+
+    async def _submit(self, msg: Msg, headers: dict[str, str]) -> None:
         try:
             as_json = is_json(msg.data, headers)
         except PayloadError:
@@ -76,7 +81,8 @@ class IntakeService(Service[IntakeSettings]):
             if errors:
                 await self._reject(msg, problem.id, "invalid_problem", "; ".join(errors), as_json, encoding)
                 return
-            out_headers = {MSG_ID: problem.id, TRACEPARENT: child_traceparent(headers.get(TRACEPARENT))}
+            out_headers = {MSG_ID: problem.id}
+            tracing.inject_headers(out_headers)
             if msg.reply:
                 out_headers[REPLY_TO] = msg.reply
             if as_json:
@@ -100,6 +106,7 @@ class IntakeService(Service[IntakeSettings]):
                                    as_json)
                 return
             outcome = "duplicate" if ack.duplicate else "accepted"
+            tracing.set_outcome(tracing.current_span(), outcome)
             self._count.labels(outcome, encoding).inc()
             log.info("problem %s", outcome, extra={"kind": problem_pb2.ProblemKind.Name(problem.kind)})
             if not ack.duplicate:
@@ -112,11 +119,13 @@ class IntakeService(Service[IntakeSettings]):
         """A good problem not queued now (busy, unavailable): the publisher may retry; no dead letter."""
         log.warning("problem not queued (%s): %s", code, message)
         self._count.labels(code, "any").inc()
+        tracing.set_outcome(tracing.current_span(), code, error=True)
         if msg.reply:
             await answer(self._rt.nc, msg.reply, error_result(problem_id, code, message, msg.subject), as_json=as_json)
 
     async def _reject(self, msg: Msg, problem_id: str, code: str, message: str, as_json: bool, encoding: str) -> None:
         self._count.labels("rejected", encoding).inc()
+        tracing.set_outcome(tracing.current_span(), "rejected", error=True, code=code)
         pid = problem_id if subjects.valid_problem_id(problem_id) else ""
         if msg.reply:
             await answer(self._rt.nc, msg.reply, error_result(pid, code, message, msg.subject), as_json=as_json)

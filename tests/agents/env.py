@@ -57,6 +57,15 @@ class AgentEnv:
             out[key] = (info.state.subjects or {}).get(subject, 0)
         return out
 
+    def gateway_credentials(self):  # noqa: ANN201
+        """The gRPC credentials the services use towards the (mTLS) gateway."""
+        from services.runtime.settings import RuntimeSettings
+        from services.security.grpc_tls import gateway_credentials
+
+        fields = {k.removeprefix("CONCLAVE_").lower(): v for k, v in self.nats_env.items()
+                  if k.startswith("CONCLAVE_GATEWAY_TLS_")}
+        return gateway_credentials(RuntimeSettings(**fields))
+
     def env(self) -> dict[str, str]:
         return {**fast_env(self.nats_env), "CONCLAVE_INFERENCE_ADDR": self.gateway_addr,
                 "CONCLAVE_ARCHIVE_DIR": str(self.archive_dir), "CONCLAVE_STEP_TIMEOUT_S": "60",

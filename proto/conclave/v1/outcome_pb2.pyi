@@ -63,7 +63,7 @@ class RoleTokens(_message.Message):
     def __init__(self, role: _Optional[_Union[_agents_pb2.Role, str]] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., calls: _Optional[int] = ...) -> None: ...
 
 class Result(_message.Message):
-    __slots__ = ("problem_id", "status", "answer", "extracted_answer", "turns", "tokens", "total_tokens", "wall_s", "stop_reason", "error", "correct", "consensus", "metadata", "profile", "single_agent", "fallbacks", "stop_detail")
+    __slots__ = ("problem_id", "status", "answer", "extracted_answer", "turns", "tokens", "total_tokens", "wall_s", "stop_reason", "error", "correct", "consensus", "metadata", "profile", "single_agent", "fallbacks", "stop_detail", "trace_id")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +88,7 @@ class Result(_message.Message):
     SINGLE_AGENT_FIELD_NUMBER: _ClassVar[int]
     FALLBACKS_FIELD_NUMBER: _ClassVar[int]
     STOP_DETAIL_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     problem_id: str
     status: str
     answer: str
@@ -105,7 +106,8 @@ class Result(_message.Message):
     single_agent: bool
     fallbacks: int
     stop_detail: str
-    def __init__(self, problem_id: _Optional[str] = ..., status: _Optional[str] = ..., answer: _Optional[str] = ..., extracted_answer: _Optional[str] = ..., turns: _Optional[int] = ..., tokens: _Optional[_Iterable[_Union[RoleTokens, _Mapping]]] = ..., total_tokens: _Optional[int] = ..., wall_s: _Optional[float] = ..., stop_reason: _Optional[str] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., correct: _Optional[int] = ..., consensus: _Optional[bool] = ..., metadata: _Optional[_Mapping[str, str]] = ..., profile: _Optional[str] = ..., single_agent: _Optional[bool] = ..., fallbacks: _Optional[int] = ..., stop_detail: _Optional[str] = ...) -> None: ...
+    trace_id: str
+    def __init__(self, problem_id: _Optional[str] = ..., status: _Optional[str] = ..., answer: _Optional[str] = ..., extracted_answer: _Optional[str] = ..., turns: _Optional[int] = ..., tokens: _Optional[_Iterable[_Union[RoleTokens, _Mapping]]] = ..., total_tokens: _Optional[int] = ..., wall_s: _Optional[float] = ..., stop_reason: _Optional[str] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., correct: _Optional[int] = ..., consensus: _Optional[bool] = ..., metadata: _Optional[_Mapping[str, str]] = ..., profile: _Optional[str] = ..., single_agent: _Optional[bool] = ..., fallbacks: _Optional[int] = ..., stop_detail: _Optional[str] = ..., trace_id: _Optional[str] = ...) -> None: ...
 
 class TrajectoryMessage(_message.Message):
     __slots__ = ("seq", "turn", "round", "role", "index", "persona", "call", "fallback", "fallback_reason", "agree")
@@ -132,7 +134,7 @@ class TrajectoryMessage(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., turn: _Optional[int] = ..., round: _Optional[int] = ..., role: _Optional[_Union[_agents_pb2.Role, str]] = ..., index: _Optional[int] = ..., persona: _Optional[str] = ..., call: _Optional[_Union[_agents_pb2.ModelCall, _Mapping]] = ..., fallback: _Optional[bool] = ..., fallback_reason: _Optional[str] = ..., agree: _Optional[bool] = ...) -> None: ...
 
 class Trajectory(_message.Message):
-    __slots__ = ("problem", "messages", "decisions", "evaluations", "executions", "result", "consensus", "format_ok")
+    __slots__ = ("problem", "messages", "decisions", "evaluations", "executions", "result", "consensus", "format_ok", "trace_id")
     PROBLEM_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     DECISIONS_FIELD_NUMBER: _ClassVar[int]
@@ -141,6 +143,7 @@ class Trajectory(_message.Message):
     RESULT_FIELD_NUMBER: _ClassVar[int]
     CONSENSUS_FIELD_NUMBER: _ClassVar[int]
     FORMAT_OK_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     problem: _problem_pb2.Problem
     messages: _containers.RepeatedCompositeFieldContainer[TrajectoryMessage]
     decisions: _containers.RepeatedCompositeFieldContainer[_agents_pb2.CeoDecision]
@@ -149,7 +152,8 @@ class Trajectory(_message.Message):
     result: Result
     consensus: bool
     format_ok: bool
-    def __init__(self, problem: _Optional[_Union[_problem_pb2.Problem, _Mapping]] = ..., messages: _Optional[_Iterable[_Union[TrajectoryMessage, _Mapping]]] = ..., decisions: _Optional[_Iterable[_Union[_agents_pb2.CeoDecision, _Mapping]]] = ..., evaluations: _Optional[_Iterable[_Union[_agents_pb2.Evaluation, _Mapping]]] = ..., executions: _Optional[_Iterable[_Union[_agents_pb2.ExecutionResult, _Mapping]]] = ..., result: _Optional[_Union[Result, _Mapping]] = ..., consensus: _Optional[bool] = ..., format_ok: _Optional[bool] = ...) -> None: ...
+    trace_id: str
+    def __init__(self, problem: _Optional[_Union[_problem_pb2.Problem, _Mapping]] = ..., messages: _Optional[_Iterable[_Union[TrajectoryMessage, _Mapping]]] = ..., decisions: _Optional[_Iterable[_Union[_agents_pb2.CeoDecision, _Mapping]]] = ..., evaluations: _Optional[_Iterable[_Union[_agents_pb2.Evaluation, _Mapping]]] = ..., executions: _Optional[_Iterable[_Union[_agents_pb2.ExecutionResult, _Mapping]]] = ..., result: _Optional[_Union[Result, _Mapping]] = ..., consensus: _Optional[bool] = ..., format_ok: _Optional[bool] = ..., trace_id: _Optional[str] = ...) -> None: ...
 
 class DeadLetter(_message.Message):
     __slots__ = ("subject", "stream", "stream_seq", "deliveries", "error", "payload", "headers", "at_unix_s")
