@@ -155,6 +155,24 @@ async def test_a_crafted_reply_subject_is_not_answered(nats_server, nc, bus):
     assert (await bus.stream_info(topology.RESULTS.name)).state.messages == 0
 
 
+async def test_a_service_registers_for_discovery_without_a_permission_violation(nats_server, bus):
+    """Micro discovery ($SRV.*) and the service's `work` endpoint are within its permissions."""
+    from services.intake.service import IntakeService, IntakeSettings
+    from services.runtime.lifecycle import run
+
+    stop, started = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(run(IntakeService(IntakeSettings(**nats_server.settings_kwargs(), declare_bus=False)),
+                                   stop=stop, started=started))
+    try:
+        await asyncio.wait_for(started.wait(), 15)
+        # nats-server logs every refused publish or subscription ("Publish/Subscription Violation").
+        log = nats_server.log_file.read_text() if nats_server.log_file else ""
+        assert "Violation" not in log, log[-2000:]
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+
+
 async def test_services_check_the_declared_bus_but_only_admin_may_create_it(nats_server):
     errors = Errors()
     intake = await connect_as(nats_server, "intake", errors)

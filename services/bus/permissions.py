@@ -70,7 +70,7 @@ def _service(user: str, publish: tuple[str, ...], subscribe: tuple[str, ...], he
     """What every Conclave service needs besides its own work: check the declared topology at start-up (read
     only), answer micro discovery, receive replies on its own inbox."""
     common_pub = ("$JS.API.STREAM.INFO.*", "$JS.API.CONSUMER.INFO.*.*", subjects.deadletter("core"))
-    common_sub = (f"{inbox_prefix(user)}.>", f"{subjects.SERVICE_PREFIX}.>")
+    common_sub = (f"{inbox_prefix(user)}.>", f"{subjects.SERVICE_PREFIX}.>", subjects.work(user))
     return Permissions(user=user, publish=common_pub + publish, subscribe=common_sub + subscribe,
                        allow_responses=True, help=help)
 

@@ -40,6 +40,11 @@ def is_inbox(subject: str) -> bool:
     return subject.startswith(INBOX_PREFIX + ".")
 
 
+def work(service: str) -> str:
+    """The micro endpoint on which a service answers what work it did (services/runtime/lifecycle.py)."""
+    return f"{PREFIX}.work.{service}"
+
+
 def task(role: str) -> str:
     return f"{TASKS_PREFIX}.{role}"
 

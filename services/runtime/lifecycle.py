@@ -23,7 +23,7 @@ from nats.micro import add_service
 from nats.micro.service import Service as MicroService
 from prometheus_client import CollectorRegistry, Gauge, Info
 
-from services.bus import topology
+from services.bus import subjects, topology
 from services.bus.deadletter import DeadLetters, MaxDeliveriesWatcher
 from services.bus.topology import ConsumerSpec
 from services.runtime import logs, tracing
@@ -156,7 +156,7 @@ async def run(service: Service[S], stop: asyncio.Event | None = None, started: a
             # The work this replica did, in the STATS reply of its "work" endpoint: `conclave status` reads it.
             stats_handler=lambda _endpoint: rt.work(),
         )
-        await rt.micro.add_endpoint(name="work", subject=f"conclave.work.{service.name}", handler=rt.answer_work)
+        await rt.micro.add_endpoint(name="work", subject=subjects.work(service.name), handler=rt.answer_work)
         for ep_name, subject, handler in rt._endpoints:
             await rt.micro.add_endpoint(name=ep_name, subject=subject, handler=handler)
         for worker in rt.workers:
