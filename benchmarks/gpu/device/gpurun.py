@@ -269,7 +269,7 @@ class Pipeline:
         pid = self.st["steps"].get("stack", {}).get("pid")
         if not alive(pid):
             env = env_for("app", self.proj) | {
-                "CONCLAVE_POD_MAX_INFLIGHT": "512", "CONCLAVE_POD_QUEUE_LIMIT": "4096",
+                "CONCLAVE_POD_MAX_INFLIGHT": "192", "CONCLAVE_POD_QUEUE_LIMIT": "4096",
                 "CONCLAVE_CONTEXT_LENGTH": "32768", "CONCLAVE_CONCURRENCY": "256"}
             pid = spawn("stack", [sys.executable, "-m", "services.cli.main", "up", "--pods",
                                   f"http://127.0.0.1:{POD_PORT}", "--state-dir", str(W / "stack"),
@@ -367,15 +367,15 @@ class Pipeline:
             ("convert", self.convert),
             ("serve-base", lambda: self.serve("base")),
             ("stack", self.stack),
-            ("base-single-heldout", lambda: self.eval("base-single-heldout", "base", "single", "heldout", 128)),
-            ("base-single-train", lambda: self.eval("base-single-train", "base", "single", "train", 128)),
-            ("base-mas-train", lambda: self.eval("base-mas-train", "base", "mas", "train", 64)),
-            ("base-mas-heldout", lambda: self.eval("base-mas-heldout", "base", "mas", "heldout", 64)),
+            ("base-single-heldout", lambda: self.eval("base-single-heldout", "base", "single", "heldout", 192)),
+            ("base-single-train", lambda: self.eval("base-single-train", "base", "single", "train", 192)),
+            ("base-mas-train", lambda: self.eval("base-mas-train", "base", "mas", "train", 96)),
+            ("base-mas-heldout", lambda: self.eval("base-mas-heldout", "base", "mas", "heldout", 96)),
             ("dataset", self.dataset),
             ("sft", self.sft),
             ("serve-tuned", lambda: self.serve("tuned")),
-            ("tuned-single-heldout", lambda: self.eval("tuned-single-heldout", "tuned", "single", "heldout", 128)),
-            ("tuned-mas-heldout", lambda: self.eval("tuned-mas-heldout", "tuned", "mas", "heldout", 64)),
+            ("tuned-single-heldout", lambda: self.eval("tuned-single-heldout", "tuned", "single", "heldout", 192)),
+            ("tuned-mas-heldout", lambda: self.eval("tuned-mas-heldout", "tuned", "mas", "heldout", 96)),
         ]
 
     def go(self, only: list[str]) -> bool:
