@@ -368,9 +368,10 @@ class Pipeline:
             ("serve-base", lambda: self.serve("base")),
             ("stack", self.stack),
             ("base-single-heldout", lambda: self.eval("base-single-heldout", "base", "single", "heldout", 192)),
+            # The held-out half first, both modes: a paired single-against-team result even if the lease ends.
+            ("base-mas-heldout", lambda: self.eval("base-mas-heldout", "base", "mas", "heldout", 96)),
             ("base-single-train", lambda: self.eval("base-single-train", "base", "single", "train", 192)),
             ("base-mas-train", lambda: self.eval("base-mas-train", "base", "mas", "train", 96)),
-            ("base-mas-heldout", lambda: self.eval("base-mas-heldout", "base", "mas", "heldout", 96)),
             ("dataset", self.dataset),
             ("sft", self.sft),
             ("serve-tuned", lambda: self.serve("tuned")),
