@@ -145,6 +145,9 @@ def pod_tokens() -> dict[str, float]:
 def stash(stage: Path) -> dict:
     """Move carried parts to W/parts; assemble, verify and install each complete artifact."""
     manifest = json.loads((stage / "manifest.json").read_text())
+    # The next call replaces the carried STAGE/proj: a server running from there would lose its cwd.
+    if (stage / "proj").is_dir():
+        shutil.copytree(stage / "proj", W / "proj", dirs_exist_ok=True)
     st = load_state()
     for name, art in manifest["artifacts"].items():
         dest = W / "parts" / name
@@ -193,10 +196,10 @@ def install(name: str, art: dict, parts_dir: Path, manifest: dict) -> None:
 
 
 def start_conversion(stage: Path, st: dict) -> None:
-    if st["steps"].get("convert", {}).get("pid") or (W / "base" / "conversion.json").exists():
+    if alive(st["steps"].get("convert", {}).get("pid")) or (W / "base" / "conversion.json").exists():
         return
     manifest = json.loads((stage / "manifest.json").read_text())
-    proj = (stage / "proj").resolve()
+    proj = W / "proj"
     pid = spawn("convert", [sys.executable, "-m", "trainer.gguf_to_hf", str(W / manifest["model"]["gguf"]),
                             str(W / "base")], env_for("app", proj), cwd=proj)
     st["steps"]["convert"] = {"pid": pid, "started": time.time()}
@@ -213,7 +216,7 @@ class Deadline(Exception):
 class Pipeline:
     def __init__(self, stage: Path, deadline_s: float) -> None:
         self.stage = stage
-        self.proj = (stage / "proj").resolve()
+        self.proj = W / "proj"
         self.manifest = json.loads((stage / "manifest.json").read_text())
         self.deadline = T0 + deadline_s
         self.st = load_state()
