@@ -27,7 +27,7 @@ from services.agents.context import kind_name
 from services.agents.llm import LlmClient, LlmError
 from services.bus import subjects, topology
 from services.bus.headers import MSG_ID
-from services.bus.replies import publish_result
+from services.bus.replies import publish_event, publish_result
 from services.evaluation.graders import grade_choice, grade_math
 from services.inference.ledger import Ledger
 
@@ -76,14 +76,15 @@ class ProblemRun:
         await self.keepalive()
 
     async def event(self, st: ProblemState, type_: str, **fields) -> None:
-        ev = outcome_pb2.ProgressEvent(problem_id=self.p.id, type=type_, turn=st.turn, round=st.round,
-                                       t_s=time.time() - st.started_at, **fields)
-        await self.nc.publish(subjects.event(self.p.id), ev.SerializeToString())
+        fields = {"turn": st.turn, "round": st.round, **fields}
+        ev = outcome_pb2.ProgressEvent(problem_id=self.p.id, type=type_, t_s=time.time() - st.started_at, **fields)
+        await publish_event(self.nc, ev, as_json=self.as_json)
 
     async def message_events(self, st: ProblemState, replies: list[agents_pb2.RoleReply]) -> None:
         for r in replies:
             tokens = sum(c.completion_tokens for c in r.calls)
-            await self.event(st, "message", role=r.role, persona=r.persona, text=r.error or r.content, tokens=tokens)
+            await self.event(st, "message", role=r.role, persona=r.persona, text=r.error or r.content, tokens=tokens,
+                             agree=r.agree, fallback=r.fallback, fallback_reason=r.fallback_reason)
 
     def base_task(self, st: ProblemState, role: int, index: int = 0, **fields) -> agents_pb2.RoleTask:
         t = agents_pb2.RoleTask(
@@ -155,8 +156,14 @@ class ProblemRun:
         self.m.decisions.labels(A.Action.Name(decision.action).removeprefix("ACTION_").lower()).inc()
         if out.fallback:
             self.m.fallbacks.labels("ceo").inc()
-        await self.event(st, "decision", role=R.ROLE_CEO, decision=decision, text=decision.direction)
         honour = self.profile.honour_stop if self.cfg.honour_stop is None else self.cfg.honour_stop
+        set_aside = ""
+        if decision.action == A.ACTION_STOP and not st.plan:
+            set_aside = "stop set aside: there is no solution yet, so the team carries on"
+        elif decision.action == A.ACTION_STOP and not honour:
+            set_aside = "stop set aside: this deployment ignores the CEO's stop (honour_stop is off)"
+        await self.event(st, "decision", role=R.ROLE_CEO, decision=decision, text=decision.direction,
+                         fallback=out.fallback, fallback_reason=out.fallback_reason, set_aside=set_aside)
         if decision.action == A.ACTION_STOP and honour and st.plan:
             self.stop(st, "ceo_stop", "the CEO judged the latest solution final")
             return
@@ -170,7 +177,8 @@ class ProblemRun:
         experts = list(reply.experts) or [parsing.FALLBACK_EXPERTS[i % 5] for i in range(st.n)]
         st.experts = experts[: st.n]
         st.critic_memory = [[] for _ in range(st.n - 1)]  # critics start every turn with empty memory
-        await self.event(st, "recruited", role=R.ROLE_RECRUITER, experts=st.experts)
+        await self.event(st, "recruited", role=R.ROLE_RECRUITER, experts=st.experts,
+                         fallback=reply.fallback or not reply.experts, fallback_reason=reply.fallback_reason or reply.error)
         if st.direction:
             st.solver_memory.append(("CEO", st.direction))
             for mem in st.critic_memory:
@@ -275,7 +283,8 @@ class ProblemRun:
         ev = reply.evaluation if not reply.error else agents_pb2.Evaluation(correctness=0, fallback=True)
         st.evaluation = {"correctness": ev.correctness, "advice": ev.advice, "recruit_suggestion": ev.recruit_suggestion}
         st.append(outcome_pb2.Trajectory(evaluations=[ev]))
-        await self.event(st, "evaluation", role=R.ROLE_EVALUATOR, evaluation=ev, text=ev.advice)
+        await self.event(st, "evaluation", role=R.ROLE_EVALUATOR, evaluation=ev, text=ev.advice,
+                         fallback=ev.fallback, fallback_reason=reply.fallback_reason or reply.error)
         if ev.correctness == 1 and self.profile.require_passing_tests and execution is not None \
                 and not execution.passed:
             self.m.overruled.inc()
@@ -352,7 +361,8 @@ class ProblemRun:
             await self.js.publish(subjects.trajectory(self.p.id), traj.SerializeToString(),
                                   headers={MSG_ID: f"trajectory:{self.p.id}"})
             await publish_result(self.nc, self.js, result, reply_to=self.reply_to, as_json=self.as_json)
-            await self.event(st, "done", text=f"{st.stop_reason}: {st.stop_note}")
+            # The done event counts turns as the Result does (st.turn may already point at the next one).
+            await self.event(st, "done", text=f"{st.stop_reason}: {st.stop_note}", turn=result.turns)
             self.m.finished.labels(st.stop_reason or "unknown").inc()
             self.m.seconds.observe(result.wall_s)
             self.m.turns.observe(result.turns)

@@ -1,4 +1,8 @@
-"""Answering a publisher: in the encoding it used, on its reply subject and on the result subject."""
+"""Answering a publisher: in the encoding it used, on its reply subject, the result subject and events.
+
+Every message carries a Content-Type header. JSON is protobuf JSON (camelCase keys) that keeps fields at
+their zero value (`"correct": 0`, `"consensus": false`), so a JSON reader never has to guess a default.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +18,16 @@ from services.bus.headers import CONTENT_TYPE, JSON, MSG_ID, PROTOBUF
 
 def encode(msg: Message, as_json: bool) -> tuple[bytes, dict[str, str]]:
     if as_json:
-        body = json_format.MessageToJson(msg, preserving_proto_field_name=False, indent=None)
+        body = json_format.MessageToJson(msg, preserving_proto_field_name=False, indent=None,
+                                         always_print_fields_with_no_presence=True)
         return body.encode(), {CONTENT_TYPE: JSON}
     return msg.SerializeToString(), {CONTENT_TYPE: PROTOBUF}
+
+
+async def publish_event(nc: Client, event: outcome_pb2.ProgressEvent, *, as_json: bool = False) -> None:
+    """A progress event on conclave.events.<id> (core NATS, live only), in the submitter's encoding."""
+    body, headers = encode(event, as_json)
+    await nc.publish(subjects.event(event.problem_id), body, headers=headers)
 
 
 async def publish_result(
@@ -28,9 +39,12 @@ async def publish_result(
     as_json: bool = False,
     msg_id: str = "",
 ) -> None:
-    """Persists the result on conclave.results.<id> (deduplicated by `msg_id`) and answers `reply_to`."""
+    """Persists the result on conclave.results.<id> (deduplicated by `msg_id`) and answers `reply_to`.
+
+    Both copies use the submitter's encoding; readers of the stream decode by Content-Type (codec.decode).
+    """
     if result.problem_id and subjects.valid_problem_id(result.problem_id):
-        body, headers = encode(result, as_json=False)
+        body, headers = encode(result, as_json)
         headers[MSG_ID] = msg_id or f"result:{result.problem_id}"
         await js.publish(subjects.result(result.problem_id), body, headers=headers)
     if reply_to:

@@ -37,6 +37,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated URLs of OpenAI-compatible pods to use instead of a local CPU pod")
     p.add_argument("--pod-port", type=int, default=8081, help="port of the local CPU pod (default 8081)")
     p.add_argument("--parallel", type=int, default=4, help="parallel slots of the CPU pod (default 4)")
+    p.add_argument("--threads", type=int, default=int(os.environ.get("CONCLAVE_POD_THREADS", "0") or 0),
+                   help="CPU threads of the local model pod (default: all cores but one on 4+ cores, where the "
+                        "services and NATS need one; all of them on smaller machines); fewer help on a busy machine")
+    p.add_argument("--poll", type=int, default=int(os.environ.get("CONCLAVE_POD_POLL", "0") or 0),
+                   help="0-100: how long idle pod threads spin before sleeping (default 0: sleep at once, which "
+                        "keeps a busy machine usable; llama.cpp's own default is 50)")
     p.add_argument("--ctx", type=int, default=4096, help="context length of one CPU pod slot (default 4096)")
     p.add_argument("--k-cap", type=int, default=int(os.environ.get("CONCLAVE_K_CAP", "0") or 0),
                    help="cap on the CEO's per-agent budget K (default: ctx/4 with the CPU pod, none with --pods)")
@@ -45,6 +51,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--demo", action="store_true",
                    help="start, solve a sample problem live, show status, then stop (what `make run` does)")
     p.add_argument("--problem", default=SAMPLE, help="the problem --demo solves")
+
+
+def pod_threads(cores: int | None = None) -> int:
+    """llama.cpp's threads wait for the slowest one each step, so leave a core to the services when we can."""
+    cores = cores or os.cpu_count() or 2
+    return cores - 1 if cores >= 4 else cores
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
         pods = f"http://127.0.0.1:{args.pod_port}"
         extra.append(ProcessSpec(name="model-pod", argv=[
             sys.executable, "-m", "services.inference.pod_llamacpp", "--model", args.model, "--port",
-            str(args.pod_port), "--parallel", str(args.parallel), "--ctx", str(args.ctx * args.parallel)]))
+            str(args.pod_port), "--parallel", str(args.parallel), "--ctx", str(args.ctx * args.parallel),
+            "--threads", str(args.threads or pod_threads()), "--poll", str(args.poll)]))
         service_env["inference"] = {"CONCLAVE_CONTEXT_LENGTH": str(args.ctx),
                                     "CONCLAVE_POD_MAX_INFLIGHT": str(args.parallel)}
         k_cap = k_cap or args.ctx // 4
