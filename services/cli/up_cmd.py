@@ -46,6 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ctx", type=int, default=4096, help="context length of one CPU pod slot (default 4096)")
     p.add_argument("--k-cap", type=int, default=int(os.environ.get("CONCLAVE_K_CAP", "0") or 0),
                    help="cap on the CEO's per-agent budget K (default: ctx/4 with the CPU pod, none with --pods)")
+    p.add_argument("--door-port", type=int, default=int(os.environ.get("CONCLAVE_DOOR_PORT", "8090") or 8090),
+                   help="port of the OpenAI-compatible door, http://127.0.0.1:PORT/v1 (default 8090)")
     p.add_argument("--only", nargs="*", metavar="SERVICE", choices=list(registry.SERVICES),
                    help="start only these services")
     p.add_argument("--demo", action="store_true",
@@ -81,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     if k_cap:
         service_env["ceo"] = {"CONCLAVE_K_CAP": str(k_cap)}
     service_env["archiver"] = {"CONCLAVE_ARCHIVE_DIR": str(args.state_dir / "archive")}
+    service_env["openai-door"] = {"CONCLAVE_DOOR_PORT": str(args.door_port)}
     opts = StackOptions(state_dir=args.state_dir, nats_url=args.nats_url, services=args.only or list(registry.SERVICES),
                         extra=extra, service_env=service_env)
     stack = Stack(opts)
@@ -93,8 +96,8 @@ def run(args: argparse.Namespace) -> int:
 async def _announce(stack, args) -> None:
     await _wait_ready(stack, args, timeout=300)
     logging.getLogger("up").info(
-        "stack running with NATS at %s; try: conclave solve \"What is 7*6?\" --profile math500 (Ctrl-C stops it)",
-        stack.nats_url)
+        "stack running with NATS at %s; try: conclave solve \"What is 7*6?\" --profile math500, or any OpenAI "
+        "client at http://127.0.0.1:%d/v1 with model conclave-math500 (Ctrl-C stops it)", stack.nats_url, args.door_port)
     await asyncio.Event().wait()
 
 
