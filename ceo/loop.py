@@ -15,6 +15,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
+from ceo import report as reports
 from ceo import state as S
 from ceo.decide import decide
 from ceo.metrics import CeoMetrics
@@ -285,7 +286,14 @@ class ProblemRun:
         st.append(outcome_pb2.Trajectory(evaluations=[ev]))
         await self.event(st, "evaluation", role=R.ROLE_EVALUATOR, evaluation=ev, text=ev.advice,
                          fallback=ev.fallback, fallback_reason=reply.fallback_reason or reply.error)
-        if ev.correctness == 1 and self.profile.require_passing_tests and execution is not None \
+        gaps = "; ".join(reports.parse(st.plan).problems) if self.profile.structured_report else ""
+        if gaps:  # the next turn's CEO and solver learn what the report lacks, whatever the evaluator said
+            st.evaluation.update(correctness=0, advice=f"Complete the report: {gaps}. {ev.advice}".strip())
+        if ev.correctness == 1 and gaps:
+            self.m.reports_rejected.inc()
+            await self.event(st, "evaluation", role=R.ROLE_EVALUATOR,
+                             text=f"not accepted: the evaluator said correct, but the report is incomplete ({gaps})")
+        elif ev.correctness == 1 and self.profile.require_passing_tests and execution is not None \
                 and not execution.passed:
             self.m.overruled.inc()
             await self.event(st, "evaluation", role=R.ROLE_EXECUTOR,
@@ -347,6 +355,8 @@ class ProblemRun:
             profile=self.profile.name, single_agent=self.p.single_agent, fallbacks=st.fallbacks,
             stop_detail=st.stop_note,
         )
+        if self.profile.structured_report and st.plan:
+            result.report.CopyFrom(reports.parse(st.plan))
         if st.stop_reason == "error":
             result.error.CopyFrom(outcome_pb2.Error(code="step_failed", message=st.stop_note, problem_id=self.p.id))
         for role, (prompt, completion, calls) in sorted(st.tokens.items()):

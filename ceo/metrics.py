@@ -16,6 +16,9 @@ class CeoMetrics:
                                registry=registry)
         self.overruled = Counter("conclave_acceptances_overruled", "Turns the evaluator accepted but failing "
                                  "tests kept open (profiles with require_passing_tests).", registry=registry)
+        self.reports_rejected = Counter("conclave_reports_rejected", "Turns the evaluator accepted but whose "
+                                        "report lacked a section or was cut off (profiles with structured_report).",
+                                        registry=registry)
         self.active = Gauge("conclave_problems_active", "Problems this replica is running.", registry=registry)
         self.seconds = Histogram("conclave_problem_seconds", "Wall time per problem.", registry=registry,
                                  buckets=(0.1, 0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600))

@@ -66,6 +66,9 @@ class Profile:
     # Code: accept a turn only if the executor's tests passed too, not on the evaluator's word alone.
     # Off in the paper's protocol; a small evaluator accepts code whose tests fail (docs/results.md).
     require_passing_tests: bool = False
+    # Open-ended reports with fixed sections (ceo/report.py): a report that lacks one, or was cut off before
+    # its END OF REPORT line, is not accepted, and the Result carries the parsed report.
+    structured_report: bool = False
     reasoning: bool = False
     solver_memory: int = 5
     critic_memory: int = 3

@@ -114,10 +114,10 @@ class Result(_message.Message):
     single_agent: bool
     fallbacks: int
     stop_detail: str
-    report: Report
-    def __init__(self, problem_id: _Optional[str] = ..., status: _Optional[str] = ..., answer: _Optional[str] = ..., extracted_answer: _Optional[str] = ..., turns: _Optional[int] = ..., tokens: _Optional[_Iterable[_Union[RoleTokens, _Mapping]]] = ..., total_tokens: _Optional[int] = ..., wall_s: _Optional[float] = ..., stop_reason: _Optional[str] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., correct: _Optional[int] = ..., consensus: _Optional[bool] = ..., metadata: _Optional[_Mapping[str, str]] = ..., profile: _Optional[str] = ..., single_agent: _Optional[bool] = ..., fallbacks: _Optional[int] = ..., stop_detail: _Optional[str] = ..., report: _Optional[_Union[Report, _Mapping]] = ...) -> None: ...
+    report: StructuredReport
+    def __init__(self, problem_id: _Optional[str] = ..., status: _Optional[str] = ..., answer: _Optional[str] = ..., extracted_answer: _Optional[str] = ..., turns: _Optional[int] = ..., tokens: _Optional[_Iterable[_Union[RoleTokens, _Mapping]]] = ..., total_tokens: _Optional[int] = ..., wall_s: _Optional[float] = ..., stop_reason: _Optional[str] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., correct: _Optional[int] = ..., consensus: _Optional[bool] = ..., metadata: _Optional[_Mapping[str, str]] = ..., profile: _Optional[str] = ..., single_agent: _Optional[bool] = ..., fallbacks: _Optional[int] = ..., stop_detail: _Optional[str] = ..., report: _Optional[_Union[StructuredReport, _Mapping]] = ...) -> None: ...
 
-class Finding(_message.Message):
+class ReportFinding(_message.Message):
     __slots__ = ("domain", "text")
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
@@ -125,7 +125,7 @@ class Finding(_message.Message):
     text: str
     def __init__(self, domain: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
 
-class Report(_message.Message):
+class StructuredReport(_message.Message):
     __slots__ = ("verdict", "confidence", "findings", "risks", "experiments", "complete", "problems")
     VERDICT_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
@@ -136,12 +136,12 @@ class Report(_message.Message):
     PROBLEMS_FIELD_NUMBER: _ClassVar[int]
     verdict: str
     confidence: float
-    findings: _containers.RepeatedCompositeFieldContainer[Finding]
+    findings: _containers.RepeatedCompositeFieldContainer[ReportFinding]
     risks: _containers.RepeatedScalarFieldContainer[str]
     experiments: _containers.RepeatedScalarFieldContainer[str]
     complete: bool
     problems: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, verdict: _Optional[str] = ..., confidence: _Optional[float] = ..., findings: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ..., risks: _Optional[_Iterable[str]] = ..., experiments: _Optional[_Iterable[str]] = ..., complete: _Optional[bool] = ..., problems: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, verdict: _Optional[str] = ..., confidence: _Optional[float] = ..., findings: _Optional[_Iterable[_Union[ReportFinding, _Mapping]]] = ..., risks: _Optional[_Iterable[str]] = ..., experiments: _Optional[_Iterable[str]] = ..., complete: _Optional[bool] = ..., problems: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TrajectoryMessage(_message.Message):
     __slots__ = ("seq", "turn", "round", "role", "index", "persona", "call", "fallback", "fallback_reason", "agree")
