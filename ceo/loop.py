@@ -244,7 +244,9 @@ class ProblemRun:
                 objections.append((critics[i], r.content))
         if not objections:
             st.consensus.append(True)
-            await self.event(st, "consensus", text=f"all {len(replies)} critics agree")
+            by_fallback = sum(1 for r in replies if r.fallback or r.error)
+            note = f" ({by_fallback} counted as agreeing by fallback)" if by_fallback else ""
+            await self.event(st, "consensus", text=f"all {len(replies)} critics agree{note}")
             st.phase = S.EXECUTE
         elif st.round >= self.profile.critic_rounds:
             st.consensus.append(False)
