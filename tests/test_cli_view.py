@@ -10,9 +10,9 @@ import pytest
 from rich.console import Console
 
 from conclave.v1 import agents_pb2, outcome_pb2
-from services.cli.main import main, version
+from services.cli.main import build_parser, main, version
 from services.cli.render import print_result, render_event
-from services.cli.up_cmd import pod_threads
+from services.cli.up_cmd import pod_argv, pod_threads
 
 A = agents_pb2.CeoDecision
 
@@ -93,3 +93,12 @@ def test_eval_without_data_is_one_clear_line(tmp_path):
 
 def test_the_cpu_pod_leaves_a_core_to_the_services_when_there_are_enough():
     assert pod_threads(2) == 2 and pod_threads(4) == 3 and pod_threads(16) == 15
+
+
+def test_up_passes_threads_and_poll_to_the_cpu_pod():
+    args = build_parser().parse_args(["up", "--threads", "1", "--poll", "10"])
+    argv = pod_argv(args)
+    assert argv[argv.index("--threads") + 1] == "1" and argv[argv.index("--poll") + 1] == "10"
+    default = pod_argv(build_parser().parse_args(["up"]))
+    assert default[default.index("--poll") + 1] == "0"
+    assert int(default[default.index("--threads") + 1]) == pod_threads()

@@ -61,6 +61,13 @@ def pod_threads(cores: int | None = None) -> int:
     return cores - 1 if cores >= 4 else cores
 
 
+def pod_argv(args: argparse.Namespace) -> list[str]:
+    """The local CPU model pod's command line."""
+    return [sys.executable, "-m", "services.inference.pod_llamacpp", "--model", args.model, "--port",
+            str(args.pod_port), "--parallel", str(args.parallel), "--ctx", str(args.ctx * args.parallel),
+            "--threads", str(args.threads or pod_threads()), "--poll", str(args.poll)]
+
+
 def run(args: argparse.Namespace) -> int:
     from services.runtime import logs
     from services.stack.supervisor import ProcessSpec
@@ -72,10 +79,7 @@ def run(args: argparse.Namespace) -> int:
     k_cap = args.k_cap
     if not pods:
         pods = f"http://127.0.0.1:{args.pod_port}"
-        extra.append(ProcessSpec(name="model-pod", argv=[
-            sys.executable, "-m", "services.inference.pod_llamacpp", "--model", args.model, "--port",
-            str(args.pod_port), "--parallel", str(args.parallel), "--ctx", str(args.ctx * args.parallel),
-            "--threads", str(args.threads or pod_threads()), "--poll", str(args.poll)]))
+        extra.append(ProcessSpec(name="model-pod", argv=pod_argv(args)))
         service_env["inference"] = {"CONCLAVE_CONTEXT_LENGTH": str(args.ctx),
                                     "CONCLAVE_POD_MAX_INFLIGHT": str(args.parallel)}
         k_cap = k_cap or args.ctx // 4
