@@ -18,9 +18,9 @@ VERDICTS = ("supported", "not_supported", "uncertain")
 SECTIONS = {
     "verdict": r"verdict",
     "confidence": r"confidence",
-    "findings": r"(?:key\s+)?findings(?:\s+by\s+domain)?",
-    "risks": r"(?:key\s+)?risks",
-    "experiments": r"(?:next\s+)?experiments",
+    "findings": r"(?:key\s+)?findings?(?:\s+(?:by|per)\s+domains?)?",
+    "risks": r"(?:key\s+)?risks?",
+    "experiments": r"(?:next\s+)?experiments?",
 }
 # A header is the section's name alone on its line or followed by a colon (markdown emphasis removed first),
 # so a finding that starts with "Confidence in ..." is not taken for a header.
@@ -35,17 +35,24 @@ def _sections(text: str) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     current = None
     for line in text.splitlines():
-        if line.strip().upper().strip("*_ #.") == END_MARKER:
-            break
+        if _is_end(line):
+            if found:
+                break
+            continue  # small models sometimes write the marker first; only one after the sections ends it
         m = _HEADER.match(_MARKUP.sub("", line))
         if m:
             current = next(k for k in SECTIONS if m.group(k))
             found.setdefault(current, [])
-            if (m.group("rest") or "").strip():
-                found[current].append(m.group("rest").strip())
+            rest = (m.group("rest") or "").strip(" :")
+            if rest:
+                found[current].append(rest)
         elif current and line.strip():
             found[current].append(line.strip())
     return found
+
+
+def _is_end(line: str) -> bool:
+    return line.strip().upper().strip("*_ #.") == END_MARKER
 
 
 def _verdict(lines: list[str]) -> str:
@@ -74,6 +81,16 @@ def _items(lines: list[str]) -> list[str]:
     return bullets or [line for line in lines if line]
 
 
+def _ends_after_sections(text: str) -> bool:
+    seen_section = False
+    for line in text.splitlines():
+        if _HEADER.match(_MARKUP.sub("", line)):
+            seen_section = True
+        elif seen_section and _is_end(line):
+            return True
+    return False
+
+
 def parse(text: str) -> outcome_pb2.StructuredReport:
     """Reads a report; `complete` is False with `problems` naming each missing or unreadable part."""
     found = _sections(text)
@@ -98,8 +115,8 @@ def parse(text: str) -> outcome_pb2.StructuredReport:
         report.findings.add(domain=domain, text=body)
     report.risks.extend(_items(found.get("risks", [])))
     report.experiments.extend(_items(found.get("experiments", [])))
-    if END_MARKER not in text.upper():
-        problems.append(f"no '{END_MARKER}' line: the report was cut off or not finished")
+    if not _ends_after_sections(text):
+        problems.append(f"no '{END_MARKER}' line after the sections: the report was cut off or not finished")
     report.problems.extend(problems)
     report.complete = not problems
     return report
