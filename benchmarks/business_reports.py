@@ -48,12 +48,13 @@ async def main() -> int:
     p.add_argument("--url", default="http://127.0.0.1:8090/v1")
     p.add_argument("--api-key", default="unused-on-loopback")
     p.add_argument("--out", type=Path, default=Path("out/business.json"))
-    p.add_argument("--limit", type=int, default=len(HYPOTHESES))
+    p.add_argument("--pick", default="", help="comma-separated indexes of HYPOTHESES to ask (default: all)")
     p.add_argument("--max-turns", type=int, default=0, help="override the profile's turns (0: the profile's)")
     args = p.parse_args()
     options = {"max_turns": args.max_turns} if args.max_turns else {}
     async with openai.AsyncOpenAI(base_url=args.url, api_key=args.api_key, timeout=7200, max_retries=0) as client:
-        rows = await asyncio.gather(*(ask(client, h, options) for h in HYPOTHESES[: args.limit]))
+        picked = [HYPOTHESES[int(i)] for i in args.pick.split(",")] if args.pick else HYPOTHESES
+        rows = await asyncio.gather(*(ask(client, h, options) for h in picked))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=1, ensure_ascii=False))
     print(f"{sum(r['usage']['total_tokens'] for r in rows)} tokens in all; reports in {args.out}")

@@ -47,7 +47,7 @@ def _sections(text: str) -> dict[str, list[str]]:
             if rest:
                 found[current].append(rest)
         elif current and line.strip():
-            found[current].append(line.strip())
+            found[current].append(_MARKUP.sub("", line).strip())
     return found
 
 

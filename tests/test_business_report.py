@@ -49,6 +49,8 @@ def test_a_marker_written_first_does_not_end_the_report_and_singular_headers_cou
     assert r.verdict == "not_supported" and len(r.findings) == 3 and len(r.risks) == 2
     assert r.problems == ["no 'END OF REPORT' line after the sections: the report was cut off or not finished"]
     assert report.parse(text + "END OF REPORT").complete
+    bold = report.parse(FULL.replace("- **Market**: Norway", "- **Market:** Norway"))
+    assert bold.findings[0].domain == "Market" and bold.findings[0].text.startswith("Norway has")
 
 
 def test_a_report_without_sections_is_incomplete_and_says_which():
