@@ -54,7 +54,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--concurrency", type=int, default=4,
                    help="problems in flight at once (--mode vote: each with its K samples in flight together)")
     p.add_argument("--out", type=Path, default=None, help="output dir (default out/eval/BENCHMARK-MODE)")
-    p.add_argument("--data-dir", type=Path, default=None, help="benchmark data dir")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="directory holding aime2024/, math500/, humaneval/, mbpp_sanitized/ (default: "
+                        "$CONCLAVE_BENCHMARKS_DIR, else ../shared/benchmarks beside the repository); not "
+                        "shipped: README, 'Benchmark data', says where each comes from")
     p.add_argument("--gpqa", type=Path, default=None, help="path of a GPQA file (CSV or JSONL) you have")
     p.add_argument("--file", type=Path, default=None, help="your own JSONL (with --benchmark jsonl)")
     p.add_argument("--timeout", type=float, default=3600, help="seconds to wait for each result")
@@ -72,7 +75,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def load_items(args: argparse.Namespace):
-    from services.evaluation.loaders import load_benchmark, load_gpqa, load_jsonl
+    from services.evaluation.loaders import DataError, load_benchmark, load_gpqa, load_jsonl
 
     if args.benchmark == "gpqa":
         if not args.gpqa:
@@ -82,7 +85,14 @@ def load_items(args: argparse.Namespace):
         if not args.file:
             raise SystemExit("--benchmark jsonl needs --file PATH")
         return load_jsonl(args.file)
-    return load_benchmark(args.benchmark, args.data_dir or default_data_dir())
+    data_dir = args.data_dir or default_data_dir()
+    try:
+        return load_benchmark(args.benchmark, data_dir)
+    except DataError as exc:
+        how = "--data-dir" if args.data_dir else ("CONCLAVE_BENCHMARKS_DIR" if os.environ.get(
+            "CONCLAVE_BENCHMARKS_DIR") else "the default ../shared/benchmarks")
+        raise SystemExit(f"conclave eval: {exc} (data dir from {how}); benchmark data is not shipped with "
+                         "Conclave: see README, 'Benchmark data', for where to get it") from None
 
 
 def parse_sweep(specs: list[str]) -> list[dict[str, int]]:
