@@ -389,11 +389,11 @@ class ProblemRun:
         gaps = "; ".join(reports.parse(st.plan).problems) if self.profile.structured_report else ""
         if gaps:  # the next turn's CEO and solver learn what the report lacks, whatever the evaluator said
             st.evaluation.update(correctness=0, advice=f"Complete the report: {gaps}. {ev.advice}".strip())
-        if ev.correctness == 1 and gaps:
+        if ev.correctness == 1 and gaps and not blocked:
             self.m.reports_rejected.inc()
             await self.event(st, "evaluation", role=R.ROLE_EVALUATOR,
                              text=f"not accepted: the evaluator said correct, but the report is incomplete ({gaps})")
-        elif ev.correctness == 1:
+        elif ev.correctness == 1 and not blocked and not gaps:
             self.stop(st, "accepted", "the evaluator accepted the solution")
             return
         st.turn += 1
