@@ -1,6 +1,6 @@
 """Protocol benchmark: the agent team's end-to-end time against its critical path, and agent calls/s.
 
-Usage: python benchmarks/protocol.py [--problems 20] [--throughput-problems 150]
+Usage: python benchmarks/protocol.py [--problems 20] [--throughput-problems 150] [--tracing-only]
 
 Every service runs as its own process (`conclave serve NAME`), as in production; the gateway runs the
 scripted backend, so model time is exactly what we set and everything else is Conclave's overhead.
@@ -9,6 +9,9 @@ scripted backend, so model time is exactly what we set and everything else is Co
    (CEO, recruiter, solver, the critics together, evaluator).
 2. The same with the paper's serial critic order (CONCLAVE_SERIAL_CRITICS=true): 6 stages.
 3. Zero-latency model, 2 replicas of every role and of the CEO, many problems at once: agent calls/s.
+4. Tracing: flows 1 and 3 with every service exporting its spans over OTLP to a receiver (its own process),
+   against the same flows with tracing off (no OTEL_EXPORTER_OTLP_ENDPOINT), in the order off, on, on, off.
+   Goal: at most 2% more wall time.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ ROLES = ("intake", "ceo", "recruiter", "solver", "critic", "evaluator")
 
 
 class Stack:
-    def __init__(self, tmp: Path, nats_url: str, latency_s: float, replicas: int, serial: bool) -> None:
+    def __init__(self, tmp: Path, nats_url: str, latency_s: float, replicas: int, serial: bool,
+                 extra_env: dict[str, str] | None = None) -> None:
         self.tmp, self.nats_url = tmp, nats_url
         self.grpc_port = free_port()
         script = tmp / "script.yaml"
@@ -53,7 +57,11 @@ class Stack:
                     "CONCLAVE_BACKEND": "scripted", "CONCLAVE_SCRIPTED_FILE": str(script),
                     "CONCLAVE_SCRIPTED_LATENCY_S": str(latency_s), "CONCLAVE_POD_MAX_INFLIGHT": "1000",
                     "CONCLAVE_POD_QUEUE_LIMIT": "1000", "CONCLAVE_SERIAL_CRITICS": str(serial).lower(),
-                    "CONCLAVE_LOG_LEVEL": "WARNING", "CONCLAVE_CONCURRENCY": "64", "CONCLAVE_DRAIN_GRACE_S": "2"}
+                    "CONCLAVE_LOG_LEVEL": "WARNING", "CONCLAVE_CONCURRENCY": "64", "CONCLAVE_DRAIN_GRACE_S": "2",
+                    **(extra_env or {})}
+        for var in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+            if not (extra_env or {}).get(var):
+                self.env.pop(var, None)
         self.plan = [("inference", 1)] + [(r, replicas if r != "intake" else 1) for r in ROLES]
         self.procs: list[asyncio.subprocess.Process] = []
 
@@ -92,13 +100,58 @@ async def latency_run(nc, tag: str, n: int) -> list[float]:
     return walls
 
 
-async def throughput_run(nc, n: int) -> tuple[float, int]:
-    await solve(nc, problem("warm-tp"), timeout_s=60)
+async def throughput_run(nc, n: int, tag: str = "tp") -> tuple[float, int]:
+    await solve(nc, problem(f"warm-{tag}"), timeout_s=60)
     t0 = time.perf_counter()
-    results = await asyncio.gather(*(solve(nc, problem(f"tp-{i}"), timeout_s=300) for i in range(n)))
+    results = await asyncio.gather(*(solve(nc, problem(f"{tag}-{i}"), timeout_s=300) for i in range(n)))
     elapsed = time.perf_counter() - t0
     calls = sum(t.calls for r in results for t in r.tokens)
     return elapsed, calls
+
+
+async def tracing_runs(tmp: Path, args: argparse.Namespace) -> None:
+    """Flows 1 and 3 with tracing off and on, in the order off, on, on, off (drift hits both alike), with
+    the OTLP receiver in a process of its own."""
+    lat = args.latency_ms / 1000
+    walls: dict[bool, list[float]] = {False: [], True: []}
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    port = free_port()
+    receiver = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.helpers.otlp", str(port), cwd=REPO, stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert receiver.stdout is not None
+    await receiver.stdout.readline()  # "ready"
+    on_env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}"}
+    try:
+        for i, traced in enumerate((False, True, True, False)):
+            env = on_env if traced else {}
+            with NatsServer(store_dir=tmp / f"js-tr{i}") as ns:
+                for flow in ("lat", "tp"):
+                    run_dir = tmp / f"run-tr{i}-{flow}"
+                    run_dir.mkdir()
+                    latency, replicas = (lat, 1) if flow == "lat" else (0.0, 2)
+                    async with Stack(run_dir, ns.url, latency, replicas, False, env):
+                        nc = await nats.connect(ns.url)
+                        if flow == "lat":
+                            walls[traced] += await latency_run(nc, f"tr{i}", args.problems)
+                        else:
+                            elapsed, calls = await throughput_run(nc, args.throughput_problems, f"tp{i}")
+                            rates[traced].append(calls / elapsed)
+                        await nc.close()
+    finally:
+        receiver.terminate()
+        counts = (await receiver.communicate())[0].decode().split()
+    spans, traces = (int(counts[0]), int(counts[1])) if len(counts) == 2 else (0, 0)
+    off, on = statistics.median(walls[False]), statistics.median(walls[True])
+    r_off, r_on = statistics.mean(rates[False]), statistics.mean(rates[True])
+    print(f"tracing: {spans} spans in {traces} traces received over OTLP from the traced runs")
+    print(f"{'flow':<44} {'off':>10} {'on':>10} {'on / off':>10}")
+    print(f"{'p50 wall ms, ' + str(args.latency_ms) + ' ms model, one at a time':<44} {off * 1e3:>10.1f} "
+          f"{on * 1e3:>10.1f} {on / off:>10.3f}")
+    print(f"{'agent calls/s, zero-latency model':<44} {r_off:>10.0f} {r_on:>10.0f} {r_on / r_off:>10.3f}")
+    print(f"each run (off, on, on, off): calls/s {[round(r) for r in (rates[False][0], *rates[True], rates[False][1])]}")
+    print(f"wall time with tracing: {(on / off - 1) * 100:+.1f}% (p50, latency flow); throughput "
+          f"{(r_on / r_off - 1) * 100:+.1f}% (goal: at most 2% more wall time)")
 
 
 async def main() -> None:
@@ -106,11 +159,15 @@ async def main() -> None:
     parser.add_argument("--problems", type=int, default=20, help="problems per latency run")
     parser.add_argument("--throughput-problems", type=int, default=150)
     parser.add_argument("--latency-ms", type=float, default=50.0)
+    parser.add_argument("--tracing-only", action="store_true", help="run only the tracing on/off comparison")
     args = parser.parse_args()
     lat = args.latency_ms / 1000
     rows = []
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
+        if args.tracing_only:
+            await tracing_runs(tmp, args)
+            return
         for label, serial, stages in (("concurrent critics (ours)", False, 5), ("serial critics (paper's order)", True, 6)):
             with NatsServer(store_dir=tmp / f"js-{serial}") as ns:
                 run_dir = tmp / f"run-{serial}"
@@ -137,6 +194,8 @@ async def main() -> None:
           f"{(rows[0][1] / critical5 - 1) * 100:+.1f}%")
     print(f"zero-latency model, 2 replicas per role: {args.throughput_problems} problems, {calls} agent calls in "
           f"{elapsed:.2f}s = {calls / elapsed:.0f} agent calls/s ({args.throughput_problems / elapsed:.1f} problems/s)")
+    with tempfile.TemporaryDirectory() as tmp_s:
+        await tracing_runs(Path(tmp_s), args)
 
 
 if __name__ == "__main__":

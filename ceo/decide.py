@@ -22,6 +22,9 @@ async def decide(
     llm: LlmClient, problem, profile: Profile, st: ProblemState, *, ceiling: int, k_cap: int, model: str,
 ) -> tuple[agents_pb2.CeoDecision, StepOutcome]:
     menu = budget_menu(profile, k_cap)
+    # Before the first solution there is nothing to stop with: stop is not offered, and one said anyway
+    # is read as continue (decision.stop_set_aside), not acted on.
+    has_solution = bool(st.plan)
     feedback = st.evaluation.get("advice", "") if st.evaluation else ""
     if st.evaluation:
         feedback = f"judged {'correct' if st.evaluation.get('correctness') else 'not correct'}. {feedback}"
@@ -30,21 +33,25 @@ async def decide(
         solution=st.plan or "(none yet)", feedback=feedback or "(none yet)", tokens_used=st.tokens_used,
         ceiling_note=f" of a ceiling of {ceiling}" if ceiling else "", n_min=profile.n_min, n_max=profile.n_cap,
         budget_menu=", ".join(str(k) for k in menu),
+        decision_options="continue or stop" if has_solution else "continue",
+        stop_rule=("Say stop only when the latest solution is correct and complete." if has_solution
+                   else "There is no solution yet, so the team must continue."),
     )
     opts = CallOptions(max_tokens=profile.max_tokens_for("ceo"), temperature=profile.temperature,
                        top_p=profile.top_p, session_key=st.problem_id,
                        ledger_key=st.problem_id if ceiling else "", role=agents_pb2.ROLE_CEO, model=model)
     out = await call_and_parse(
         llm, messages, opts,
-        lambda text: parsing.parse_decision(text, n_min=profile.n_min, n_cap=profile.n_cap, menu=menu),
+        lambda text: parsing.parse_decision(text, n_min=profile.n_min, n_cap=profile.n_cap, menu=menu,
+                                            allow_stop=has_solution),
         retries=profile.parse_retries, key=f"{st.problem_id}/t{st.turn}-ceo",
     )
     if out.value is not None:
         d = out.value
         decision = A(action=A.ACTION_STOP if d.stop else A.ACTION_CONTINUE, recruit_number=d.recruit_number,
-                     direction=d.direction, max_tokens=d.max_tokens, turn=st.turn)
+                     direction=d.direction, max_tokens=d.max_tokens, turn=st.turn, stop_set_aside=d.stop_set_aside)
     else:
-        # PROTOCOL.md: continue with N=2 and the largest budget.
-        decision = A(action=A.ACTION_CONTINUE, recruit_number=max(profile.n_min, 2), direction="",
+        # PROTOCOL.md: continue with the starting team (N=2 in every paper profile) and the largest budget.
+        decision = A(action=A.ACTION_CONTINUE, recruit_number=profile.initial_n, direction="",
                      max_tokens=max(menu), turn=st.turn, fallback=True)
     return decision, out

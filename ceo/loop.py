@@ -6,6 +6,8 @@ evaluator accepts, the CEO stops, the turns run out, the token ceiling or the de
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -15,47 +17,59 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
+from ceo import report as reports
 from ceo import state as S
 from ceo.decide import decide
+from ceo.grading import MathGrader
 from ceo.metrics import CeoMetrics
 from ceo.profile import Profile
+from ceo.spans import TurnSpans
 from ceo.state import ProblemState
-from ceo.steps import StepRunner, task_id
+from ceo.steps import StepRunner, StepTiming, task_id
 from conclave.v1 import agents_pb2, outcome_pb2, problem_pb2
-from services.agents import parsing
+from services.agents import check, parsing
 from services.agents.context import kind_name
 from services.agents.llm import LlmClient, LlmError
 from services.bus import subjects, topology
 from services.bus.headers import MSG_ID
-from services.bus.replies import publish_result
-from services.evaluation.graders import grade_choice, grade_math
+from services.bus.replies import RESULT_KEY, answer, publish_event, store_result
+from services.bus.retry import retrying
+from services.evaluation.graders import grade_choice
 from services.inference.ledger import Ledger
+from services.runtime import tracing
 
 log = logging.getLogger(__name__)
 R = agents_pb2
 A = agents_pb2.CeoDecision
+# The neutral-persona ablation (profile.neutral_personas): what the solver and critics are called instead.
+NEUTRAL_SOLVER, NEUTRAL_CRITIC = "an expert problem solver", "a careful reviewer"
 
 
 @dataclass
 class RunConfig:
-    step_timeout_s: float
+    step: StepTiming
     k_cap: int
     honour_stop: bool | None
     default_model: str
     # The paper's code asks critics one after another; we ask them concurrently unless this is set.
     serial_critics: bool = False
+    # The operator maximum of a problem's token ceiling (services/intake/validate.py Limits).
+    max_total_tokens: int = 0
 
 
 class ProblemRun:
     def __init__(self, *, nc: Client, js: JetStreamContext, kv: KeyValue, llm: LlmClient, metrics: CeoMetrics,
                  cfg: RunConfig, problem: problem_pb2.Problem, profile: Profile, reply_to: str, as_json: bool,
-                 keepalive) -> None:
+                 keepalive, grader: MathGrader) -> None:
         self.nc, self.js, self.kv, self.llm, self.m, self.cfg = nc, js, kv, llm, metrics, cfg
         self.p, self.profile, self.reply_to, self.as_json = problem, profile, reply_to, as_json
         self.kind = kind_name(problem)
         self.keepalive = keepalive
+        self.grader = grader
         self.max_turns = problem.limits.max_turns or (1 if problem.single_agent else profile.max_turns)
         self.ceiling = problem.limits.max_total_tokens or profile.token_ceiling
+        if cfg.max_total_tokens:
+            self.ceiling = min(self.ceiling, cfg.max_total_tokens)
         self.model = problem.model or cfg.default_model
 
     # ------------------------------------------------------------------ state and events
@@ -72,18 +86,22 @@ class ProblemRun:
             return ProblemState(problem_id=self.p.id, n=self.profile.initial_n)
 
     async def save(self, st: ProblemState) -> None:
-        await self.kv.put(self.p.id, st.to_bytes())
-        await self.keepalive()
+        # Rides out a NATS restart: failing here would retry the whole message after its BackOff.
+        await retrying(lambda: self.kv.put(self.p.id, st.to_bytes()), "save problem state",
+                       give_up_s=self.cfg.step.timeout_s)
+        with contextlib.suppress(Exception):
+            await self.keepalive()
 
     async def event(self, st: ProblemState, type_: str, **fields) -> None:
-        ev = outcome_pb2.ProgressEvent(problem_id=self.p.id, type=type_, turn=st.turn, round=st.round,
-                                       t_s=time.time() - st.started_at, **fields)
-        await self.nc.publish(subjects.event(self.p.id), ev.SerializeToString())
+        fields = {"turn": st.turn, "round": st.round, **fields}
+        ev = outcome_pb2.ProgressEvent(problem_id=self.p.id, type=type_, t_s=time.time() - st.started_at, **fields)
+        await publish_event(self.nc, ev, as_json=self.as_json)
 
     async def message_events(self, st: ProblemState, replies: list[agents_pb2.RoleReply]) -> None:
         for r in replies:
             tokens = sum(c.completion_tokens for c in r.calls)
-            await self.event(st, "message", role=r.role, persona=r.persona, text=r.error or r.content, tokens=tokens)
+            await self.event(st, "message", role=r.role, persona=r.persona, text=r.error or r.content, tokens=tokens,
+                             agree=r.agree, fallback=r.fallback, fallback_reason=r.fallback_reason)
 
     def base_task(self, st: ProblemState, role: int, index: int = 0, **fields) -> agents_pb2.RoleTask:
         t = agents_pb2.RoleTask(
@@ -122,23 +140,38 @@ class ProblemRun:
         st = await self.load()
         if self.ceiling:
             # The gateway enforces the ceiling on every call of this problem from this ledger entry.
-            await Ledger(self.js).open(self.p.id, self.ceiling)
-        async with StepRunner(self.nc, self.js, self.p.id, self.cfg.step_timeout_s, resuming=self.resuming) as steps:
+            await retrying(lambda: Ledger(self.js).open(self.p.id, self.ceiling), "open token ledger",
+                           give_up_s=self.cfg.step.timeout_s)
+        unavailable_since = 0.0
+        async with StepRunner(self.nc, self.js, self.p.id, self.cfg.step, resuming=self.resuming,
+                              metrics=self.m) as steps, TurnSpans() as spans:
             while st.phase != S.FINISH:
                 if self.out_of_time(st):
                     self.stop(st, "deadline", f"deadline of {self.p.limits.deadline_s:.0f}s passed")
                     break
                 phase = st.phase
                 try:
-                    if self.p.single_agent:
-                        await self.single_turn(st, steps)
-                    else:
-                        await getattr(self, f"_{phase}")(st, steps)
+                    with spans.phase(st.turn, st.round, "single" if self.p.single_agent else phase):
+                        if self.p.single_agent:
+                            await self.single_turn(st, steps)
+                        else:
+                            await getattr(self, f"_{phase}")(st, steps)
                 except LlmError as exc:
                     if "ceiling" in str(exc).lower():
                         self.stop(st, "token_ceiling", str(exc))
+                    elif exc.code == "UNAVAILABLE" and st.phase == phase:
+                        # The gateway (or its ledger, during a NATS restart) is back soon: repeat the phase
+                        # here rather than fail the message into its BackOff.
+                        unavailable_since = unavailable_since or time.monotonic()
+                        if time.monotonic() - unavailable_since > self.cfg.step.timeout_s:
+                            raise
+                        self.m.nats_retries.labels("model_call").inc()
+                        log.warning("model call unavailable, repeating the %s phase: %s", phase, exc)
+                        await asyncio.sleep(1.0)
+                        continue
                     else:
                         raise
+                unavailable_since = 0.0
                 await self.save(st)
         await self.finish(st)
 
@@ -153,10 +186,20 @@ class ProblemRun:
                                      k_cap=self.cfg.k_cap, model=self.model)
         st.record_decision(decision, out.calls, out.fallback_reason)
         self.m.decisions.labels(A.Action.Name(decision.action).removeprefix("ACTION_").lower()).inc()
+        self.m.team_size.observe(decision.recruit_number)
+        self.m.budget.observe(decision.max_tokens)
         if out.fallback:
             self.m.fallbacks.labels("ceo").inc()
-        await self.event(st, "decision", role=R.ROLE_CEO, decision=decision, text=decision.direction)
         honour = self.profile.honour_stop if self.cfg.honour_stop is None else self.cfg.honour_stop
+        set_aside = ""
+        if decision.stop_set_aside or (decision.action == A.ACTION_STOP and not st.plan):
+            self.m.decisions.labels("stop_set_aside").inc()
+            log.info("the CEO said stop before any solution existed; set aside, the team continues")
+            set_aside = "stop set aside: there is no solution yet, so the team carries on"
+        elif decision.action == A.ACTION_STOP and not honour:
+            set_aside = "stop set aside: this deployment ignores the CEO's stop (honour_stop is off)"
+        await self.event(st, "decision", role=R.ROLE_CEO, decision=decision, text=decision.direction,
+                         fallback=out.fallback, fallback_reason=out.fallback_reason, set_aside=set_aside)
         if decision.action == A.ACTION_STOP and honour and st.plan:
             self.stop(st, "ceo_stop", "the CEO judged the latest solution final")
             return
@@ -164,18 +207,37 @@ class ProblemRun:
         st.round, st.phase = 0, S.RECRUIT
 
     async def _recruit(self, st: ProblemState, steps: StepRunner) -> None:
-        advice = st.evaluation.get("recruit_suggestion", "") or st.evaluation.get("advice", "")
-        (reply,) = await steps.run([self.base_task(st, R.ROLE_RECRUITER, recruit_number=st.n, advice=advice)])
-        st.record_reply(reply)
-        experts = list(reply.experts) or [parsing.FALLBACK_EXPERTS[i % 5] for i in range(st.n)]
+        if self.profile.neutral_personas:
+            experts = [NEUTRAL_SOLVER] + [NEUTRAL_CRITIC] * (st.n - 1)  # ablation: no recruiter call
+        else:
+            advice = st.evaluation.get("recruit_suggestion", "") or st.evaluation.get("advice", "")
+            (reply,) = await steps.run([self.base_task(st, R.ROLE_RECRUITER, recruit_number=st.n, advice=advice)])
+            st.record_reply(reply)
+            experts = list(reply.experts) or [parsing.FALLBACK_EXPERTS[i % 5] for i in range(st.n)]
         st.experts = experts[: st.n]
         st.critic_memory = [[] for _ in range(st.n - 1)]  # critics start every turn with empty memory
-        await self.event(st, "recruited", role=R.ROLE_RECRUITER, experts=st.experts)
-        if st.direction:
+        if self.profile.neutral_personas:
+            await self.event(st, "recruited", role=R.ROLE_RECRUITER, experts=st.experts)
+        else:
+            await self.event(st, "recruited", role=R.ROLE_RECRUITER, experts=st.experts,
+                             fallback=reply.fallback or not reply.experts,
+                             fallback_reason=reply.fallback_reason or reply.error)
+        checked = self.check_note(st)
+        if checked:
+            # The last turn's check of this solution: the team hears what the evaluator heard.
+            st.solver_memory.append(("executor", checked))
+        if st.direction and self.profile.solver_sees_direction:
             st.solver_memory.append(("CEO", st.direction))
-            for mem in st.critic_memory:
-                mem.append(("CEO", st.direction))
+        for mem in st.critic_memory:
+            mem.extend([("executor", checked)] if checked else [])
+            mem.extend([("CEO", st.direction)] if st.direction else [])
         st.phase = S.SOLVE
+
+    def check_note(self, st: ProblemState) -> str:
+        """The outcome of the check that ran on the current plan, for the next turn's team ('' if none)."""
+        if st.execution.get("kind") != "check" or st.execution_plan != st.plan or not st.plan:
+            return ""
+        return check.evaluator_note(self.execution_of(st), parsing.extract_answer(st.plan, self.kind)).strip()
 
     def solver_persona(self, st: ProblemState) -> str:
         return st.experts[0] if st.experts else "an expert problem solver"
@@ -189,10 +251,11 @@ class ProblemRun:
             self.stop(st, "token_ceiling", f"{st.tokens_used} of {self.ceiling} tokens used; the next solution could cross it")
             return
         memory = st.solver_memory[-self.profile.solver_memory:]
+        direction = st.direction if self.profile.solver_sees_direction else ""
         task = self.base_task(st, R.ROLE_SOLVER, persona=self.solver_persona(st), max_tokens=st.k,
-                              direction=st.direction, memory=memory)
+                              direction=direction, memory=memory)
         reply = await self._new_plan(st, steps, task, self.solver_persona(st))
-        if reply is not None:
+        if reply is not None and reply.content == st.plan:
             for mem in st.critic_memory:
                 mem.append((self.solver_persona(st), reply.content))
 
@@ -205,6 +268,13 @@ class ProblemRun:
         if reply.error:
             self.fail_step(st, reply)
             return None
+        if reply.fallback and st.plan:
+            # A reply without the required answer (no \boxed{}, a placeholder, the direction copied) does
+            # not replace a solution that had one: a malformed second turn must not lose turn 1's answer.
+            log.info("the new solution is malformed (%s); the previous one stays", reply.fallback_reason)
+            await self.event(st, "plan_kept", role=reply.role,
+                             text=f"kept the previous solution: the new one is malformed ({reply.fallback_reason})")
+            return reply
         st.plan, st.plan_turn = reply.content, st.turn
         st.solver_memory.append((sender, reply.content))
         return reply
@@ -235,9 +305,11 @@ class ProblemRun:
                 objections.append((critics[i], r.content))
         if not objections:
             st.consensus.append(True)
-            await self.event(st, "consensus", text=f"all {len(replies)} critics agree")
+            by_fallback = sum(1 for r in replies if r.fallback or r.error)
+            note = f" ({by_fallback} counted as agreeing by fallback)" if by_fallback else ""
+            await self.event(st, "consensus", text=f"all {len(replies)} critics agree{note}")
             st.phase = S.EXECUTE
-        elif st.round >= self.profile.critic_rounds:
+        elif st.round >= self.profile.critic_rounds or not self.profile.critic_revision:
             st.consensus.append(False)
             st.phase = S.EXECUTE
         else:
@@ -253,35 +325,75 @@ class ProblemRun:
             st.phase = S.REVIEW
 
     async def _execute(self, st: ProblemState, steps: StepRunner) -> None:
-        if self.profile.executor == "tests" and self.kind == "code":
+        if (self.profile.executor == "tests" and self.kind == "code") or \
+                (self.profile.executor == "check" and self.kind in ("math", "multiple_choice")):
             (reply,) = await steps.run([self.base_task(st, R.ROLE_EXECUTOR, solution=st.plan)])
             st.record_reply(reply)
             if not reply.error:
-                st.execution = {"passed": reply.execution.passed, "status": reply.execution.status,
-                                "dataset_tests": reply.execution.dataset_tests}
+                ex = reply.execution
+                st.execution = {"passed": ex.passed, "status": ex.status, "dataset_tests": ex.dataset_tests,
+                                "kind": ex.kind, "output": ex.output, "tests_run": ex.tests_run,
+                                "tests_failed": ex.tests_failed, "check_answer": ex.check_answer,
+                                "contradicts": ex.contradicts}
                 st.execution_plan = st.plan
+                if ex.kind == "check":
+                    self.m.checks.labels("contradicts" if ex.contradicts else "agrees" if ex.passed
+                                         else "inconclusive").inc()
                 st.append(outcome_pb2.Trajectory(executions=[reply.execution]))
                 await self.event(st, "execution", role=R.ROLE_EXECUTOR, execution=reply.execution,
                                  text=reply.execution.status)
         st.phase = S.EVALUATE
 
+    @staticmethod
+    def execution_of(st: ProblemState) -> agents_pb2.ExecutionResult:
+        e = st.execution
+        return agents_pb2.ExecutionResult(
+            passed=e["passed"], status=e["status"], dataset_tests=e["dataset_tests"], kind=e.get("kind", ""),
+            output=e.get("output", ""), tests_run=e.get("tests_run", 0), tests_failed=e.get("tests_failed", 0),
+            check_answer=e.get("check_answer", ""), contradicts=e.get("contradicts", False))
+
+    def blocked_by(self, ev: agents_pb2.Evaluation, execution: agents_pb2.ExecutionResult | None) -> str:
+        """Why an acceptance does not stand ('' when it does): evidence from execution overrules a word."""
+        if ev.correctness != 1 or execution is None:
+            return ""
+        if execution.kind == "check":
+            if execution.contradicts and not (self.profile.check_rebuttal and ev.check_reply.strip()):
+                return "the evaluator said correct, but the check contradicts the solution"
+            return ""
+        if self.profile.require_passing_tests and not execution.passed:
+            return f"the evaluator said correct, but the tests failed ({execution.status})"
+        return ""
+
     async def _evaluate(self, st: ProblemState, steps: StepRunner) -> None:
         execution = None
         if st.execution and st.execution_plan == st.plan:
-            execution = agents_pb2.ExecutionResult(passed=st.execution["passed"], status=st.execution["status"],
-                                                   dataset_tests=st.execution["dataset_tests"])
+            execution = self.execution_of(st)
         (reply,) = await steps.run([self.base_task(st, R.ROLE_EVALUATOR, solution=st.plan, execution=execution)])
         st.record_reply(reply)
-        ev = reply.evaluation if not reply.error else agents_pb2.Evaluation(correctness=0, fallback=True)
+        if reply.error:
+            # No verdict is not "incorrect": the problem ends as a failed step, and says why.
+            self.fail_step(st, reply)
+            return
+        ev = reply.evaluation
+        blocked = self.blocked_by(ev, execution)
+        ev.blocked = bool(blocked)
         st.evaluation = {"correctness": ev.correctness, "advice": ev.advice, "recruit_suggestion": ev.recruit_suggestion}
         st.append(outcome_pb2.Trajectory(evaluations=[ev]))
-        await self.event(st, "evaluation", role=R.ROLE_EVALUATOR, evaluation=ev, text=ev.advice)
-        if ev.correctness == 1 and self.profile.require_passing_tests and execution is not None \
-                and not execution.passed:
-            self.m.overruled.inc()
-            await self.event(st, "evaluation", role=R.ROLE_EXECUTOR,
-                             text=f"not accepted: the evaluator said correct, but the tests failed ({execution.status})")
-        elif ev.correctness == 1:
+        await self.event(st, "evaluation", role=R.ROLE_EVALUATOR, evaluation=ev, text=ev.advice,
+                         fallback=ev.fallback, fallback_reason=reply.fallback_reason or reply.error)
+        if blocked:
+            self.m.overruled.labels(execution.kind or "tests").inc()
+            st.evaluation["correctness"] = 0  # the CEO hears the turn was not accepted, and why
+            st.evaluation["advice"] = f"Not accepted: {blocked}. {ev.advice}".strip()
+            await self.event(st, "evaluation", role=R.ROLE_EXECUTOR, text=f"not accepted: {blocked}")
+        gaps = "; ".join(reports.parse(st.plan).problems) if self.profile.structured_report else ""
+        if gaps:  # the next turn's CEO and solver learn what the report lacks, whatever the evaluator said
+            st.evaluation.update(correctness=0, advice=f"Complete the report: {gaps}. {ev.advice}".strip())
+        if ev.correctness == 1 and gaps and not blocked:
+            self.m.reports_rejected.inc()
+            await self.event(st, "evaluation", role=R.ROLE_EVALUATOR,
+                             text=f"not accepted: the evaluator said correct, but the report is incomplete ({gaps})")
+        elif ev.correctness == 1 and not blocked and not gaps:
             self.stop(st, "accepted", "the evaluator accepted the solution")
             return
         st.turn += 1
@@ -307,7 +419,7 @@ class ProblemRun:
             self.stop(st, "error", f"{role} failed: {reply.error}")
 
     # ------------------------------------------------------------------ the end
-    def grade(self, extracted: str, st: ProblemState) -> int:
+    async def grade(self, extracted: str, st: ProblemState) -> int:
         if self.kind == "code":
             if st.execution and st.execution_plan == st.plan and st.execution.get("dataset_tests"):
                 return 1 if st.execution["passed"] else 0
@@ -315,29 +427,37 @@ class ProblemRun:
         if not self.p.reference_answer:
             return -1
         if self.kind == "math":
-            return int(grade_math(st.plan, self.p.reference_answer))
+            return await self.grader.grade(st.plan, self.p.reference_answer)
         if self.kind == "multiple_choice":
             return int(grade_choice(st.plan, self.p.reference_answer))
         return -1
 
-    async def finish(self, st: ProblemState) -> None:
-        result_subject = subjects.result(self.p.id)
+    async def result_stored(self) -> bool:
+        """Whether this problem's result is in RESULTS: only a message under its own key counts, so
+        nothing another publisher put on the subject can stand in for it (or suppress it)."""
         try:
-            await self.js.get_last_msg(topology.RESULTS.name, result_subject)
-            already = True
+            raw = await self.js.get_last_msg(topology.RESULTS.name, subjects.result(self.p.id))
         except NotFoundError:
-            already = False
+            return False
+        return (raw.headers or {}).get(MSG_ID) == RESULT_KEY.format(problem_id=self.p.id)
+
+    async def finish(self, st: ProblemState) -> None:
+        already = await retrying(self.result_stored, "look up the result", give_up_s=self.cfg.step.timeout_s)
         if st.published and already:
             return
         extracted = parsing.extract_answer(st.plan, self.kind) if st.plan else ""
         result = outcome_pb2.Result(
             problem_id=self.p.id, status="error" if st.stop_reason == "error" else "ok", answer=st.plan,
             extracted_answer=extracted, turns=min(st.turn, self.max_turns), total_tokens=st.tokens_used,
-            wall_s=time.time() - st.started_at, stop_reason=st.stop_reason, correct=self.grade(extracted, st),
+            wall_s=time.time() - st.started_at, stop_reason=st.stop_reason, correct=await self.grade(extracted, st),
             consensus=bool(st.consensus) and all(st.consensus), metadata=dict(self.p.metadata),
             profile=self.profile.name, single_agent=self.p.single_agent, fallbacks=st.fallbacks,
-            stop_detail=st.stop_note,
+            stop_detail=st.stop_note, trace_id=tracing.trace_id_of(),
         )
+        tracing.set_outcome(tracing.current_span(), st.stop_reason, error=st.stop_reason == "error",
+                            tokens=st.tokens_used, turns=result.turns)
+        if self.profile.structured_report and st.plan:
+            result.report.CopyFrom(reports.parse(st.plan))
         if st.stop_reason == "error":
             result.error.CopyFrom(outcome_pb2.Error(code="step_failed", message=st.stop_note, problem_id=self.p.id))
         for role, (prompt, completion, calls) in sorted(st.tokens.items()):
@@ -347,15 +467,33 @@ class ProblemRun:
         traj.result.CopyFrom(result)
         traj.consensus = result.consensus
         traj.format_ok = st.fallbacks == 0
+        traj.trace_id = result.trace_id
         if not already:
             # Trajectory first: a crash between the two re-publishes it (deduplicated), never loses it.
-            await self.js.publish(subjects.trajectory(self.p.id), traj.SerializeToString(),
-                                  headers={MSG_ID: f"trajectory:{self.p.id}"})
-            await publish_result(self.nc, self.js, result, reply_to=self.reply_to, as_json=self.as_json)
-            await self.event(st, "done", text=f"{st.stop_reason}: {st.stop_note}")
+            give_up = self.cfg.step.timeout_s
+            await retrying(lambda: self.js.publish(subjects.trajectory(self.p.id), traj.SerializeToString(),
+                                                   headers={MSG_ID: f"trajectory:{self.p.id}"}),
+                           "publish the trajectory", give_up_s=give_up)
+            attempts = 0
+
+            async def store_once() -> None:
+                nonlocal attempts
+                attempts += 1
+                # A retry looks first: if the last attempt was stored and only its PubAck was lost,
+                # publishing again would reach live subscribers twice (the store deduplicates by key).
+                if attempts == 1 or not await self.result_stored():
+                    await store_result(self.js, result, as_json=self.as_json)
+
+            await retrying(store_once, "publish the result", give_up_s=give_up)
+            if self.reply_to:
+                await answer(self.nc, self.reply_to, result, as_json=self.as_json, keyed=True)
+            # The done event counts turns as the Result does (st.turn may already point at the next one).
+            await self.event(st, "done", text=f"{st.stop_reason}: {st.stop_note}", turn=result.turns)
             self.m.finished.labels(st.stop_reason or "unknown").inc()
             self.m.seconds.observe(result.wall_s)
             self.m.turns.observe(result.turns)
+            self.m.consensus.labels(str(result.consensus).lower()).inc()
             log.info("problem done", extra={"stop_reason": st.stop_reason, "tokens": st.tokens_used})
         st.published = True
-        await self.kv.put(self.p.id, st.to_bytes())
+        await retrying(lambda: self.kv.put(self.p.id, st.to_bytes()), "save problem state",
+                       give_up_s=self.cfg.step.timeout_s)

@@ -24,7 +24,11 @@ DEFAULT_FOR_KIND = {
     problem_pb2.PROBLEM_KIND_CODE: "humaneval",
     problem_pb2.PROBLEM_KIND_OPEN_ENDED: "open",
 }
+# none; tests (code against tests); check (a model-written check of a math or choice answer)
+EXECUTORS = ("none", "tests", "check")
 _VAR = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
+# A profile is named by a file stem; a name that could leave the profile directories is not looked up.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
 class ProfileError(ValueError):
@@ -58,7 +62,9 @@ class Profile:
     critic_rounds: int = 3
     executor: str = "none"
     budget_menu: tuple[int, ...] = (2048, 4096, 8192, 16384, 32000)
-    token_ceiling: int = 0
+    # Tokens (prompt + completion, every call) one problem may spend; a publisher may ask for less or, up
+    # to the operator maximum (CONCLAVE_LIMIT_MAX_TOTAL_TOKENS), more. Every built-in profile sizes its own.
+    token_ceiling: int = 200_000
     temperature: float = 0.7
     top_p: float = 0.95
     parse_retries: int = 2
@@ -66,6 +72,17 @@ class Profile:
     # Code: accept a turn only if the executor's tests passed too, not on the evaluator's word alone.
     # Off in the paper's protocol; a small evaluator accepts code whose tests fail (docs/results.md).
     require_passing_tests: bool = False
+    # executor: check (math, multiple choice): a check that contradicts the solution blocks the
+    # evaluator's acceptance; with check_rebuttal, an evaluator that answers the contradiction (a
+    # "Check:" line) may accept anyway. Both depart from the paper (the *-verified profiles).
+    check_rebuttal: bool = False
+    # Ablations (docs/results.md, "Where the team loses right answers"); the paper's values by default.
+    solver_sees_direction: bool = True  # False: the CEO's direction reaches the critics, not the solver
+    neutral_personas: bool = False  # True: no recruiter call; the solver and critics get generic personas
+    critic_revision: bool = True  # False: critics review once, and the solver never revises
+    # Open-ended reports with fixed sections (ceo/report.py): a report that lacks one, or was cut off before
+    # its END OF REPORT line, is not accepted, and the Result carries the parsed report.
+    structured_report: bool = False
     reasoning: bool = False
     solver_memory: int = 5
     critic_memory: int = 3
@@ -131,8 +148,12 @@ def load_file(path: Path) -> Profile:
     doc.setdefault("description", "")
     doc.setdefault("answer_format", "")
     profile = Profile(prompt_dir=prompt_dir, **doc)
+    if profile.executor not in EXECUTORS:
+        raise ProfileError(f"{path}: executor {profile.executor!r} is not one of {', '.join(EXECUTORS)}")
     if not 1 <= profile.n_min <= profile.initial_n <= profile.n_cap:
         raise ProfileError(f"{path}: need 1 <= n_min <= initial_n <= n_cap")
+    if profile.token_ceiling <= 0:
+        raise ProfileError(f"{path}: token_ceiling must be a positive number of tokens")
     return profile
 
 
@@ -142,6 +163,8 @@ def _load_cached(path: Path, mtime: float) -> Profile:
 
 
 def load(name: str) -> Profile:
+    if not _NAME.match(name):
+        raise ProfileError(f"{name[:40]!r} is not a profile name (letters, digits, _ and -)")
     for directory in search_dirs():
         path = directory / f"{name}.yaml"
         if path.exists():
@@ -169,7 +192,8 @@ def cut_menu(menu: tuple[int, ...], cap: int) -> tuple[int, ...]:
 
 OVERRIDE_PREFIX = "profile."
 _INT_OVERRIDES = ("critic_rounds", "max_turns", "n_cap", "n_min", "initial_n", "parse_retries")
-_BOOL_OVERRIDES = ("require_passing_tests",)
+_BOOL_OVERRIDES = ("require_passing_tests", "check_rebuttal", "solver_sees_direction", "neutral_personas",
+                   "critic_revision")
 
 
 def with_overrides(profile: Profile, metadata: dict[str, str]) -> Profile:
@@ -206,4 +230,8 @@ def with_overrides(profile: Profile, metadata: dict[str, str]) -> Profile:
     n_cap = int(changes.get("n_cap", max(profile.n_cap, n_min)))  # type: ignore[arg-type]
     changes.setdefault("initial_n", min(max(profile.initial_n, n_min), n_cap))
     changes["n_cap"] = n_cap
-    return replace(profile, **changes)  # type: ignore[arg-type]
+    out = replace(profile, **changes)  # type: ignore[arg-type]
+    if not 1 <= out.n_min <= out.initial_n <= out.n_cap:
+        raise ProfileError(f"team size overrides give n_min={out.n_min}, initial_n={out.initial_n}, "
+                           f"n_cap={out.n_cap}; need 1 <= n_min <= initial_n <= n_cap")
+    return out

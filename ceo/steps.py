@@ -3,6 +3,15 @@
 Task ids are deterministic ("<problem>/t<turn>-r<round>-<role>-<index>"), so a resumed CEO first reads
 replies already in the REPLIES stream and only publishes what is still missing; JetStream drops a
 re-published task inside the duplicate window.
+
+A reply can never be missed. Replies arrive on a core subscription (fast), but every reply is also
+stored in REPLIES, and the store is what counts: the runner re-reads the stored replies of the steps it
+still waits for after every reconnect of its connection (a reply published while it was away is there)
+and every `recheck_s` while it waits (a safety net for anything else, such as a slow-consumer drop).
+A step that waits longer than `warn_s` says so at WARNING and in `conclave_ceo_slow_steps`; one that
+waits `retry_s` re-publishes its missing tasks under a retry id (their first copy may have been
+dead-lettered); one that waits `timeout_s` gets error replies, which the loop treats as failed steps,
+never as a verdict.
 """
 
 from __future__ import annotations
@@ -10,15 +19,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from dataclasses import dataclass
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from ceo.metrics import CeoMetrics
+from ceo.spans import StepSpans
 from conclave.v1 import agents_pb2
 from services.bus import subjects, topology
 from services.bus.headers import MSG_ID
+from services.bus.retry import TRANSIENT, retrying
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +44,8 @@ ROLE_QUEUE = {
     agents_pb2.ROLE_EVALUATOR: "evaluator",
     agents_pb2.ROLE_SINGLE: "single",
 }
+# Prefix of the error text of a reply that never came (the loop fails the step on any error).
+NO_REPLY = "no reply"
 
 
 def task_id(problem_id: str, turn: int, round_: int, role: int, index: int = 0) -> str:
@@ -40,19 +56,33 @@ def step_of(tid: str) -> str:
     return tid.rsplit("/", 1)[-1]
 
 
+@dataclass(frozen=True)
+class StepTiming:
+    """How long a step waits, and what it does while it waits (CeoSettings documents each)."""
+
+    timeout_s: float = 900.0
+    warn_s: float = 60.0
+    retry_s: float = 300.0
+    recheck_s: float = 5.0
+    # How often the wait loop wakes to look for a reconnect; replies themselves wake it at once.
+    tick_s: float = 0.5
+
+
 class StepRunner:
-    def __init__(self, nc: Client, js: JetStreamContext, problem_id: str, timeout_s: float, *,
-                 resuming: bool) -> None:
-        self._nc, self._js, self._pid, self._timeout = nc, js, problem_id, timeout_s
+    def __init__(self, nc: Client, js: JetStreamContext, problem_id: str, timing: StepTiming, *,
+                 resuming: bool, metrics: CeoMetrics | None = None) -> None:
+        self._nc, self._js, self._pid, self._t, self._m = nc, js, problem_id, timing, metrics
         # A fresh problem has no stored replies; only a resumed one must look before publishing.
         self._look_up_stored = resuming
         self._replies: dict[str, agents_pb2.RoleReply] = {}
         self._arrived = asyncio.Condition()
         self._sub = None
+        self._spans = StepSpans()
 
     async def __aenter__(self) -> StepRunner:
         # Subscribe before publishing anything, so that no reply can slip past.
-        self._sub = await self._nc.subscribe(subjects.replies_of(self._pid), cb=self._on_reply)
+        self._sub = await retrying(lambda: self._nc.subscribe(subjects.replies_of(self._pid), cb=self._on_reply),
+                                   "subscribe to replies")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -66,8 +96,13 @@ class StepRunner:
         except Exception:
             log.error("unreadable reply on %s", msg.subject)
             return
+        await self._keep(reply)
+
+    async def _keep(self, reply: agents_pb2.RoleReply) -> None:
         async with self._arrived:
-            self._replies[step_of(reply.task_id)] = reply
+            # The first reply of a step wins: a retried task may answer again, and must change nothing.
+            self._replies.setdefault(step_of(reply.task_id), reply)
+            self._spans.arrived(step_of(reply.task_id), reply)
             self._arrived.notify_all()
 
     async def _stored(self, step: str) -> agents_pb2.RoleReply | None:
@@ -77,37 +112,108 @@ class StepRunner:
             return None
         return agents_pb2.RoleReply.FromString(raw.data)
 
+    async def _recheck(self, steps: list[str], why: str) -> None:
+        """Reads the stored replies of the steps still missing; those found count as arrived."""
+        missing = [s for s in steps if s not in self._replies]
+        for step in missing:
+            try:
+                stored = await self._stored(step)
+            except TRANSIENT:
+                return  # still reconnecting; the next tick tries again
+            if stored is not None:
+                if self._m is not None:
+                    self._m.replies_recovered.labels(why).inc()
+                log.info("reply %s read from the store (%s)", step, why)
+                await self._keep(stored)
+
+    async def _publish(self, task: agents_pb2.RoleTask, msg_id: str) -> None:
+        await retrying(
+            lambda: self._js.publish(subjects.task(ROLE_QUEUE[task.role]), task.SerializeToString(),
+                                     headers=self._spans.headers(step_of(task.task_id), {MSG_ID: msg_id})),
+            f"publish task {step_of(task.task_id)}", give_up_s=self._t.timeout_s,
+        )
+
     async def run(self, tasks: list[agents_pb2.RoleTask]) -> list[agents_pb2.RoleReply]:
         steps = [step_of(t.task_id) for t in tasks]
         to_publish = []
         for task, step in zip(tasks, steps, strict=True):
             if step in self._replies:
                 continue
-            stored = await self._stored(step) if self._look_up_stored else None
+            stored = await retrying(lambda s=step: self._stored(s), "read stored reply") \
+                if self._look_up_stored else None
             if stored is not None:
                 self._replies[step] = stored
                 continue
             to_publish.append(task)
         # Concurrent publishes: the critics of a round leave together, not one PubAck after another.
-        await asyncio.gather(*(
-            self._js.publish(subjects.task(ROLE_QUEUE[t.role]), t.SerializeToString(), headers={MSG_ID: t.task_id})
-            for t in to_publish
-        ))
+        for t in to_publish:
+            self._spans.start(step_of(t.task_id), t)
+        await asyncio.gather(*(self._publish(t, t.task_id) for t in to_publish))
         self._look_up_stored = False  # the step that was in flight at the crash is settled after this
-        async with self._arrived:
-            try:
-                await asyncio.wait_for(
-                    self._arrived.wait_for(lambda: all(s in self._replies for s in steps)), self._timeout
-                )
-            except TimeoutError:
-                pass
+        await self._wait(tasks, steps)
         out = []
         for task, step in zip(tasks, steps, strict=True):
             reply = self._replies.get(step)
             if reply is None:
+                if self._m is not None:
+                    self._m.step_timeouts.labels(ROLE_QUEUE[task.role]).inc()
+                log.error("no reply to %s within %.0fs", step, self._t.timeout_s)
                 reply = agents_pb2.RoleReply(task_id=task.task_id, problem_id=self._pid, role=task.role,
                                              turn=task.turn, round=task.round, index=task.index,
                                              persona=task.persona,
-                                             error=f"no reply within {self._timeout:.0f}s")
+                                             error=f"{NO_REPLY} within {self._t.timeout_s:.0f}s")
             out.append(reply)
+        self._spans.timed_out(steps)
         return out
+
+    async def _wait(self, tasks: list[agents_pb2.RoleTask], steps: list[str]) -> None:
+        t = self._t
+        start = last_check = time.monotonic()
+        reconnects = self._nc.stats.get("reconnects", 0)
+        warned = False
+        retries = 0
+        try:
+            while True:
+                async with self._arrived:
+                    if all(s in self._replies for s in steps):
+                        return
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._arrived.wait(), t.tick_s)
+                    if all(s in self._replies for s in steps):
+                        return
+                now = time.monotonic()
+                waited = now - start
+                if waited >= t.timeout_s:
+                    return
+                seen = self._nc.stats.get("reconnects", 0)
+                if seen != reconnects and self._nc.is_connected:
+                    # The subscription is back; what was published while we were away is in the store.
+                    reconnects, last_check = seen, now
+                    await self._recheck(steps, "reconnect")
+                elif now - last_check >= t.recheck_s:
+                    last_check = now
+                    await self._recheck(steps, "recheck")
+                missing = [task for task, s in zip(tasks, steps, strict=True) if s not in self._replies]
+                if not missing:
+                    return
+                if not warned and waited >= t.warn_s:
+                    warned = True
+                    if self._m is not None:
+                        self._m.slow_steps.labels(ROLE_QUEUE[missing[0].role]).inc()
+                        self._m.waiting_slow.inc()
+                    log.warning("step waiting %.0fs for %d replies: %s", waited, len(missing),
+                                ", ".join(step_of(m.task_id) for m in missing))
+                if t.retry_s and waited >= t.retry_s * (retries + 1):
+                    retries += 1
+                    # A new id: the first copy may be gone (dead-lettered), and its id is still in
+                    # the duplicate window. Should both run, the store keeps one reply (same task id).
+                    for task in missing:
+                        if self._m is not None:
+                            self._m.tasks_republished.labels(ROLE_QUEUE[task.role]).inc()
+                        log.warning("re-publishing task %s after %.0fs without a reply",
+                                    step_of(task.task_id), waited)
+                        with contextlib.suppress(*TRANSIENT):
+                            await self._publish(task, f"{task.task_id}#retry{retries}")
+        finally:
+            if warned and self._m is not None:
+                self._m.waiting_slow.dec()

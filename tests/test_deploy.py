@@ -32,7 +32,7 @@ GATEWAY_PORT = 50051
 
 # Every long-running service `conclave serve NAME` runs; each needs a Deployment in deploy/k8s/base.
 EXPECTED = {"intake", "inference", "ceo", "recruiter", "solver", "critic", "executor", "evaluator", "single",
-            "archiver"}
+            "archiver", "openai-door"}
 
 # The metrics the Grafana dashboard may query, as Prometheus stores them (prometheus_client appends _total
 # to counters; histograms are queried through _bucket). Add a name here only together with the code that
@@ -62,7 +62,19 @@ DASHBOARD_METRICS = {
     "conclave_inference_queue_depth",
     "conclave_inference_pod_healthy",
     "conclave_inference_rejections_total",
+    "conclave_inference_prompt_tokens_total",
+    "conclave_inference_requests_total",
+    "conclave_inference_request_seconds_bucket",
+    "conclave_inference_retries_total",
+    "conclave_inference_ejections_total",
+    # ceo/metrics.py: the CEO's team and budget choices, consensus
+    "conclave_ceo_team_size_bucket",
+    "conclave_ceo_budget_tokens_bucket",
+    "conclave_problems_consensus_total",
 }
+# Series of other exporters the dashboard shows: vLLM's /metrics and the NATS pods' prometheus-nats-exporter.
+# tests/test_observability.py checks these names against its list of external metrics.
+DASHBOARD_EXTERNAL_PREFIXES = ("vllm:", "jetstream_")
 # What the dashboard must show (each needs at least one panel).
 DASHBOARD_REQUIRED = DASHBOARD_METRICS - {"conclave_problems_active", "conclave_problems_finished_total"}
 
@@ -163,9 +175,14 @@ def test_kustomizations_reference_existing_files() -> None:
                 target = (kdir / patch["path"]).resolve()
                 assert target.is_file(), f"{kdir}/kustomization.yaml: patch {patch['path']} does not exist"
                 referenced.add(target)
-    # No manifest is left out of every kustomization.
+        for generator in k.get("configMapGenerator", []):
+            for entry in generator.get("files", []):
+                target = (kdir / entry.split("=")[-1]).resolve()
+                assert target.is_file(), f"{kdir}/kustomization.yaml: configMapGenerator file {entry} does not exist"
+                referenced.add(target)
+    # No manifest is left out of every kustomization (promtool's *.test.yaml are tests, not manifests).
     for path in K8S.rglob("*.yaml"):
-        if path.name != "kustomization.yaml":
+        if path.name != "kustomization.yaml" and not path.name.endswith(".test.yaml"):
             assert path.resolve() in referenced, f"{path.relative_to(DEPLOY)} is in no kustomization"
     # The top-level kustomization deploys the GPU overlay.
     top = {(K8S / e).resolve() for e in kustomization(K8S).get("resources", [])}
@@ -400,6 +417,67 @@ def test_executor_network_policy() -> None:
     assert {("nats", 4222), ("dns", 53)} <= allowed
 
 
+# --- autoscaling, disruption budgets, NATS metrics ---------------------------------------------------------
+
+AUTOSCALING = K8S / "autoscaling"
+
+
+def test_every_worker_scales_on_its_jetstream_consumer() -> None:
+    from services.bus import topology
+
+    scaled = by_kind(objects(AUTOSCALING / "keda"), "ScaledObject")
+    consumers = {"ceo": topology.CEO_CONSUMER, **topology.ROLE_CONSUMERS}
+    assert set(scaled) == set(consumers)
+    headless = by_kind(BASE_OBJECTS, "Service")["nats-headless"]
+    monitor = next(p["port"] for p in headless["spec"]["ports"] if p["name"] == "monitor")
+    pdbs = by_kind(BASE_OBJECTS, "PodDisruptionBudget")
+    for name, obj in scaled.items():
+        spec = obj["spec"]
+        assert spec["scaleTargetRef"]["name"] == name and name in BASE_DEPLOYMENTS
+        # Drains stay possible: more replicas than the PodDisruptionBudget keeps.
+        assert pdbs[name]["spec"]["minAvailable"] < spec["minReplicaCount"] <= spec["maxReplicaCount"]
+        (trigger,) = spec["triggers"]
+        assert trigger["type"] == "nats-jetstream"
+        meta = trigger["metadata"]
+        assert (meta["stream"], meta["consumer"]) == (consumers[name].stream, consumers[name].durable)
+        # Clustered JetStream: KEDA asks the consumer's leader at <server_name>.<endpoint>, so the endpoint
+        # is the headless Service (pod name = server name) on the monitoring port.
+        assert meta["natsServerMonitoringEndpoint"] == f"nats-headless.conclave.svc.cluster.local:{monitor}"
+        assert int(meta["lagThreshold"]) > 0
+
+
+def test_the_hpa_fallback_has_the_keda_bounds() -> None:
+    scaled = by_kind(objects(AUTOSCALING / "keda"), "ScaledObject")
+    hpas = by_kind(objects(AUTOSCALING / "hpa"), "HorizontalPodAutoscaler")
+    assert set(hpas) == set(scaled)
+    for name, hpa in hpas.items():
+        spec, keda = hpa["spec"], scaled[name]["spec"]
+        assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
+        assert (spec["minReplicas"], spec["maxReplicas"]) == (keda["minReplicaCount"], keda["maxReplicaCount"])
+
+
+def test_the_vllm_pods_have_a_disruption_budget() -> None:
+    gpu = objects(OVERLAYS["gpu"])
+    vllm = by_kind(gpu, "Deployment")["vllm"]
+    pdb = by_kind(gpu, "PodDisruptionBudget")["vllm"]
+    assert selects(pdb["spec"]["selector"]["matchLabels"], vllm["spec"]["template"]["metadata"]["labels"])
+    assert pdb["spec"]["maxUnavailable"] == 1 < vllm["spec"]["replicas"]
+
+
+def test_nats_pods_export_jetstream_metrics() -> None:
+    sts = by_kind(BASE_OBJECTS, "StatefulSet")["nats"]
+    pod = sts["spec"]["template"]
+    exporter = next(c for c in pod["spec"]["containers"] if "prometheus-nats-exporter" in c["image"])
+    port = next(p["containerPort"] for p in exporter["ports"] if p["name"] == "metrics")
+    assert pod["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(port)
+    assert "-jsz=all" in exporter["args"] and exporter["args"][-1] == "http://localhost:8222"
+    assert exporter["resources"]["limits"] and exporter["securityContext"]["readOnlyRootFilesystem"] is True
+    (monitor,) = by_kind(objects(K8S / "monitoring" / "operator"), "PodMonitor")["conclave"]["spec"]["selector"][
+        "matchExpressions"]
+    assert pod["metadata"]["labels"]["app.kubernetes.io/component"] in monitor["values"]
+
+
 # --- storage ------------------------------------------------------------------------------------------------
 
 def test_archive_and_trainer_share_the_volume() -> None:
@@ -448,7 +526,8 @@ def test_dashboard_queries_only_documented_metrics() -> None:
     used: set[str] = set()
     for expr in exprs:
         names = set(re.findall(r"\bconclave_[a-z0-9_]+", expr))
-        assert names, f"query without a conclave metric: {expr}"
+        external = any(p in expr for p in DASHBOARD_EXTERNAL_PREFIXES)
+        assert names or external, f"query without a conclave metric: {expr}"
         undocumented = names - DASHBOARD_METRICS
         assert not undocumented, f"{sorted(undocumented)} are not in DASHBOARD_METRICS (tests/test_deploy.py)"
         assert 'namespace="$namespace"' in expr, f"not filtered by $namespace: {expr}"
@@ -483,3 +562,80 @@ def test_dashboard_configmap_matches_json() -> None:
     embedded = json.loads(cm["data"]["conclave.json"])
     assert embedded == json.loads(DASHBOARD.read_text()), \
         "deploy/k8s/monitoring/grafana-dashboard.yaml is stale: run python deploy/grafana/render_configmap.py"
+
+
+# --- multi-GPU: the trainer on several nodes, vLLM tensor-parallel and data-parallel --------------------------
+
+TRAINER = K8S / "trainer"
+
+
+def sft_args(args: list[str]):
+    """trainer.sft's own parser over the arguments after `-m trainer.sft` of a torchrun command line."""
+    from trainer.sft import build_parser
+
+    at = args.index("trainer.sft")
+    assert args[at - 1] == "-m"
+    return build_parser().parse_args(args[at + 1:])
+
+
+def test_the_pytorchjob_runs_torchrun_on_every_gpu_of_its_pods() -> None:
+    (job,) = [d for d in load_docs(TRAINER / "pytorchjob" / "pytorchjob.yaml") if d["kind"] == "PyTorchJob"]
+    specs = job["spec"]["pytorchReplicaSpecs"]
+    assert set(specs) == {"Master", "Worker"} and specs["Master"]["replicas"] == 1
+    for spec in specs.values():
+        (c,) = spec["template"]["spec"]["containers"]
+        assert c["name"] == "pytorch", "the training operator looks for the container named pytorch"
+        assert c["command"] == ["python", "-m", "torch.distributed.run"]
+        assert int(job["spec"]["nprocPerNode"]) == c["resources"]["limits"]["nvidia.com/gpu"] == \
+            c["resources"]["requests"]["nvidia.com/gpu"]
+        args = sft_args(c["args"])
+        assert args.resume and args.save_every > 0 and str(args.output) == "/checkpoints"
+        claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in spec["template"]["spec"]["volumes"]
+                  if "persistentVolumeClaim" in v}
+        mounts = {m["mountPath"]: claims.get(m["name"]) for m in c["volumeMounts"]}
+        assert mounts["/checkpoints"] == "trainer-checkpoints" and mounts[str(args.archive)] == "conclave-archive"
+
+
+@pytest.mark.skipif(not (KUBECTL or KUSTOMIZE), reason="neither kubectl nor kustomize is installed")
+def test_the_multinode_trainer_is_an_indexed_job_that_meets_at_pod_0() -> None:
+    rendered = kustomize_build(TRAINER / "multinode")
+    (job,) = by_kind(rendered, "Job").values()
+    pod = job["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    env = env_of(c)
+    assert job["spec"]["completionMode"] == "Indexed"
+    assert job["spec"]["completions"] == job["spec"]["parallelism"] == int(env["NNODES"]) >= 2
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == int(env["GPUS_PER_NODE"])
+    assert c["command"] == ["python", "-m", "torch.distributed.run"]
+    torchrun = dict(a.removeprefix("--").split("=", 1) for a in c["args"][:c["args"].index("-m")])
+    assert torchrun["nnodes"] == "$(NNODES)" and torchrun["nproc-per-node"] == "$(GPUS_PER_NODE)"
+    # The rendezvous endpoint is pod 0 under the headless Service the pods' subdomain names.
+    svc = by_kind(rendered, "Service")[pod["subdomain"]]
+    assert svc["spec"]["clusterIP"] == "None" and svc["spec"]["publishNotReadyAddresses"] is True
+    assert svc["spec"]["selector"] == {"batch.kubernetes.io/job-name": job["metadata"]["name"]}
+    host, port = torchrun["rdzv-endpoint"].split(":")
+    assert host == f"{job['metadata']['name']}-0.{svc['metadata']['name']}" and torchrun["rdzv-backend"] == "c10d"
+    assert int(port) in {p["port"] for p in svc["spec"]["ports"]}
+    args = sft_args(c["args"])
+    assert args.resume and args.save_every > 0 and not args.lora_rank  # full fine-tuning, as the paper
+    # Every rank writes its shards of a checkpoint into one directory: the claim must be shared.
+    pvc = by_kind(rendered, "PersistentVolumeClaim")["trainer-checkpoints"]
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+@pytest.mark.skipif(not (KUBECTL or KUSTOMIZE), reason="neither kubectl nor kustomize is installed")
+def test_vllm_serves_data_parallel_or_tensor_parallel_from_the_manifest() -> None:
+    def vllm(overlay: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+        dep = by_kind(kustomize_build(overlay), "Deployment")["vllm"]
+        return dep, containers(dep)[0]
+
+    # ../gpu: one GPU per pod, several pods behind the gateway (which routes by problem: router.py).
+    dep, c = vllm(OVERLAYS["gpu"])
+    assert dep["spec"]["replicas"] >= 2 and c["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert "--tensor-parallel-size" not in c["args"]
+    # gpu-tp: each pod spans as many GPUs as it splits layers over.
+    dep, c = vllm(K8S / "overlays" / "gpu-tp")
+    tp = int(c["args"][c["args"].index("--tensor-parallel-size") + 1])
+    assert tp >= 2 and c["resources"]["limits"]["nvidia.com/gpu"] == c["resources"]["requests"]["nvidia.com/gpu"] == tp
+    assert "--enable-prefix-caching" in c["args"] and dep["spec"]["template"]["metadata"]["labels"].get(
+        "conclave.dev/model-pod") == "true"

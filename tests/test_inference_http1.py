@@ -127,3 +127,28 @@ async def test_silence_longer_than_the_read_timeout_fails_the_stream() -> None:
     finally:
         await pool.close()
         server.close()
+
+
+async def test_extra_headers_reach_the_pod() -> None:
+    """The gateway sends each attempt's traceparent, so a vLLM pod can continue the problem's trace."""
+    seen: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        seen.append(head)
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+        await reader.readexactly(length)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+
+    server, url = await serve(handler)
+    pool = Http1Pool()
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    try:
+        resp = await pool.post(url, "/v1/chat/completions", b"{}", headers={"traceparent": parent})
+        assert await collect(resp.body()) == b"ok"
+        await resp.aclose()
+    finally:
+        await pool.close()
+        server.close()
+    assert f"traceparent: {parent}\r\n".encode() in seen[0]

@@ -7,6 +7,7 @@ import json
 
 import pytest
 from google.protobuf import json_format
+from nats.js.errors import NotFoundError
 
 from conclave.v1 import outcome_pb2, problem_pb2
 from services.bus import subjects, topology
@@ -90,9 +91,9 @@ async def test_a_malformed_payload_gets_an_error_result_and_a_dead_letter_and_in
     result = outcome_pb2.Result.FromString(reply.data)
     assert result.error.code == "invalid_problem"
     assert "kind is required" in result.error.message and "text is empty" in result.error.message
-    # The publisher who only watches the result subject sees the error there too.
-    stored = await bus.get_last_msg(topology.RESULTS.name, subjects.result("bad-2"))
-    assert outcome_pb2.Result.FromString(stored.data).error.code == "invalid_problem"
+    # Never stored as the id's result: conclave.results.<id> belongs to a problem accepted under that id.
+    with pytest.raises(NotFoundError):
+        await bus.get_last_msg(topology.RESULTS.name, subjects.result("bad-2"))
 
     # Still serving: a good problem goes through.
     await nc.publish(subjects.PROBLEMS_SUBMIT, json.dumps(PROBLEM_JSON).encode())

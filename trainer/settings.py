@@ -31,3 +31,10 @@ class TrainSettings(BaseSettings):
     bf16: bool = True
     seed: int = 0
     save: bool = Field(True, description="write the final model (or adapters) to OUTPUT/final")
+    save_every: int = Field(0, description="write a checkpoint (model and optimizer, sharded) every N steps to "
+                            "OUTPUT/checkpoints (0: none)")
+    keep_checkpoints: int = Field(2, description="complete checkpoints kept; older ones are deleted")
+    resume: bool = Field(False, description="continue from the latest complete checkpoint in OUTPUT/checkpoints "
+                         "(starts afresh when there is none)")
+    stop_after: int = Field(0, description="end this run after N optimizer steps with a checkpoint, the schedule "
+                            "still spanning every step (time-sliced or preemptible GPUs; continue with --resume)")

@@ -56,21 +56,33 @@ async def call_and_parse(
     *,
     retries: int,
     key: str,
+    reask: Callable[[ParseError], str | None] | None = None,
 ) -> StepOutcome[T]:
-    """Calls the model up to 1 + `retries` times until `parse` accepts the visible text."""
+    """Calls the model up to 1 + `retries` times until `parse` accepts the visible text.
+
+    `reask` turns a parse failure into a follow-up question (or None): the next attempt continues the
+    conversation with the model's reply and that question instead of asking afresh. A follow-up is
+    asked once; if its answer fails too, the attempts end there and the caller's fallback applies.
+    """
     outcome: StepOutcome[T] = StepOutcome(value=None)
     base_t = opts.temperature if opts.temperature is not None else 0.7
     reason = ""
+    asked = messages
     for attempt in range(retries + 1):
         opts.temperature = min(1.5, base_t + TEMPERATURE_NUDGE * attempt)
         opts.seed = seed_for(key, attempt)
-        completion = await llm.generate(messages, opts)
-        outcome.calls.append(model_call(messages, completion, opts.max_tokens))
+        completion = await llm.generate(asked, opts)
+        outcome.calls.append(model_call(asked, completion, opts.max_tokens))
         try:
             outcome.value = parse(completion.visible_text)
             return outcome
         except ParseError as exc:
             reason = str(exc)
             log.info("unparsable reply (attempt %d): %s", attempt + 1, reason)
-    outcome.fallback_reason = f"unparsable after {retries + 1} attempts: {reason}"
+            if asked is not messages:
+                break  # the follow-up was not answered either
+            question = reask(exc) if reask else None
+            if question:
+                asked = [*messages, ("assistant", completion.visible_text), ("user", question)]
+    outcome.fallback_reason = f"unparsable after {len(outcome.calls)} attempts: {reason}"
     return outcome

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from conclave.v1 import agents_pb2, inference_pb2, inference_pb2_grpc
-from services.runtime.tracing import grpc_metadata
+from services.runtime.tracing import grpc_client_interceptors
 
 
 class LlmError(RuntimeError):
@@ -51,8 +51,10 @@ class LlmClient:
 
     def __init__(self, address: str) -> None:
         self.address = address
+        # The OTel interceptors make each call a client span and carry its context in the metadata.
         self._channel = grpc.aio.insecure_channel(
-            address, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+            address, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
+            interceptors=grpc_client_interceptors(),
         )
         self._stub = inference_pb2_grpc.InferenceStub(self._channel)
 
@@ -60,7 +62,7 @@ class LlmClient:
         await self._channel.close()
 
     async def generate(
-        self, messages: list[tuple[str, str]], opts: CallOptions, traceparent: str | None = None
+        self, messages: list[tuple[str, str]], opts: CallOptions
     ) -> Completion:
         req = inference_pb2.GenerateRequest(
             model=opts.model,
@@ -85,7 +87,7 @@ class LlmClient:
         usage: inference_pb2.Usage | None = None
         try:
             # The deadline bounds the whole stream, not only its start.
-            call = self._stub.Generate(req, timeout=opts.timeout_s, metadata=grpc_metadata(traceparent))
+            call = self._stub.Generate(req, timeout=opts.timeout_s)
             async for resp in call:
                 if resp.text:
                     chunks.append(resp.text)

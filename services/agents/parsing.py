@@ -17,12 +17,18 @@ class ParseError(ValueError):
     pass
 
 
+class BareTag(ParseError):
+    """A review that is only a tag: the one failure a critic is re-asked about (roles.Critic)."""
+
+
 @dataclass(frozen=True)
 class Decision:
     stop: bool
     recruit_number: int
     direction: str
     max_tokens: int
+    # Stop was said while stop was not on offer (no solution yet): read as continue.
+    stop_set_aside: bool = False
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,8 @@ class Verdict:
     correctness: int
     advice: str
     recruit: str
+    # Its answer to a contradicting check (a "Check:" line), in profiles that ask for one.
+    check: str = ""
 
 
 def _clean(text: str) -> str:
@@ -69,7 +77,8 @@ def snap(value: int, menu: tuple[int, ...]) -> int:
     return min(menu, key=lambda k: (abs(k - value), -k))
 
 
-def parse_decision(text: str, *, n_min: int, n_cap: int, menu: tuple[int, ...]) -> Decision:
+def parse_decision(text: str, *, n_min: int, n_cap: int, menu: tuple[int, ...], allow_stop: bool = True) -> Decision:
+    """allow_stop=False (before the first solution): a stop is read as continue, and says so."""
     body = _clean(text)
     action = _field(body, "decision", "action")
     if action is None:
@@ -88,10 +97,11 @@ def parse_decision(text: str, *, n_min: int, n_cap: int, menu: tuple[int, ...]) 
     if k is None:
         raise ParseError("no 'Maximum Tokens:' with a number")
     direction = _field(body, "direction") or ""
+    set_aside = stop and not allow_stop
     if not stop and len(direction.split()) < 2:
         raise ParseError("no 'Direction:' sentence")
-    return Decision(stop=stop, recruit_number=clamp(n, n_min, n_cap), direction=direction,
-                    max_tokens=snap(clamp(k, min(menu), max(menu)), menu))
+    return Decision(stop=stop and allow_stop, recruit_number=clamp(n, n_min, n_cap), direction=direction,
+                    max_tokens=snap(clamp(k, min(menu), max(menu)), menu), stop_set_aside=set_aside)
 
 
 def parse_experts(text: str, n: int) -> list[str]:
@@ -117,7 +127,7 @@ def parse_review(text: str, *, min_reason_words: int = 6) -> Review:
     reasons = body[: last.start()].strip()
     if len(re.findall(r"\w+", reasons)) < min_reason_words:
         # The protocol needs reasons: a bare tag gives the solver nothing to revise with.
-        raise ParseError("a review needs reasons before its tag, not a bare tag")
+        raise BareTag("a review needs reasons before its tag, not a bare tag")
     return Review(agree=agree, text=body[: last.end()].strip())
 
 
@@ -132,7 +142,8 @@ def parse_verdict(text: str) -> Verdict:
     word = (m.group(1) or m.group(2)).lower()
     score = 1 if word in ("1", "yes", "true", "correct") else 0
     return Verdict(correctness=score, advice=_field(body, "advice", "feedback") or "",
-                   recruit=_field(body, "recruit", "recruit suggestion") or "")
+                   recruit=_field(body, "recruit", "recruit suggestion") or "",
+                   check=_field(body, "check") or "")
 
 
 def check_solution(text: str, kind: str, *, echo_of: str = "") -> None:
@@ -140,13 +151,13 @@ def check_solution(text: str, kind: str, *, echo_of: str = "") -> None:
     stripped = text.strip()
     if not stripped:
         raise ParseError("empty solution")
-    if echo_of and stripped == echo_of.strip():
+    if echo_of and _echoes(stripped, echo_of.strip()):
         raise ParseError("the solution repeats the direction instead of solving")
     if kind == "math":
         boxed = extract_boxed(stripped)
         if not boxed:
             raise ParseError("no final answer in \\boxed{}")
-        if boxed.strip().lower() in ("answer", "your answer", "final answer", "..."):
+        if is_placeholder(boxed):
             raise ParseError("\\boxed{} holds a placeholder, not an answer")
     elif kind == "multiple_choice":
         if not extract_choice(stripped):
@@ -154,6 +165,23 @@ def check_solution(text: str, kind: str, *, echo_of: str = "") -> None:
     elif kind == "code":
         if not extract_code(stripped):
             raise ParseError("no code block")
+
+
+_PLACEHOLDERS = frozenset({"answer", "youranswer", "finalanswer", "thefinalanswer", "theanswer", "answerhere",
+                           "yourfinalanswer", "ans", "result", "...", "…", ""})
+
+
+def is_placeholder(boxed: str) -> bool:
+    """\\boxed{answer}, \\boxed{\\text{Your answer}}, \\boxed{<answer>}: the prompt's wording, not an answer."""
+    s = re.sub(r"\\(?:text|textbf|mathrm)\s*\{([^{}]*)\}", r"\1", boxed)
+    return re.sub(r"[\s<>_*`'\"]+", "", s).lower() in _PLACEHOLDERS
+
+
+def _echoes(solution: str, direction: str) -> bool:
+    """The solution is the direction, or the direction with little added (a small model copying it)."""
+    if solution == direction:
+        return True
+    return len(direction) > 20 and direction in solution and len(solution) < 1.3 * len(direction) + 40
 
 
 def extract_answer(text: str, kind: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from conclave.v1 import agents_pb2
-from services.agents import parsing
+from services.agents import check, parsing
 from services.agents.calling import StepOutcome, call_and_parse
 from services.agents.context import AgentContext, history_block, problem_text
 
@@ -100,8 +100,16 @@ class Critic:
             persona=t.persona or "a careful reviewer", problem=problem_text(t.problem),
             history=history_block(list(t.memory)), solution=t.solution,
         )
+        reask = ctx.profile.prompt("critic_reask").render()[-1][1]
+
+        def ask_for_reasons(exc: parsing.ParseError) -> str | None:
+            # A bare [Agree]/[Disagree] is asked once for its reasons; if it stays bare, the protocol's
+            # fallback counts it (as agreeing), so a consensus of bare tags is visible as fallbacks.
+            return reask if isinstance(exc, parsing.BareTag) else None
+
         out = await call_and_parse(ctx.llm, messages, ctx.options(self.role_enum, t.max_tokens),
-                                   parsing.parse_review, retries=ctx.retries, key=t.task_id)
+                                   parsing.parse_review, retries=max(ctx.retries, 1), key=t.task_id,
+                                   reask=ask_for_reasons)
         if out.value is not None:
             reply = _reply(ctx, self.role_enum, out, out.value.text)
             reply.agree = out.value.agree
@@ -119,7 +127,9 @@ class Evaluator:
         t = ctx.task
         ex = t.execution
         note = ""
-        if t.HasField("execution") and ex.status:
+        if t.HasField("execution") and ex.kind == "check":
+            note = "\n" + check.evaluator_note(ex, parsing.extract_answer(t.solution, ctx.kind))
+        elif t.HasField("execution") and ex.status:
             source = "the dataset's tests" if ex.dataset_tests else "tests written by the team"
             note = (f"\nThe code was run against {source}: {ex.status}, {ex.tests_failed} failing.\n"
                     f"Output:\n{ex.output[-1500:]}\n")
@@ -131,6 +141,6 @@ class Evaluator:
         reply = _reply(ctx, self.role_enum, out, out.last.visible_text if out.last else "")
         reply.evaluation.CopyFrom(agents_pb2.Evaluation(
             correctness=verdict.correctness, advice=verdict.advice, recruit_suggestion=verdict.recruit,
-            fallback=out.fallback,
+            fallback=out.fallback, check_reply=verdict.check,
         ))
         return reply

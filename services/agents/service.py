@@ -22,6 +22,8 @@ from services.agents.roles import Agent, Critic, Evaluator, Recruiter, SingleAge
 from services.bus import subjects, topology
 from services.bus.codec import PayloadError, decode
 from services.bus.headers import MSG_ID
+from services.bus.retry import retrying
+from services.runtime import tracing
 from services.runtime.lifecycle import Runtime, Service
 from services.runtime.logs import problem_id_var
 from services.runtime.settings import RuntimeSettings
@@ -66,11 +68,18 @@ class RoleService(Service[AgentSettings]):
         rt.add_worker(topology.ROLE_CONSUMERS[self.agent.role], self.handle)
 
     async def handle(self, ctx: WorkContext) -> None:
+        # A child of the CEO's step span; the gateway call below is a child of this one.
+        with tracing.consuming(self.agent.role, f"{self.agent.role}.task", ctx.msg.headers,
+                               role=self.agent.role, delivery=ctx.deliveries) as span:
+            await self._handle(ctx, span)
+
+    async def _handle(self, ctx: WorkContext, span: tracing.Span) -> None:
         try:
             task = decode(agents_pb2.RoleTask, ctx.msg.data, ctx.msg.headers)
         except PayloadError as exc:
             raise Rejected("bad_payload", str(exc)) from exc
         problem_id_var.set(task.problem_id)
+        span.set_attributes({tracing.TURN: task.turn, tracing.ROUND: task.round, tracing.INDEX: task.index})
         if not subjects.valid_problem_id(task.problem_id) or "/" not in task.task_id:
             raise Rejected("invalid_task", f"task {task.task_id!r} of problem {task.problem_id!r} is malformed")
         reply_subject = subjects.reply(task.problem_id, step_of(task.task_id))
@@ -79,6 +88,7 @@ class RoleService(Service[AgentSettings]):
             try:
                 await self._rt.js.get_last_msg(topology.REPLIES.name, reply_subject)
                 self._served.labels(self.agent.role, "already_answered").inc()
+                tracing.set_outcome(span, "already_answered")
                 return
             except NotFoundError:
                 pass
@@ -91,8 +101,12 @@ class RoleService(Service[AgentSettings]):
             self._tokens.labels(self.agent.role, "completion").inc(call.completion_tokens)
         if reply.fallback:
             self._fallbacks.labels(self.agent.role).inc()
-        await self._rt.js.publish(reply_subject, reply.SerializeToString(), headers={MSG_ID: task.task_id})
+        # Through a NATS restart too: failing here would redeliver the task, and call the model again.
+        await retrying(lambda: self._rt.js.publish(reply_subject, reply.SerializeToString(),
+                                                   headers={MSG_ID: task.task_id}), "publish reply")
         self._served.labels(self.agent.role, "error" if reply.error else "ok").inc()
+        tracing.set_outcome(span, "error" if reply.error else "ok", error=bool(reply.error), fallback=reply.fallback,
+                            tokens=sum(c.prompt_tokens + c.completion_tokens for c in reply.calls))
 
     async def _serve(self, task: agents_pb2.RoleTask, ctx: WorkContext) -> agents_pb2.RoleReply:
         try:

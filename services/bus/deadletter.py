@@ -25,6 +25,10 @@ from services.bus.headers import MSG_ID
 
 log = logging.getLogger(__name__)
 
+# A dead letter keeps at most this much of the payload (a 10 MB payload must not make its own dead letter
+# fail); the message says how large the payload was.
+MAX_KEPT_PAYLOAD = 64 * 1024
+
 
 class DeadLetters:
     def __init__(self, js: JetStreamContext, registry: CollectorRegistry) -> None:
@@ -49,6 +53,9 @@ class DeadLetters:
         deliveries: int = 0,
         problem_id: str = "",
     ) -> None:
+        if len(payload) > MAX_KEPT_PAYLOAD:
+            message = f"{message} [payload of {len(payload)} bytes; its first {MAX_KEPT_PAYLOAD} kept]"
+            payload = payload[:MAX_KEPT_PAYLOAD]
         letter = outcome_pb2.DeadLetter(
             subject=subject,
             stream=stream,

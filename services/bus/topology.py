@@ -40,11 +40,17 @@ class BusTiming:
     ack_wait_s: float = 30.0
     max_deliver: int = 5
     # Delay before each redelivery (len <= max_deliver). A worker that crashes is retried after these.
-    backoff_s: tuple[float, ...] = (30.0, 60.0, 120.0, 300.0)
+    # The first step is also the AckWait: it bounds how long a delivery lost in a NATS restart (or held by
+    # a SIGKILLed worker) waits to come again. benchmarks/chaos.py, two NATS restarts: 1.60x the no-fault
+    # wall time with 30 s, 1.07x with 10 s. Keepalives go every third of it.
+    backoff_s: tuple[float, ...] = (10.0, 60.0, 120.0, 300.0)
     # Publishes with a Nats-Msg-Id already seen within this window are dropped.
     duplicate_window_s: float = 600.0
     # Copies of each stream and bucket in a NATS cluster (3 survives one server down); 1 on one server.
     replicas: int = 1
+    # Problems the PROBLEMS queue holds at most (waiting or running); past it intake answers `busy`
+    # (the stream discards new messages), so no publisher can queue without bound.
+    problem_queue_limit: int = 10_000
 
     @property
     def effective_ack_wait_s(self) -> float:
@@ -59,6 +65,8 @@ class StreamSpec:
     max_age_s: float = 0.0
     max_msg_size: int = 1 * MiB
     description: str = ""
+    # Bounded by BusTiming.problem_queue_limit (discard new).
+    bounded_queue: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,7 @@ PROBLEMS = StreamSpec(
     subjects=(subjects.PROBLEMS_ACCEPTED,),
     retention=RetentionPolicy.WORK_QUEUE,
     description="Validated problems waiting for, or held by, a CEO replica.",
+    bounded_queue=True,
 )
 TASKS = StreamSpec(
     name="TASKS",
@@ -174,6 +183,7 @@ def stream_config(spec: StreamSpec, timing: BusTiming) -> StreamConfig:
         discard=DiscardPolicy.OLD if spec.retention == RetentionPolicy.LIMITS else DiscardPolicy.NEW,
         max_age=spec.max_age_s or None,
         max_msg_size=spec.max_msg_size,
+        max_msgs=timing.problem_queue_limit if spec.bounded_queue else None,
         duplicate_window=timing.duplicate_window_s,
         allow_direct=True,
         num_replicas=timing.replicas,
@@ -203,7 +213,7 @@ class DeclareReport:
 
 def _same_stream(have: StreamConfig, want: StreamConfig) -> bool:
     keys = ("subjects", "retention", "max_age", "max_msg_size", "duplicate_window", "discard", "description",
-            "num_replicas")
+            "num_replicas", "max_msgs")
     return all(_norm(getattr(have, k)) == _norm(getattr(want, k)) for k in keys)
 
 
@@ -217,7 +227,7 @@ def _norm(value: object) -> object:
         return value.value
     if isinstance(value, list):
         return [_norm(v) for v in value]
-    if value in (None, 0, 0.0, ""):
+    if value in (None, 0, 0.0, "", -1):  # -1: the server's "unlimited"
         return None
     if isinstance(value, float):
         return round(value, 3)

@@ -17,6 +17,12 @@ Sweeps vary one or more of the paper's scaling axes and write OUT/sweep.md:
 
 Single against team, paired, with a significance test:
   conclave compare out/eval/humaneval-single out/eval/humaneval-mas
+
+Majority vote of the single agent (self-consistency), the baseline a team must beat at equal tokens:
+  conclave eval --benchmark math500 --mode vote --k 8 --out out/eval/math500-vote8
+  conclave eval --benchmark math500 --mode vote --k auto --match out/eval/math500-mas --out out/eval/math500-vote-matched
+  conclave compare out/eval/math500-vote-matched out/eval/math500-mas
+With --k auto each problem gets samples until it has spent about what the --match run spent on it.
 """
 
 from __future__ import annotations
@@ -40,11 +46,22 @@ def default_data_dir() -> Path:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--benchmark", required=True, choices=["aime2024", "math500", "humaneval", "mbpp", "gpqa", "jsonl"])
     p.add_argument("--limit", type=int, default=0, help="first N problems only")
-    p.add_argument("--mode", choices=["mas", "single"], default="mas", help="agent team or single-agent baseline")
+    p.add_argument("--mode", choices=["mas", "single", "vote"], default="mas",
+                   help="agent team, single-agent baseline, or majority vote of K single-agent samples")
+    p.add_argument("--k", default="8", metavar="K|auto",
+                   help="--mode vote: samples per problem, or auto to match the tokens of the --match run "
+                        "problem by problem (default 8)")
+    p.add_argument("--match", type=Path, default=None, metavar="RUN_DIR",
+                   help="--mode vote --k auto: the --out directory of the run (e.g. the team) whose tokens to match")
+    p.add_argument("--k-max", type=int, default=64, help="--mode vote: the most samples one problem may get")
     p.add_argument("--profile", default="", help="profile (default: the benchmark's own)")
-    p.add_argument("--concurrency", type=int, default=4, help="problems in flight at once")
+    p.add_argument("--concurrency", type=int, default=4,
+                   help="problems in flight at once (--mode vote: each with its K samples in flight together)")
     p.add_argument("--out", type=Path, default=None, help="output dir (default out/eval/BENCHMARK-MODE)")
-    p.add_argument("--data-dir", type=Path, default=None, help="benchmark data dir")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="directory holding aime2024/, math500/, humaneval/, mbpp_sanitized/ (default: "
+                        "$CONCLAVE_BENCHMARKS_DIR, else ../shared/benchmarks beside the repository); not "
+                        "shipped: README, 'Benchmark data', says where each comes from")
     p.add_argument("--gpqa", type=Path, default=None, help="path of a GPQA file (CSV or JSONL) you have")
     p.add_argument("--file", type=Path, default=None, help="your own JSONL (with --benchmark jsonl)")
     p.add_argument("--timeout", type=float, default=3600, help="seconds to wait for each result")
@@ -70,7 +87,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def load_items(args: argparse.Namespace):
-    from services.evaluation.loaders import load_benchmark, load_gpqa, load_jsonl
+    from services.evaluation.loaders import DataError, load_benchmark, load_gpqa, load_jsonl
 
     if args.benchmark == "gpqa":
         if not args.gpqa:
@@ -80,7 +97,14 @@ def load_items(args: argparse.Namespace):
         if not args.file:
             raise SystemExit("--benchmark jsonl needs --file PATH")
         return load_jsonl(args.file)
-    items = load_benchmark(args.benchmark, args.data_dir or default_data_dir())
+    data_dir = args.data_dir or default_data_dir()
+    try:
+        items = load_benchmark(args.benchmark, data_dir)
+    except DataError as exc:
+        how = "--data-dir" if args.data_dir else ("CONCLAVE_BENCHMARKS_DIR" if os.environ.get(
+            "CONCLAVE_BENCHMARKS_DIR") else "the default ../shared/benchmarks")
+        raise SystemExit(f"conclave eval: {exc} (data dir from {how}); benchmark data is not shipped with "
+                         "Conclave: see README, 'Benchmark data', for where to get it") from None
     if getattr(args, "split", ""):
         from services.evaluation.splits import select
 
@@ -98,6 +122,28 @@ def parse_sweep(specs: list[str]) -> list[dict[str, int]]:
     return [dict(zip([a for a, _ in axes], combo, strict=True)) for combo in itertools.product(*(v for _, v in axes))]
 
 
+def vote_settings(args: argparse.Namespace):
+    """--mode vote's settings, checked before anything starts (None for the other modes)."""
+    if args.mode != "vote":
+        return None
+    from services.evaluation.vote import settings_for
+
+    try:
+        return settings_for(args.k, args.match, args.k_max)
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"conclave eval: {exc}") from exc
+
+
+def vote_solver(settings, out: Path) -> dict:
+    """run_eval's solver for --mode vote; nothing to add for the other modes."""
+    if settings is None:
+        return {}
+    from services.evaluation.vote import VoteSolver
+
+    out.mkdir(parents=True, exist_ok=True)
+    return {"solver": VoteSolver(settings, out)}
+
+
 async def _eval(args: argparse.Namespace) -> int:
     import nats
 
@@ -105,12 +151,15 @@ async def _eval(args: argparse.Namespace) -> int:
     from services.evaluation import report
     from services.evaluation.runner import RunMismatch, RunSettings, open_run, run_eval
 
+    vote = vote_settings(args)
     items = load_items(args)
     default_profile = {"mbpp": "mbpp", "humaneval": "humaneval", "math500": "math500", "aime2024": "aime2024",
                        "gpqa": "gpqa"}.get(args.benchmark, "")
     if args.split and args.benchmark in ("gpqa", "jsonl"):
         raise SystemExit("--split works with the bundled benchmarks only")
-    base_out = args.out or Path("out/eval") / (f"{args.benchmark}-{args.mode}" + (f"-{args.split}" if args.split else ""))
+    vote_label = f"-k{args.k}" if args.mode == "vote" else ""
+    split_label = f"-{args.split}" if args.split else ""
+    base_out = args.out or Path("out/eval") / f"{args.benchmark}-{args.mode}{vote_label}{split_label}"
     points = parse_sweep(args.sweep) or [{}]
     nc = await nats.connect(args.nats_url, connect_timeout=3)
     rows = []
@@ -142,7 +191,7 @@ async def _eval(args: argparse.Namespace) -> int:
                     verdict = "correct" if g.correct else f"wrong ({g.stop_reason})"
                     view.update(done, total, f"{g.id} {verdict}; {correct[0]} correct this run")
 
-                graded = await run_eval(nc, items, settings, out, on_graded)
+                graded = await run_eval(nc, items, settings, out, on_graded, **vote_solver(vote, out))
             summary = report.write(out, settings, graded)
             rows.append((point, summary))
             print(f"{label}: {summary.get('correct', 0)}/{summary.get('problems', 0)} correct "

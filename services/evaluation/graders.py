@@ -129,6 +129,19 @@ def grade_math(answer_text: str, reference: str, *, require_boxed: bool = False)
     return bool(verify(gold, pred, timeout_seconds=timeout))
 
 
+def answers_match(kind: str, a: str, b: str) -> bool:
+    """Two extracted final answers (no \\boxed{} around them) are the same answer: symbolically for math,
+    by letter for multiple choice, as exact text otherwise."""
+    if a.strip() == b.strip():
+        return True
+    if kind == "math":
+        return grade_math("\\boxed{" + a + "}", b) or grade_math("\\boxed{" + b + "}", a)
+    if kind == "multiple_choice":
+        la, lb = extract_choice(a), extract_choice(b)
+        return la is not None and la == lb
+    return False
+
+
 def _clean_boxed(content: str) -> str:
     """Undo formatting math-verify trips on: a sentence's full stop, a bold or \\text wrapper."""
     s = re.sub(r"(?<!\.)\.\s*$", "", content.strip())
@@ -207,7 +220,7 @@ def extract_code(text: str) -> str | None:
 @dataclass
 class CodeGrade:
     passed: bool
-    status: str  # "passed", "failed", "timeout", "memory", "error", "no_code"
+    status: str  # "passed", "failed", "timeout", "memory", "error", "no_code", "refused" (the sandbox would not run code in its weak mode)
     output: str  # tail of stdout + stderr, for the reason
     wall_s: float = 0.0
 

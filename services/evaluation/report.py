@@ -74,6 +74,8 @@ def markdown(settings: RunSettings, s: dict) -> str:
         *([EXECUTOR_TESTS[settings.executor_tests], ""] if team else []),
         *(["A code turn was accepted only when the executor's tests passed too (--require-passing-tests).", ""]
           if team and settings.require_passing_tests else []),
+        *(["Majority vote of independent single-agent samples (`votes.jsonl` has every sample's answer); "
+           "the turns column counts samples.", ""] if settings.mode == "vote" else []),
         "| problems | correct | accuracy (95% interval) | tokens/problem | wall s (mean) | turns (mean) |"
         + (" consensus rate |" if team else ""),
         "|---|---|---|---|---|---|" + ("---|" if team else ""),

@@ -14,7 +14,7 @@ import hashlib
 import json
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -32,7 +32,7 @@ from services.evaluation.loaders import BenchItem
 @dataclass(frozen=True)
 class RunSettings:
     benchmark: str
-    mode: str = "mas"  # "mas" or "single"
+    mode: str = "mas"  # "mas", "single" or "vote" (single sampled K times, services/evaluation/vote.py)
     profile: str = ""
     limit: int = 0
     concurrency: int = 4
@@ -159,7 +159,9 @@ def load_done(path: Path) -> dict[str, Graded]:
 async def run_eval(
     nc: Client, items: list[BenchItem], settings: RunSettings, out_dir: Path,
     progress: Callable[[Graded | None, int, int], None] | None = None,
+    solver: Callable[..., Awaitable[outcome_pb2.Result]] = solve,
 ) -> list[Graded]:
+    """`solver` answers one problem (default: the team or single agent; vote.VoteSolver for --mode vote)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     results_path = out_dir / "results.jsonl"
     items = items[: settings.limit] if settings.limit else items
@@ -180,7 +182,7 @@ async def run_eval(
                 problem.metadata[key] = value
             started = time.monotonic()
             try:
-                result = await solve(nc, problem, timeout_s=settings.timeout_s)
+                result = await solver(nc, problem, timeout_s=settings.timeout_s)
             except TimeoutError:
                 result = outcome_pb2.Result(problem_id=problem.id, status="error", stop_reason="timeout",
                                             wall_s=time.monotonic() - started)

@@ -50,7 +50,7 @@ async def _infer(args: argparse.Namespace) -> int:
     async with grpc.aio.insecure_channel(args.addr) as channel:
         stub = inference_pb2_grpc.InferenceStub(channel)
         try:
-            async for resp in stub.Generate(req, timeout=args.timeout, metadata=grpc_metadata(None)):
+            async for resp in stub.Generate(req, timeout=args.timeout, metadata=grpc_metadata()):
                 if resp.text:
                     sys.stdout.write(resp.text)
                     sys.stdout.flush()

@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 
-from services.inference import admission
+from services.inference import admission, spans
 from services.inference.backends.base import Backend, GenRequest, PodError, PodUsage
 from services.inference.budget import (
     ReasoningSpec,
@@ -23,7 +23,8 @@ from services.inference.budget import (
 from services.inference.ledger import CeilingReached, Ledger, LedgerConflict, Reservation
 from services.inference.metrics import InferenceMetrics
 from services.inference.pods import Pod, PodPool
-from services.inference.router import Router
+from services.inference.router import Router, affinity_key, placement
+from services.runtime.tracing import traceparent_of
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,8 @@ class Gateway:
         n_chunks = 0
         outcome = "error"
         result: Result | None = None
+        # Explicit contexts, not the current one: coalesce() runs this generator in a task of its own.
+        span = spans.gateway_span(call.traceparent, call.role, label)
         try:
             if call.ledger_key:
                 reservation = await self._reserve(call)
@@ -127,7 +130,7 @@ class Gateway:
             seg1_req = replace(req, assistant_prefix=req.assistant_prefix + pending,
                                max_tokens=first_segment_tokens(req.max_tokens, spec))
             seg1 = _Segment()
-            async for text in self._segment(seg1_req, call, seg1, None):
+            async for text in self._segment(seg1_req, call, seg1, None, span):
                 if pending:
                     text, pending = pending + text, ""
                 now = time.perf_counter()
@@ -158,7 +161,7 @@ class Gateway:
                     seg2 = _Segment()
                     seg2_req = replace(req, assistant_prefix=req.assistant_prefix + raw, max_tokens=allowance)
                     # Same pod as the first segment when it can take it: its cache holds the whole prefix.
-                    async for text in self._segment(seg2_req, call, seg2, seg1.pod):
+                    async for text in self._segment(seg2_req, call, seg2, seg1.pod, span):
                         if pending:
                             text, pending = pending + text, ""
                         t_last = time.perf_counter()
@@ -200,13 +203,16 @@ class Gateway:
                 self._settling.add(task)
                 task.add_done_callback(self._settling.discard)
             self._observe(call, label, outcome, result, t0, ttft, t_last, n_chunks)
+            spans.end_gateway_span(span, outcome, result)
 
-    async def _segment(self, req: GenRequest, call: Call, seg: _Segment, prefer: Pod | None) -> AsyncIterator[str]:
+    async def _segment(self, req: GenRequest, call: Call, seg: _Segment, prefer: Pod | None,
+                       span: spans.Span) -> AsyncIterator[str]:
         """One generation on one pod; moves to another pod if a pod fails before the first token."""
         tried: set[Pod] = set()
         last_error: PodError | None = None
-        for _ in range(self.config.max_attempts):
-            candidates = self.router.candidates(call.session_key, tried, prefer)
+        key = affinity_key(call.session_key, req)
+        for attempt in range(self.config.max_attempts):
+            candidates = self.router.candidates(key, tried, prefer)
             if not candidates:
                 break
             try:
@@ -215,9 +221,13 @@ class Gateway:
             except admission.Rejected as exc:
                 self.metrics.rejections.labels("admission").inc()
                 raise GatewayError("RESOURCE_EXHAUSTED", str(exc)) from None
+            if prefer is None:  # a call's first segment; a continuation follows it to its pod
+                self.metrics.routed.labels(*placement(key, candidates[0] if key else None, pod)).inc()
             started = False
+            pod_span = spans.pod_span(span, pod.name, attempt + 1)
+            pod_outcome = "error"
             try:
-                stream = self.backend.stream(req, pod)
+                stream = self.backend.stream(replace(req, traceparent=traceparent_of(pod_span)), pod)
                 try:
                     async for chunk in stream:
                         if chunk.usage is not None:
@@ -229,6 +239,7 @@ class Gateway:
                     await stream.aclose()  # type: ignore[attr-defined]
                 if seg.usage is None:
                     raise PodError(f"{pod.name}: stream ended without usage", retryable=False)
+                pod_outcome = "ok"
                 return
             except PodError as exc:
                 if started:
@@ -240,13 +251,16 @@ class Gateway:
                 last_error = exc
                 tried.add(pod)
                 self.metrics.retries.labels(pod.name).inc()
+                pod_outcome = "retried"
                 if exc.status != 429:
                     self.pool.eject(pod, str(exc))
                     self.metrics.ejections.labels(pod.name).inc()
+                    pod_outcome = "ejected"
                 log.warning("pod failed before the first token; trying another",
                             extra={"pod": pod.name, "error": str(exc), "traceparent": call.traceparent})
             finally:
                 pod.slots.release()
+                spans.end_pod_span(pod_span, pod_outcome, seg.usage)
         if last_error is None:
             self.metrics.rejections.labels("no_pods").inc()
             raise GatewayError("UNAVAILABLE", f"no healthy pod among {len(self.pool)}; retry later")

@@ -67,6 +67,9 @@ class InferenceMetrics:
                                  registry=registry)
         self.rejections = Counter("conclave_inference_rejections", "Calls refused, by reason (admission, "
                                   "ceiling, no_pods).", ["reason"], registry=registry)
+        self.routed = Counter("conclave_inference_routed", "Calls placed on a pod, by what routed them "
+                              "(session, prefix, none) and outcome (home: the pod affinity chose; moved: another, "
+                              "since that one was full; none).", ["by", "outcome"], registry=registry)
         self.forced = Counter("conclave_inference_budget_forced", "Calls whose thinking was closed by budget "
                               "forcing.", ["model"], registry=registry)
         registry.register(PodCollector(pool))

@@ -3,7 +3,8 @@
 A discussion's calls share a long prefix, so sending them to the same pod keeps its prefix cache warm.
 The session key (the problem id) picks a pod on a hash ring; if that pod is ejected, unhealthy or has
 all its slots busy, the call goes to the healthy pod with the fewest outstanding requests instead.
-Calls without a key always go to the least loaded pod.
+A call without a key is routed by its prompt's leading text instead (affinity_key), so calls that share
+a long prefix still meet one pod's cache; only a call with neither goes to the least loaded pod.
 """
 
 from __future__ import annotations
@@ -13,11 +14,34 @@ import hashlib
 import itertools
 from collections.abc import Iterable, Iterator
 
+from services.inference.backends.base import GenRequest
 from services.inference.pods import Pod, PodPool
+
+# How much of a keyless call's prompt names its prefix: the system prompt and the start of the
+# conversation, which is what a pod's prefix cache can reuse between such calls.
+PREFIX_CHARS = 2048
 
 
 def _hash(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+
+def affinity_key(session_key: str, req: GenRequest) -> str:
+    """What a call is routed by: its session key (the agents send the problem id) when it has one, else
+    a hash of its prompt's first PREFIX_CHARS characters; "" (least loaded pod) for an empty prompt."""
+    if session_key:
+        return session_key
+    head = "".join(f"{m.role}\x00{m.content}\x00" for m in req.messages) if req.messages else req.prompt
+    head = head[:PREFIX_CHARS]
+    return f"prefix:{_hash(head):016x}" if head else ""
+
+
+def placement(key: str, home: Pod | None, pod: Pod) -> tuple[str, str]:
+    """(by, outcome) labels of a placed call: what routed it (session, prefix, none) and whether it got
+    its home pod (home) or another (moved: the home was full); a call without a key has no home."""
+    if not key or home is None:
+        return "none", "none"
+    return ("prefix" if key.startswith("prefix:") else "session"), ("home" if pod is home else "moved")
 
 
 class HashRing:

@@ -105,13 +105,15 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     async def ListModels(self, request: inference_pb2.ListModelsRequest,
                          context: grpc.aio.ServicerContext) -> inference_pb2.ListModelsResponse:
         by_model: dict[str, list[str]] = {}
+        healthy = {pod.name for pod in self._gw.pool if pod.healthy}
         for pod in self._gw.pool:
             for model in pod.models:
                 by_model.setdefault(model, []).append(pod.name)
         if self._gw.default_model and self._gw.default_model not in by_model:
             by_model[self._gw.default_model] = []
         return inference_pb2.ListModelsResponse(
-            models=[inference_pb2.ModelInfo(id=m, pods=sorted(pods), context_length=self._context_length)
+            models=[inference_pb2.ModelInfo(id=m, pods=sorted(pods), context_length=self._context_length,
+                                            healthy_pods=sorted(healthy.intersection(pods)))
                     for m, pods in sorted(by_model.items())],
             default_model=self._gw.default_model,
         )

@@ -1,28 +1,30 @@
 """Problem intake: decodes what users publish on conclave.problems.submit, validates it, and persists it.
 
-Accepted problems go to the PROBLEMS work queue (deduplicated by problem id). Bad input gets an error
-Result back on the publisher's reply subject and on conclave.results.<id> when the id is readable, plus
-a dead-letter entry. The service itself never fails on input.
+Accepted problems go to the PROBLEMS work queue (deduplicated by problem id: a second submission under
+an id inside the duplicate window is the first one again). Bad input gets an error Result back on the
+publisher's reply subject and a dead-letter entry; it is never stored on conclave.results.<id>, which
+belongs to the problem accepted under that id (an invalid payload must not stand in for its result).
+A full queue answers `busy`. The service itself never fails on input.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 
 from nats.aio.msg import Msg
+from nats.js.errors import APIError
 from prometheus_client import Counter
 
 from conclave.v1 import outcome_pb2, problem_pb2
 from services.bus import subjects
 from services.bus.codec import PayloadError, decode, is_json
-from services.bus.headers import MSG_ID, REPLY_TO, TRACEPARENT
-from services.bus.replies import encode, error_result, publish_result
-from services.intake.validate import problem_errors
+from services.bus.headers import MSG_ID, REPLY_TO
+from services.bus.replies import answer, error_result, publish_event
+from services.intake.validate import default_limits, payload_error, problem_errors
+from services.runtime import tracing
 from services.runtime.lifecycle import Runtime, Service
 from services.runtime.logs import problem_id_var
 from services.runtime.settings import RuntimeSettings
-from services.runtime.tracing import child_traceparent
 
 log = logging.getLogger(__name__)
 
@@ -31,15 +33,21 @@ class IntakeSettings(RuntimeSettings):
     pass
 
 
+# JetStream error codes of a publish the store refuses for good (not an outage).
+_TOO_LARGE = 10054  # message size exceeds the stream's maximum
+_QUEUE_FULL = 10077  # maximum messages exceeded (PROBLEMS has a limit and discards new)
+
+
 class IntakeService(Service[IntakeSettings]):
     name = "intake"
     description = "Validates published problems and queues them for the CEO."
 
     async def setup(self, rt: Runtime[IntakeSettings]) -> None:
         self._rt = rt
+        self._limits = default_limits()
         self._count = Counter(
             "conclave_problems_submitted",
-            "Problems received on the submit subject, by outcome (accepted, duplicate, rejected).",
+            "Problems received on the submit subject, by outcome (accepted, duplicate, rejected, busy, unavailable).",
             ["outcome", "encoding"],
             registry=rt.registry,
         )
@@ -48,11 +56,20 @@ class IntakeService(Service[IntakeSettings]):
 
     async def _on_submit(self, msg: Msg) -> None:
         headers = dict(msg.headers or {})
+        # The root of the problem's trace (or a child of the submitter's, when it sent a traceparent).
+        with tracing.consuming(self.name, "intake.submit", headers):
+            await self._submit(msg, headers)
+
+    async def _submit(self, msg: Msg, headers: dict[str, str]) -> None:
         try:
             as_json = is_json(msg.data, headers)
         except PayloadError:
             as_json = False
         encoding = "json" if as_json else "protobuf"
+        too_large = payload_error(len(msg.data), self._limits)
+        if too_large:
+            await self._reject(msg, "", "too_large", too_large, as_json, encoding)
+            return
         try:
             problem = decode(problem_pb2.Problem, msg.data, headers)
         except PayloadError as exc:
@@ -60,11 +77,12 @@ class IntakeService(Service[IntakeSettings]):
             return
         token = problem_id_var.set(problem.id)
         try:
-            errors = problem_errors(problem)
+            errors = problem_errors(problem, self._limits)
             if errors:
                 await self._reject(msg, problem.id, "invalid_problem", "; ".join(errors), as_json, encoding)
                 return
-            out_headers = {MSG_ID: problem.id, TRACEPARENT: child_traceparent(headers.get(TRACEPARENT))}
+            out_headers = {MSG_ID: problem.id}
+            tracing.inject_headers(out_headers)
             if msg.reply:
                 out_headers[REPLY_TO] = msg.reply
             if as_json:
@@ -73,31 +91,44 @@ class IntakeService(Service[IntakeSettings]):
                 ack = await self._rt.js.publish(
                     subjects.PROBLEMS_ACCEPTED, problem.SerializeToString(), headers=out_headers
                 )
+            except APIError as exc:
+                if exc.err_code == _QUEUE_FULL:
+                    await self._refuse(msg, problem.id, "busy", "the problem queue is full; retry later", as_json)
+                elif exc.err_code == _TOO_LARGE:
+                    await self._reject(msg, problem.id, "too_large", f"the problem queue refused its size: {exc}",
+                                       as_json, encoding)
+                else:
+                    await self._refuse(msg, problem.id, "unavailable", f"could not queue the problem, retry: {exc}",
+                                       as_json)
+                return
             except Exception as exc:  # JetStream unavailable: tell the publisher to retry
-                log.error("could not persist problem: %s", exc)
-                if msg.reply:
-                    res = error_result(problem.id, "unavailable", f"could not queue the problem, retry: {exc}", msg.subject)
-                    body, hdrs = encode(res, as_json)
-                    await self._rt.nc.publish(msg.reply, body, headers=hdrs)
+                await self._refuse(msg, problem.id, "unavailable", f"could not queue the problem, retry: {exc}",
+                                   as_json)
                 return
             outcome = "duplicate" if ack.duplicate else "accepted"
+            tracing.set_outcome(tracing.current_span(), outcome)
             self._count.labels(outcome, encoding).inc()
             log.info("problem %s", outcome, extra={"kind": problem_pb2.ProblemKind.Name(problem.kind)})
             if not ack.duplicate:
                 event = outcome_pb2.ProgressEvent(problem_id=problem.id, type="accepted")
-                await self._rt.nc.publish(subjects.event(problem.id), event.SerializeToString())
+                await publish_event(self._rt.nc, event, as_json=as_json)
         finally:
             problem_id_var.reset(token)
 
+    async def _refuse(self, msg: Msg, problem_id: str, code: str, message: str, as_json: bool) -> None:
+        """A good problem not queued now (busy, unavailable): the publisher may retry; no dead letter."""
+        log.warning("problem not queued (%s): %s", code, message)
+        self._count.labels(code, "any").inc()
+        tracing.set_outcome(tracing.current_span(), code, error=True)
+        if msg.reply:
+            await answer(self._rt.nc, msg.reply, error_result(problem_id, code, message, msg.subject), as_json=as_json)
+
     async def _reject(self, msg: Msg, problem_id: str, code: str, message: str, as_json: bool, encoding: str) -> None:
         self._count.labels("rejected", encoding).inc()
+        tracing.set_outcome(tracing.current_span(), "rejected", error=True, code=code)
         pid = problem_id if subjects.valid_problem_id(problem_id) else ""
-        result = error_result(pid, code, message, msg.subject)
-        digest = hashlib.sha256(msg.data).hexdigest()[:16]
-        await publish_result(
-            self._rt.nc, self._rt.js, result, reply_to=msg.reply or "", as_json=as_json,
-            msg_id=f"result-error:{pid}:{digest}",
-        )
+        if msg.reply:
+            await answer(self._rt.nc, msg.reply, error_result(pid, code, message, msg.subject), as_json=as_json)
         await self._rt.letters.record(
             stream="", subject=msg.subject, payload=msg.data, headers=msg.headers, code=code,
             message=message, problem_id=pid,

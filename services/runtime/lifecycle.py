@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -25,7 +26,7 @@ from prometheus_client import CollectorRegistry, Gauge, Info
 from services.bus import topology
 from services.bus.deadletter import DeadLetters, MaxDeliveriesWatcher
 from services.bus.topology import ConsumerSpec
-from services.runtime import logs
+from services.runtime import logs, tracing
 from services.runtime.connection import connect
 from services.runtime.http import ProbeServer
 from services.runtime.settings import RuntimeSettings
@@ -84,6 +85,13 @@ class Runtime(Generic[S]):
     def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
         self._closers.append(closer)
 
+    def work(self) -> list[dict[str, object]]:
+        """What this replica's workers did since it started (`conclave status`)."""
+        return [w.snapshot() for w in self.workers]
+
+    async def answer_work(self, request: Any) -> None:
+        await request.respond(json.dumps(self.work()).encode())
+
 
 class Service(Generic[S]):
     """Base for every service. Subclasses set `name`, `description` and implement `setup`."""
@@ -137,7 +145,10 @@ async def run(service: Service[S], stop: asyncio.Event | None = None, started: a
             version=VERSION,
             description=service.description or service.name,
             metadata={"instance": rt.instance, "metrics_port": str(probe.port)},
+            # The work this replica did, in the STATS reply of its "work" endpoint: `conclave status` reads it.
+            stats_handler=lambda _endpoint: rt.work(),
         )
+        await rt.micro.add_endpoint(name="work", subject=f"conclave.work.{service.name}", handler=rt.answer_work)
         for ep_name, subject, handler in rt._endpoints:
             await rt.micro.add_endpoint(name=ep_name, subject=subject, handler=handler)
         for worker in rt.workers:
@@ -182,4 +193,8 @@ async def run(service: Service[S], stop: asyncio.Event | None = None, started: a
 def main(service: Service[S]) -> int:
     """Process entrypoint: JSON logs, then run until SIGTERM/SIGINT."""
     logs.configure(service.name, service.settings.log_level, service.settings.log_json)
-    return asyncio.run(run(service))
+    tracing.configure(service.name)
+    try:
+        return asyncio.run(run(service))
+    finally:
+        tracing.shutdown()

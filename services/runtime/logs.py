@@ -8,6 +8,8 @@ import logging
 import sys
 import time
 
+from opentelemetry import trace
+
 problem_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("problem_id", default="")
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
@@ -29,6 +31,9 @@ class JsonFormatter(logging.Formatter):
         pid = getattr(record, "problem_id", "") or problem_id_var.get()
         if pid:
             doc["problem_id"] = pid
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            doc["trace_id"] = trace.format_trace_id(span.trace_id)
         for key, value in record.__dict__.items():
             if key not in _RESERVED and key not in doc and not key.startswith("_"):
                 doc[key] = value if isinstance(value, (str, int, float, bool, type(None))) else str(value)

@@ -42,9 +42,10 @@ class RuntimeSettings(BaseSettings):
     declare_bus: bool = Field(True, description="Create/update streams, consumers and buckets at start-up.")
     ack_wait_s: float = 30.0
     max_deliver: int = 5
-    backoff_s: tuple[float, ...] = (30.0, 60.0, 120.0, 300.0)
+    backoff_s: tuple[float, ...] = (10.0, 60.0, 120.0, 300.0)
     duplicate_window_s: float = 600.0
     stream_replicas: int = Field(1, description="copies of each stream/bucket; 3 in a 3-node NATS cluster")
+    problem_queue_limit: int = Field(10_000, description="problems queued at most; past it intake answers busy")
 
     @classmethod
     def settings_customise_sources(
@@ -68,6 +69,7 @@ class RuntimeSettings(BaseSettings):
             backoff_s=tuple(self.backoff_s),
             duplicate_window_s=self.duplicate_window_s,
             replicas=self.stream_replicas,
+            problem_queue_limit=self.problem_queue_limit,
         )
 
     def instance_name(self, service: str) -> str:

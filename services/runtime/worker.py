@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -24,6 +25,7 @@ from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.bus.deadletter import DeadLetters
+from services.bus.retry import TRANSIENT, retrying
 from services.bus.topology import BusTiming, ConsumerSpec
 from services.runtime.logs import problem_id_var
 
@@ -59,7 +61,8 @@ class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.handled = Counter(
             "conclave_messages",
-            "Work-queue messages handled, by consumer and outcome (ack, retry, rejected, dead, handed_back).",
+            "Work-queue messages handled, by consumer and outcome (ack, ack_lost, retry, rejected, dead, "
+            "handed_back).",
             ["consumer", "outcome"],
             registry=registry,
         )
@@ -98,6 +101,8 @@ class JetStreamWorker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._sub = None
+        # Messages handled by this process, by outcome (ack, retry, rejected, dead, handed_back).
+        self.handled: collections.Counter[str] = collections.Counter()
 
     @property
     def name(self) -> str:
@@ -106,6 +111,14 @@ class JetStreamWorker:
     @property
     def in_flight(self) -> int:
         return len(self._tasks)
+
+    def _count(self, outcome: str) -> None:
+        self._metrics.handled.labels(self.name, outcome).inc()
+        self.handled[outcome] += 1
+
+    def snapshot(self) -> dict[str, object]:
+        """What `conclave status` shows of this worker (through the micro STATS of its service)."""
+        return {"consumer": self.name, "handled": dict(self.handled), "in_flight": self.in_flight}
 
     async def start(self) -> None:
         self._sub = await self._js.pull_subscribe_bind(durable=self._spec.durable, stream=self._spec.stream)
@@ -133,7 +146,7 @@ class JetStreamWorker:
                 if self._draining.is_set():
                     # Fetched during drain: hand it straight back for another replica.
                     await msg.nak()
-                    self._metrics.handled.labels(self.name, "handed_back").inc()
+                    self._count("handed_back")
                     continue
                 task = asyncio.create_task(self._process(msg))
                 self._tasks.add(task)
@@ -160,12 +173,12 @@ class JetStreamWorker:
         except Rejected as exc:
             await self._letters.record_msg(msg, code=exc.code, message=str(exc), problem_id=exc.problem_id)
             await msg.term()
-            self._metrics.handled.labels(self.name, "rejected").inc()
+            self._count("rejected")
         except asyncio.CancelledError:
             # Drain ran out of grace: give the message back so another replica takes it now.
             with contextlib.suppress(Exception):
                 await msg.nak()
-            self._metrics.handled.labels(self.name, "handed_back").inc()
+            self._count("handed_back")
             raise
         except Exception as exc:
             if last:
@@ -173,15 +186,21 @@ class JetStreamWorker:
                     msg, code="failed", message=f"failed on delivery {deliveries}: {exc!r}"
                 )
                 await msg.term()
-                self._metrics.handled.labels(self.name, "dead").inc()
+                self._count("dead")
             else:
                 log.warning("handler failed (delivery %d), will retry: %r", deliveries, exc, exc_info=exc)
                 delay = self._timing.backoff_s[min(deliveries - 1, len(self._timing.backoff_s) - 1)] if self._timing.backoff_s else None
                 await msg.nak(delay=delay)
-                self._metrics.handled.labels(self.name, "retry").inc()
+                self._count("retry")
         else:
-            await msg.ack_sync()
-            self._metrics.handled.labels(self.name, "ack").inc()
+            # Acked through a NATS restart: an ack lost to the outage would redeliver finished work after
+            # AckWait (the handlers are idempotent, but it costs a whole AckWait).
+            try:
+                await retrying(msg.ack_sync, "ack", give_up_s=self._timing.effective_ack_wait_s)
+                self._count("ack")
+            except TRANSIENT as exc:
+                log.warning("could not ack after the work was done; it will be redelivered: %r", exc)
+                self._count("ack_lost")
         finally:
             keepalive.cancel()
             problem_id_var.reset(token)

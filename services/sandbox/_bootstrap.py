@@ -4,7 +4,7 @@ Stdlib only and never imported by the service: it runs in the child. Process tre
 
     supervisor  (this process as started; never runs untrusted code, reports on the status fd)
       init      (pid 1 of a fresh pid namespace when namespaces work; mounts, limits, drops privileges)
-        user    (runs the code under audit hooks)
+        user    (runs the code under a seccomp filter and audit hooks)
 
 When init exits, the kernel kills everything left in its pid namespace, so nothing the code started
 outlives the run. Status lines (JSON) go to the fd named in the config; the runner reads them.
@@ -12,57 +12,33 @@ outlives the run. Status lines (JSON) go to the fd named in the config; the runn
 
 from __future__ import annotations
 
-import ctypes  # loaded before any privilege drop: later the stdlib dir may not be readable to us
 import json
 import os
 import resource
 import signal
 import sys
 
-CLONE_NEWNS = 0x00020000
-CLONE_NEWUTS = 0x04000000
-CLONE_NEWIPC = 0x08000000
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWPID = 0x20000000
-CLONE_NEWNET = 0x40000000
+# Sibling modules, imported before anything could change them (the source tree is read-only to the code
+# and absent from its root). -I keeps this dir off sys.path otherwise.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _landlock  # noqa: E402
+import _rootfs  # noqa: E402
+import _seccomp  # noqa: E402
+import _syscalls as sc  # noqa: E402
 
-MS_RDONLY = 0x1
-MS_NOSUID = 0x2
-MS_NODEV = 0x4
-MS_NOEXEC = 0x8
-MS_REMOUNT = 0x20
-MS_NOATIME = 0x400
-MS_NODIRATIME = 0x800
-MS_BIND = 0x1000
-MS_REC = 0x4000
-MS_PRIVATE = 0x40000
-MS_RELATIME = 0x200000
+del sys.path[0]
 
-# New mount API (5.2+/5.12+): the same numbers on every architecture (the unified syscall table).
-SYS_OPEN_TREE = 428
-SYS_MOVE_MOUNT = 429
-SYS_MOUNT_SETATTR = 442
-OPEN_TREE_CLONE = 0x1
-MOVE_MOUNT_F_EMPTY_PATH = 0x4
-AT_FDCWD = -100
-AT_RECURSIVE = 0x8000
-MOUNT_ATTR_RDONLY = 0x1
-
-PR_SET_PDEATHSIG = 1
-PR_SET_DUMPABLE = 4
-PR_CAPBSET_DROP = 24
-PR_SET_SECUREBITS = 28
-PR_SET_CHILD_SUBREAPER = 36
-PR_SET_NO_NEW_PRIVS = 38
-SECBIT_NOROOT_AND_LOCK = 0x3
-
-NAMESPACES = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWPID
+NAMESPACES = sc.CLONE_NEWNS | sc.CLONE_NEWNET | sc.CLONE_NEWIPC | sc.CLONE_NEWUTS | sc.CLONE_NEWPID
 EXIT_SETUP_FAILED = 70
+EXIT_REFUSED = 71
+# In user-ns mode the code's uid inside the namespace (mapped to the service's uid outside): not 0.
+INNER_UID = 1000
+_DISK_POLL_S = 0.02
 
 # Imports the code may not make even when already loaded: native calls and raw process creation.
 _DENIED_IMPORTS = frozenset(
     {"ctypes", "_ctypes", "_xxsubinterpreters", "_xxinterpchannels", "_testcapi",
-     "_testinternalcapi"}
+     "_testinternalcapi", "_syscalls", "_seccomp", "_rootfs", "_landlock"}
 )
 # Events refused outright: process creation, sockets that reach out, name resolution (libc would open
 # its own sockets, bypassing socket.connect), sub-interpreters (they would not carry our hooks), rlimits,
@@ -89,94 +65,6 @@ def _send(fd: int, **event: object) -> None:
         os.write(fd, (json.dumps(event) + "\n").encode())
     except OSError:
         pass
-
-
-# ---------------------------------------------------------------------------------------------- libc
-
-
-def _libc():  # type: ignore[no-untyped-def]
-    return ctypes, ctypes.CDLL(None, use_errno=True)
-
-
-def _check(ret: int, what: str) -> None:
-    if ret != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-
-
-def _unshare(flags: int) -> None:
-    _, libc = _libc()
-    _check(libc.unshare(flags), "unshare")
-
-
-def _prctl(option: int, arg: int) -> None:
-    _, libc = _libc()
-    _check(libc.prctl(option, ctypes.c_ulong(arg), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)),
-           f"prctl({option})")
-
-
-def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    _, libc = _libc()
-    enc = (lambda s: None if s is None else s.encode())  # noqa: E731
-    _check(libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)), f"mount {target}")
-
-
-def _mount_setattr(path: str, attr_set: int, attr_clr: int, recursive: bool) -> None:
-    ctypes, libc = _libc()
-
-    class MountAttr(ctypes.Structure):
-        _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
-                    ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
-
-    attr = MountAttr(attr_set, attr_clr, 0, 0)
-    flags = AT_RECURSIVE if recursive else 0
-    ret = libc.syscall(ctypes.c_long(SYS_MOUNT_SETATTR), ctypes.c_int(AT_FDCWD), path.encode(),
-                       ctypes.c_uint(flags), ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)))
-    _check(ret, f"mount_setattr {path}")
-
-
-def _open_tree_clone(path: str) -> int:
-    """A detached copy of the mount tree at `path`: usable from another mount namespace."""
-    ctypes, libc = _libc()
-    fd = libc.syscall(ctypes.c_long(SYS_OPEN_TREE), ctypes.c_int(AT_FDCWD), path.encode(),
-                      ctypes.c_uint(OPEN_TREE_CLONE | AT_RECURSIVE))
-    if fd < 0:
-        _check(-1, f"open_tree {path}")
-    return int(fd)
-
-
-def _move_mount(tree_fd: int, target: str) -> None:
-    ctypes, libc = _libc()
-    ret = libc.syscall(ctypes.c_long(SYS_MOVE_MOUNT), ctypes.c_int(tree_fd), b"", ctypes.c_int(AT_FDCWD),
-                       target.encode(), ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH))
-    _check(ret, f"move_mount {target}")
-
-
-def _umount_detach(target: str) -> None:
-    _, libc = _libc()
-    libc.umount2(target.encode(), 2)  # MNT_DETACH; best effort
-
-
-def _drop_capabilities() -> None:
-    """In a user namespace we are uid 0 with every capability in it; give them all up for good."""
-    ctypes, libc = _libc()
-    cap = 0
-    while True:
-        if libc.prctl(PR_CAPBSET_DROP, ctypes.c_ulong(cap), 0, 0, 0) != 0:
-            break  # EINVAL past the last capability this kernel knows
-        cap += 1
-    _prctl(PR_SET_SECUREBITS, SECBIT_NOROOT_AND_LOCK)
-
-    class Header(ctypes.Structure):
-        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-    class Data(ctypes.Structure):
-        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                    ("inheritable", ctypes.c_uint32)]
-
-    header = Header(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
-    data = (Data * 2)()
-    _check(libc.capset(ctypes.byref(header), data), "capset")
 
 
 # ------------------------------------------------------------------------------------------ isolation
@@ -211,34 +99,34 @@ def _isolate(cfg: dict) -> tuple[str, list[str], int]:
     was_root = os.geteuid() == 0
     if wanted in ("auto", "root-ns") and was_root:
         try:
-            _unshare(NAMESPACES)
+            sc.unshare(NAMESPACES)
             return "root-ns", warnings, cfg["max_procs"]
         except OSError as e:
             if wanted == "root-ns":
                 raise
             warnings.append(f"root namespaces unavailable ({e}); trying a user namespace")
     if wanted == "auto" and was_root and not _userns_works(uid, gid):
-        warnings.append("user namespaces unavailable; only audit hooks guard network and files")
+        warnings.append("user namespaces unavailable (probe failed)")
     elif wanted in ("auto", "user-ns"):
         try:
             if os.geteuid() == 0:
                 # Leave root before the user namespace, so the mapped uid is an unprivileged one.
                 _become(uid, gid)
-                _prctl(PR_SET_DUMPABLE, 1)  # setuid made /proc/self root-owned; we must write uid_map
+                sc.prctl(sc.PR_SET_DUMPABLE, 1)  # setuid made /proc/self root-owned; we must write uid_map
             outer_uid, outer_gid = os.geteuid(), os.getegid()
             nproc = _tasks_of(outer_uid) + cfg["max_procs"]
-            _unshare(CLONE_NEWUSER | NAMESPACES)
+            sc.unshare(sc.CLONE_NEWUSER | NAMESPACES)
             with open("/proc/self/setgroups", "w") as f:
                 f.write("deny")
             with open("/proc/self/uid_map", "w") as f:
-                f.write(f"0 {outer_uid} 1")
+                f.write(f"{INNER_UID} {outer_uid} 1")
             with open("/proc/self/gid_map", "w") as f:
-                f.write(f"0 {outer_gid} 1")
+                f.write(f"{INNER_UID} {outer_gid} 1")
             return "user-ns", warnings, nproc
         except OSError as e:
             if wanted == "user-ns":
                 raise
-            warnings.append(f"user namespaces unavailable ({e}); only audit hooks guard network and files")
+            warnings.append(f"user namespaces unavailable ({e})")
     if was_root:  # init will run as the run's own uid (or stay root, where RLIMIT_NPROC is not enforced)
         return "hooks-only", warnings, cfg["max_procs"] + 1  # + this supervisor, if it already left root
     return "hooks-only", warnings, _tasks_of(os.geteuid()) + cfg["max_procs"]
@@ -250,74 +138,12 @@ def _userns_works(uid: int, gid: int) -> bool:
     if pid == 0:
         try:
             _become(uid, gid)
-            _unshare(CLONE_NEWUSER)
+            sc.unshare(sc.CLONE_NEWUSER)
         except BaseException:  # noqa: BLE001
             os._exit(1)
         os._exit(0)
     _, wstatus = os.waitpid(pid, 0)
     return os.WIFEXITED(wstatus) and os.WEXITSTATUS(wstatus) == 0
-
-
-def _keep_visible(path: str, hidden: str) -> bool:
-    return path == hidden or path.startswith(hidden.rstrip("/") + "/")
-
-
-def _setup_mounts(cfg: dict, isolation: str, keep: str, keep_tree: int | None, warnings: list[str]) -> None:
-    """Init side: hide secrets, give the code a private tmpfs, make everything else read-only.
-    `keep` (the interpreter's prefix) stays visible through `keep_tree`, a detached copy of its mount
-    tree cloned by the supervisor while it could still reach it."""
-    wd = cfg["workdir"]
-    _mount(None, "/", None, MS_REC | MS_PRIVATE)
-    for hide in cfg["hide_paths"]:
-        hide = os.path.realpath(hide)
-        if hide == "/" or not os.path.isdir(hide) or _keep_visible(wd, hide):
-            continue
-        covers_keep = _keep_visible(keep, hide)
-        if covers_keep and keep_tree is None:
-            warnings.append(f"{hide} stays visible: it holds the stdlib and it could not be re-exposed")
-            continue
-        try:
-            _mount("tmpfs", hide, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,nr_inodes=256,mode=0755")
-        except OSError as e:
-            warnings.append(f"could not hide {hide}: {e}")
-            continue
-        if covers_keep:
-            try:
-                os.makedirs(keep, exist_ok=True)
-                _move_mount(keep_tree, keep)  # type: ignore[arg-type]
-                keep_tree = None  # a detached tree attaches once
-            except OSError as e:
-                _umount_detach(hide)
-                warnings.append(f"{hide} stays visible: re-exposing the stdlib failed: {e}")
-    owner = (0, 0) if isolation == "user-ns" else (cfg["uid"], cfg["gid"])
-    _mount("tmpfs", wd, "tmpfs", MS_NOSUID | MS_NODEV,
-           f"size={cfg['disk_mb']}m,nr_inodes=4096,mode=0700,uid={owner[0]},gid={owner[1]}")
-    try:  # a proc of the new pid namespace, so host processes are not even listed
-        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    except OSError as e:
-        warnings.append(f"host /proc stays visible: {e}")
-    try:
-        _mount_setattr("/", MOUNT_ATTR_RDONLY, 0, recursive=True)
-        _mount_setattr(wd, 0, MOUNT_ATTR_RDONLY, recursive=False)
-    except OSError:
-        _remount_all_readonly(skip=wd)
-
-
-def _remount_all_readonly(skip: str) -> None:
-    """For kernels without mount_setattr (< 5.12): one bind-remount per mount, keeping locked flags."""
-    keep_flags = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": MS_NOATIME,
-                  "nodiratime": MS_NODIRATIME, "relatime": MS_RELATIME}
-    with open("/proc/self/mountinfo") as f:
-        lines = f.read().splitlines()
-    for line in lines:
-        parts = line.split()
-        target = parts[4].encode().decode("unicode_escape")
-        if target == skip:
-            continue
-        flags = MS_BIND | MS_REMOUNT | MS_RDONLY
-        for opt in parts[5].split(","):
-            flags |= keep_flags.get(opt, 0)
-        _mount(None, target, None, flags)
 
 
 def _set_rlimits(cfg: dict) -> None:
@@ -333,11 +159,13 @@ def _set_rlimits(cfg: dict) -> None:
 # ------------------------------------------------------------------------------------- audit hooks
 
 
-def _install_hooks(wd: str, hidden: tuple[str, ...], keep: str, *, strict: bool) -> None:
+def _install_hooks(wd: str, hidden: tuple[str, ...], keep: str, native_dirs: tuple[str, ...], *,
+                   strict: bool) -> None:
     """Second layer (the only one in hooks-only mode). PEP 578 hooks are not a security boundary
     against code that can reach native memory; ctypes & co are refused to make that harder.
     `strict` also refuses _posixsubprocess (so subprocess and asyncio): a binary it execs would run
-    without our hooks, and in hooks-only mode nothing else would stop it."""
+    without our hooks, and in hooks-only mode nothing else would stop it. Extension modules load only
+    from `native_dirs` (the stdlib's); /proc of any other process is hidden."""
     imports = _DENIED_IMPORTS | {"_posixsubprocess"} if strict else _DENIED_IMPORTS
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
     dev_ok = frozenset({"/dev/null", "/dev/stdout", "/dev/stderr", "/dev/zero"})
@@ -348,13 +176,18 @@ def _install_hooks(wd: str, hidden: tuple[str, ...], keep: str, *, strict: bool)
              _keep: str = keep.rstrip("/") + "/",
              _denied: frozenset = _DENIED_EVENTS, _paths: frozenset = _PATH_EVENTS,
              _reads: frozenset = _READ_PATH_EVENTS, _imports: frozenset = imports,
-             _dir_fd: frozenset = _DIR_FD_EVENTS,
+             _dir_fd: frozenset = _DIR_FD_EVENTS, _native: tuple = tuple(d.rstrip("/") + "/" for d in native_dirs),
              _wflags: int = write_flags, _dev_ok: frozenset = dev_ok, _os=os) -> None:
         if event in _denied or event.startswith("ctypes."):
             raise PermissionError(f"sandbox: {event} is not allowed")
         if event == "import":
             if args[0] in _imports:
                 raise ImportError(f"sandbox: import of {args[0]!r} is not allowed")
+            # A file name comes only with extension modules (dlopen): the stdlib's own, nothing written.
+            if args[1] is not None:
+                real = _os.path.realpath(_os.fsdecode(args[1]))
+                if not real.startswith(_native) or "/site-packages/" in real or "/dist-packages/" in real:
+                    raise ImportError(f"sandbox: loading native code from {args[1]!r} is not allowed")
             return
         if event == "os.kill":
             if args[0] != _os.getpid():
@@ -367,7 +200,10 @@ def _install_hooks(wd: str, hidden: tuple[str, ...], keep: str, *, strict: bool)
             s = _os.fsdecode(p)
             if not _os.path.isabs(s):
                 if dir_fd not in (None, -1):  # shutil.rmtree and friends work relative to an fd
-                    base = _os.readlink(f"/proc/self/fd/{dir_fd}")
+                    try:
+                        base = _os.readlink(f"/proc/self/fd/{dir_fd}")
+                    except OSError:  # no /proc (namespace modes in Kubernetes): the kernel bounds writes
+                        return None
                 else:
                     base = _os.getcwd()
                 s = _os.path.join(base, s)
@@ -379,6 +215,12 @@ def _install_hooks(wd: str, hidden: tuple[str, ...], keep: str, *, strict: bool)
         def is_hidden(real: str | None) -> bool:
             if real is None or real.startswith(_keep):
                 return False
+            if real == "/proc":  # the list of host processes
+                return True
+            if real.startswith("/proc/"):  # other processes' environ, maps, fds
+                entry = real.split("/")[2]
+                if entry.isdigit() and int(entry) != _os.getpid():
+                    return True
             return any(real == h or real.startswith(h + "/") for h in _hidden)
 
         if event == "open":
@@ -413,9 +255,15 @@ def _install_hooks(wd: str, hidden: tuple[str, ...], keep: str, *, strict: bool)
 # ----------------------------------------------------------------------------------------- roles
 
 
-def _supervise(status_fd: int, init_pid: int) -> None:
+def _supervise(status_fd: int, init_pid: int, disk_watch: tuple[str, int] | None) -> None:
     """Wait for init, then kill whatever it left behind. We are a child subreaper, so every orphan
-    of the run (even one that called setsid) becomes our child instead of escaping to the host."""
+    of the run (even one that called setsid) becomes our child instead of escaping to the host.
+    `disk_watch` (dir, bytes): without a tmpfs of its own (hooks-only), the run is killed once its dir
+    holds more than that."""
+    if disk_watch is not None:
+        import threading
+
+        threading.Thread(target=_watch_disk, args=(status_fd, init_pid, *disk_watch), daemon=True).start()
     try:
         _, wstatus, _ = os.wait4(init_pid, 0)
     except ChildProcessError:
@@ -423,6 +271,38 @@ def _supervise(status_fd: int, init_pid: int) -> None:
     _sweep_children()
     _send(status_fd, event="init-exit", **_decode(wstatus))
     os._exit(0)
+
+
+def _disk_used(path: str) -> int:
+    used = 0
+    stack = [path]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for entry in entries:
+                    st = entry.stat(follow_symlinks=False)
+                    used += st.st_blocks * 512
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+        except OSError:
+            continue
+    return used
+
+
+def _watch_disk(status_fd: int, init_pid: int, path: str, limit: int) -> None:
+    """Polled, so a fast writer may go over by what it writes in one interval (RLIMIT_FSIZE still
+    bounds each file); the namespace modes enforce the limit exactly with a sized tmpfs."""
+    import time
+
+    while True:
+        time.sleep(_DISK_POLL_S)
+        if _disk_used(path) > limit:
+            _send(status_fd, event="disk", limit=limit)
+            try:
+                os.kill(init_pid, signal.SIGKILL)
+            except OSError:
+                pass
+            return
 
 
 def _sweep_children() -> None:
@@ -481,6 +361,36 @@ def _world_readable(path: str) -> bool:
         path = parent
 
 
+def _import_through_fds(stdlib: list[str]) -> None:
+    """hooks-only as root, with the stdlib under a dir other users cannot enter (/root/.pyenv): keep it
+    importable after the uid drop through descriptors opened now. /proc/self/fd/N reaches the dir
+    itself without the check on its ancestors; the dir and its files stay as readable as they are."""
+    via = {path: f"/proc/self/fd/{os.open(path, os.O_RDONLY | os.O_DIRECTORY)}" for path in stdlib}
+
+    def remap(entry: str) -> str:
+        real = os.path.realpath(entry)
+        for path, fd_path in via.items():
+            if real == path or real.startswith(path + "/"):
+                return fd_path + real[len(path):]
+        return entry
+
+    sys.path[:] = list(via.values())
+    sys.path_importer_cache.clear()
+    for module in list(sys.modules.values()):  # packages already imported look up submodules here
+        search = getattr(module, "__path__", None)
+        if isinstance(search, list):
+            search[:] = [remap(p) for p in search]
+
+
+def _landlock_weak_mode(cfg: dict) -> bool:
+    """hooks-only: the files the code may read (stdlib as sys.path reaches it now, libraries, its own
+    /proc entry) and write (its dir), enforced by the kernel. False where Landlock is unavailable."""
+    read = [p for p in sys.path if os.path.isdir(p)]
+    read += [*cfg["library_files"], "/etc/ld.so.cache", f"/proc/{os.getpid()}"]
+    devices = ["/dev/null", "/dev/zero", "/dev/random", "/dev/urandom"]
+    return _landlock.restrict(read=read, write=[cfg["workdir"]], devices=devices) > 0
+
+
 def _run_init(cfg: dict, setup: dict, code: str, status_fd: int, mem_r: int, mem_w: int) -> None:
     """Returns only in the user process; init itself ends with os._exit."""
     isolation = setup["isolation"]
@@ -488,9 +398,8 @@ def _run_init(cfg: dict, setup: dict, code: str, status_fd: int, mem_r: int, mem
     wd = cfg["workdir"]
     try:
         if isolation in ("root-ns", "user-ns"):
-            _setup_mounts(cfg, isolation, setup["keep"], setup["keep_tree"], warnings)
-        if setup["keep_tree"] is not None:
-            os.close(setup["keep_tree"])
+            owner = (INNER_UID, INNER_UID) if isolation == "user-ns" else (cfg["uid"], cfg["gid"])
+            _rootfs.build(cfg, setup["trees"], owner, warnings)
         os.chdir(wd)
         main_py = os.path.join(wd, "main.py")
         if isolation != "hooks-only":  # the tmpfs is empty: put the source back for tracebacks
@@ -498,19 +407,17 @@ def _run_init(cfg: dict, setup: dict, code: str, status_fd: int, mem_r: int, mem
                 f.write(code)
         _set_rlimits(cfg)
         if isolation == "user-ns":
-            _drop_capabilities()
+            sc.drop_capabilities()
         elif os.geteuid() == 0:
-            if isolation == "root-ns" or _world_readable(setup["keep"]):
-                if isolation == "root-ns":
-                    os.chown(main_py, cfg["uid"], cfg["gid"])
-                _become(cfg["uid"], cfg["gid"])
-            else:
-                warnings.append(f"still root: the stdlib under {setup['keep']} is not readable by other "
-                                "users, so RLIMIT_NPROC and file permissions do not apply")
+            if isolation == "root-ns":
+                os.chown(main_py, cfg["uid"], cfg["gid"])
+            elif not _world_readable(setup["keep"]):
+                _import_through_fds(cfg["stdlib_dirs"])
+            _become(cfg["uid"], cfg["gid"])
         resource.setrlimit(resource.RLIMIT_NPROC, (setup["nproc"], setup["nproc"]))
-        _prctl(PR_SET_NO_NEW_PRIVS, 1)
-        _prctl(PR_SET_DUMPABLE, 0)  # the code runs under the same uid; it must not ptrace or read us
-        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # set after the uid change, which clears it
+        sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
+        sc.prctl(sc.PR_SET_DUMPABLE, 0)  # the code runs under the same uid; it must not ptrace or read us
+        sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)  # set after the uid change, which clears it
     except BaseException as e:  # noqa: BLE001 - any failure here must reach the runner, not a traceback
         _send(status_fd, event="error", message=f"sandbox setup failed: {type(e).__name__}: {e}")
         os._exit(EXIT_SETUP_FAILED)
@@ -518,8 +425,22 @@ def _run_init(cfg: dict, setup: dict, code: str, status_fd: int, mem_r: int, mem
         _send(status_fd, event="warnings", warnings=warnings)
     user_pid = os.fork()
     if user_pid == 0:
-        os.close(status_fd)
         os.close(mem_r)
+        try:
+            if isolation == "hooks-only" and not _landlock_weak_mode(cfg):
+                _send(status_fd, event="warnings", warnings=["no Landlock here: the code can read every host file "
+                                                             "its uid can (the audit hooks hide a few paths)"])
+        except OSError as e:
+            _send(status_fd, event="error", message=f"sandbox setup failed: landlock: {e}")
+            os._exit(EXIT_SETUP_FAILED)
+        try:
+            if cfg["seccomp"] and not _seccomp.install(weak=isolation == "hooks-only", pid=os.getpid()):
+                _send(status_fd, event="warnings", warnings=[f"no seccomp filter: syscall numbers unknown on "
+                                                              f"{sc.ARCH}"])
+        except OSError as e:
+            _send(status_fd, event="error", message=f"sandbox setup failed: seccomp: {e}")
+            os._exit(EXIT_SETUP_FAILED)
+        os.close(status_fd)
         return
     os.close(mem_w)
     while True:  # as pid 1 we also reap orphans; stop when the user process is done
@@ -545,13 +466,15 @@ def _run_user(cfg: dict, setup: dict, code: str, mem_w: int) -> None:
     import traceback
     import types
 
-    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    _prctl(PR_SET_DUMPABLE, 1)  # our own /proc/self stays ours; init is not dumpable
-    for name in [m for m in sys.modules if m == "ctypes" or m.startswith(("ctypes.", "_ctypes"))]:
+    sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+    sc.prctl(sc.PR_SET_DUMPABLE, 1)  # our own /proc/self stays ours; init is not dumpable
+    for name in [m for m in sys.modules if m in ("ctypes", "_syscalls", "_seccomp", "_rootfs", "_landlock")
+                 or m.startswith(("ctypes.", "_ctypes"))]:
         del sys.modules[name]
     if cfg["audit_hooks"]:
+        native = tuple(cfg["stdlib_dirs"])
         _install_hooks(cfg["workdir"], tuple(os.path.realpath(p) for p in cfg["hide_paths"]), setup["keep"],
-                       strict=setup["isolation"] == "hooks-only")
+                       native, strict=setup["isolation"] == "hooks-only")
     sys.argv = ["main.py"]
     module = types.ModuleType("__main__")
     module.__file__ = os.path.join(cfg["workdir"], "main.py")
@@ -580,23 +503,21 @@ def main() -> tuple[dict, dict, str, int]:
         with open(os.path.join(cfg["workdir"], "main.py"), encoding="utf-8") as f:
             code = f.read()
         keep = os.path.realpath(sys.base_prefix)
-        keep_tree: int | None = None
-        if cfg["isolation"] in ("auto", "root-ns", "user-ns") and any(
-            _keep_visible(keep, os.path.realpath(h)) for h in cfg["hide_paths"]
-        ):
-            try:
-                keep_tree = _open_tree_clone(keep)
-            except OSError:
-                keep_tree = None  # init will leave that hide path visible and say so
+        cfg["stdlib_dirs"] = _rootfs.stdlib_dirs()  # now: a dropped uid may not be able to stat them
+        may_drop = os.geteuid() == 0 and cfg["isolation"] in ("auto", "user-ns")
+        trees = _rootfs.detach_unreachable(cfg) if may_drop else {}
         isolation, warnings, nproc = _isolate(cfg)
         if isolation == "hooks-only" and not cfg["audit_hooks"]:
             raise RuntimeError("no namespaces here and audit hooks are off: refusing to run unguarded")
     except BaseException as e:  # noqa: BLE001
         _send(status_fd, event="error", message=f"sandbox isolation failed: {type(e).__name__}: {e}")
         os._exit(EXIT_SETUP_FAILED)
-    setup = {"isolation": isolation, "nproc": nproc, "keep": keep, "keep_tree": keep_tree}
+    if isolation == "hooks-only" and not cfg["allow_weak"]:
+        _send(status_fd, event="refused", isolation=isolation, warnings=warnings)
+        os._exit(EXIT_REFUSED)
+    setup = {"isolation": isolation, "nproc": nproc, "keep": keep, "trees": trees}
     try:
-        _prctl(PR_SET_CHILD_SUBREAPER, 1)
+        sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
     except OSError as e:
         warnings.append(f"not a subreaper ({e}): orphans of the code may outlive the run")
     mem_r, mem_w = os.pipe()
@@ -604,11 +525,14 @@ def main() -> tuple[dict, dict, str, int]:
     if init_pid == 0:
         _run_init(cfg, setup, code, status_fd, mem_r, mem_w)
         return cfg, setup, code, mem_w
-    for fd in (mem_r, mem_w, keep_tree):
-        if fd is not None:
-            os.close(fd)
+    for fd in (mem_r, mem_w, *trees.values()):
+        os.close(fd)
+    if isolation == "hooks-only":
+        # Same uid as the code where we are not root: /proc/<us>/mem must not be writable to it.
+        sc.prctl(sc.PR_SET_DUMPABLE, 0)
     _send(status_fd, event="started", pid=init_pid, isolation=isolation, warnings=warnings)
-    _supervise(status_fd, init_pid)
+    disk = (cfg["workdir"], cfg["disk_mb"] * 1024 * 1024) if isolation == "hooks-only" else None
+    _supervise(status_fd, init_pid, disk)
     raise AssertionError("unreachable")
 
 

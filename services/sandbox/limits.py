@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-Status = Literal["ok", "failed", "timeout", "memory", "error"]
+# "refused": no sandbox layer that enforces the limits here, and weak mode was not allowed (see README.md).
+Status = Literal["ok", "failed", "timeout", "memory", "error", "refused"]
 Isolation = Literal["auto", "root-ns", "user-ns", "hooks-only"]
 
 
@@ -25,8 +26,13 @@ class SandboxLimits:
     isolation: Isolation = "auto"
     # Audit hooks are a second layer on top of the kernel; off only to prove the kernel layer alone.
     audit_hooks: bool = True
-    # Hidden from the code (empty, read-only); the interpreter's stdlib stays visible even when inside one.
-    # The repository root is always added by the runner.
+    # Our own seccomp filter in the code's process (on top of the runtime's); off only for the benchmark.
+    seccomp: bool = True
+    # Run in "hooks-only" mode (no namespaces: not a security boundary) instead of refusing?
+    # None: CONCLAVE_SANDBOX_ALLOW_WEAK (SandboxSettings.allow_weak), off by default.
+    allow_weak: bool | None = None
+    # hooks-only mode: refused to the code by the audit hooks (the namespace modes show it nothing of the
+    # host but the stdlib anyway). The repository root is always added by the runner.
     hide_paths: tuple[str, ...] = ("/root", "/home", "/run/secrets", "/var/run/secrets")
 
     def __post_init__(self) -> None:

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import functools
+import glob
 import json
 import logging
 import os
 import secrets
 import shutil
 import signal
+import subprocess
 import sys
+import sysconfig
 import tempfile
 from pathlib import Path
 
 from services.sandbox.limits import SandboxLimits, SandboxResult
+from services.sandbox.settings import SandboxSettings
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +37,11 @@ async def run_python(code: str, *, limits: SandboxLimits | None = None, stdin: s
     limits = limits or SandboxLimits()
     loop = asyncio.get_running_loop()
     started = loop.time()
+    libraries = await asyncio.to_thread(_library_files)
     workdir = Path(tempfile.mkdtemp(prefix="conclave-sbx-"))
     run = _Run(limits)
     try:
-        return await run.execute(code, stdin, workdir, started)
+        return await run.execute(code, stdin, workdir, started, libraries)
     finally:
         await run.kill_everything()
         run.close()
@@ -56,8 +63,10 @@ class _Run:
         self.uid = _pick_uid() if os.geteuid() == 0 else os.geteuid()
         self.events: list[dict] = []
 
-    async def execute(self, code: str, stdin: str, workdir: Path, started: float) -> SandboxResult:
+    async def execute(self, code: str, stdin: str, workdir: Path, started: float,
+                      libraries: list[str]) -> SandboxResult:
         limits = self.limits
+        allow_weak = limits.allow_weak if limits.allow_weak is not None else SandboxSettings().allow_weak
         loop = asyncio.get_running_loop()
         main_py = workdir / "main.py"
         main_py.write_text(code, encoding="utf-8")
@@ -65,13 +74,16 @@ class _Run:
             # user-ns and hooks-only modes run as this uid on the host dir itself.
             os.chown(workdir, self.uid, self.uid)
             os.chown(main_py, self.uid, self.uid)
+        if allow_weak and os.geteuid() != 0:
+            _protect_service()
         status_r, status_w = os.pipe()
         cfg = {
             "workdir": str(workdir), "status_fd": status_w, "uid": self.uid, "gid": self.uid,
             "isolation": limits.isolation, "audit_hooks": limits.audit_hooks,
             "cpu_s": limits.cpu_s, "memory_mb": limits.memory_mb, "file_mb": limits.file_mb,
             "disk_mb": limits.disk_mb, "max_procs": limits.max_procs, "open_files": limits.open_files,
-            "hide_paths": _hide_paths(limits, workdir),
+            "hide_paths": _hide_paths(limits, workdir), "seccomp": limits.seccomp, "allow_weak": allow_weak,
+            "library_files": libraries,
         }
         try:
             self.proc = await asyncio.create_subprocess_exec(
@@ -115,8 +127,11 @@ class _Run:
             stdout=out.decode("utf-8", errors="replace"), stderr=err.decode("utf-8", errors="replace"),
         )
         self._classify(result, timed_out)
-        if result.isolation == "hooks-only":
-            log.warning("sandbox ran with audit hooks only (no namespaces): %s", "; ".join(result.warnings))
+        if result.status == "refused":
+            log.error("sandbox refused to run code: %s", result.detail)
+        elif result.isolation == "hooks-only":
+            log.warning("SANDBOX IS WEAK: code ran without namespaces (seccomp, Landlock where present, audit hooks; "
+                        "CONCLAVE_SANDBOX_ALLOW_WEAK is on): %s", "; ".join(result.warnings))
         return result
 
     def close(self) -> None:
@@ -145,12 +160,22 @@ class _Run:
             result.warnings.extend(event.get("warnings") or [])
         result.isolation = str(by_kind.get("started", {}).get("isolation", ""))
         exit_event = by_kind.get("exit")
+        if "refused" in by_kind:
+            result.status, result.isolation = "refused", "hooks-only"
+            why = "; ".join(result.warnings) or "isolation='hooks-only' was asked for"
+            result.detail = (f"no sandbox layer that enforces the limits here ({why}): "
+                             "only the weak 'hooks-only' mode works, so the code was not run. Deploy where "
+                             "user/mount/pid/net namespaces work (services/sandbox/README.md), or set "
+                             "CONCLAVE_SANDBOX_ALLOW_WEAK=1 to accept a mode that is not a security boundary.")
+            return
         if exit_event is not None:
             sig, code = exit_event.get("signal"), exit_event.get("code")
             result.exit_code = -int(sig) if sig else int(code)
             result.cpu_s = round(float(exit_event.get("cpu_s", 0.0)), 3)
         if timed_out:
             result.status, result.detail = "timeout", f"wall-clock limit of {self.limits.wall_s}s exceeded"
+        elif "disk" in by_kind:
+            result.status, result.detail = "failed", f"disk limit of {self.limits.disk_mb} MiB exceeded"
         elif "error" in by_kind:
             result.status, result.detail = "error", str(by_kind["error"].get("message", "sandbox error"))
         elif exit_event is None:
@@ -239,6 +264,38 @@ def _hide_paths(limits: SandboxLimits, workdir: Path) -> list[str]:
     real_wd = os.path.realpath(workdir)
     return [p for p in dict.fromkeys(paths)
             if not (real_wd + "/").startswith(os.path.realpath(p).rstrip("/") + "/")]
+
+
+@functools.cache
+def _library_files() -> list[str]:
+    """Shared libraries the interpreter and its stdlib extension modules link, as the dynamic loader finds
+    them: the namespace modes expose exactly these (one read-only bind each) in the code's root.
+    Computed once per process with ldd; without ldd, the usual library dirs are exposed whole."""
+    dynload = sysconfig.get_path("platstdlib", vars={"platbase": sys.base_prefix, "base": sys.base_prefix})
+    objects = [os.path.realpath(sys.executable), *sorted(glob.glob(os.path.join(dynload, "lib-dynload", "*.so")))]
+    ldd = shutil.which("ldd")
+    if ldd is not None:
+        proc = subprocess.run([ldd, *objects], capture_output=True, text=True, timeout=60, check=False)
+        found = set()
+        for line in proc.stdout.splitlines():
+            parts = line.split()
+            if "=>" in parts and len(parts) > parts.index("=>") + 1 and parts[parts.index("=>") + 1].startswith("/"):
+                found.add(parts[parts.index("=>") + 1])
+            elif parts and parts[0].startswith("/") and "(0x" in line:
+                found.add(parts[0])  # the dynamic loader itself
+        if found:
+            return sorted(p for p in found if os.path.exists(p))
+    log.warning("ldd unavailable: the sandbox root exposes the system library dirs whole")
+    return [d for d in ("/lib", "/lib64", "/usr/lib", "/usr/lib64") if os.path.isdir(d)]
+
+
+@functools.cache
+def _protect_service() -> None:
+    """Weak mode runs the code under this service's own uid: make this process non-dumpable, so its
+    /proc/<pid>/environ, mem and fds belong to root and it cannot be ptraced by that code."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE
+        log.error("could not make the service non-dumpable: errno %d", ctypes.get_errno())
 
 
 def _pick_uid() -> int:

@@ -19,6 +19,8 @@ class LiveService:
     endpoints: list[dict] = field(default_factory=list)
     requests: int = 0
     errors: int = 0
+    # Its JetStream workers' snapshots ({"consumer", "handled": {outcome: n}, "in_flight"}), from STATS.
+    work: list[dict] = field(default_factory=list)
 
 
 async def _gather(nc: Client, subject: str, wait_s: float) -> list[dict]:
@@ -62,6 +64,7 @@ async def discover(nc: Client, wait_s: float = 0.5) -> list[LiveService]:
                 endpoints=info.get("endpoints") or [],
                 requests=sum(int(e.get("num_requests", 0)) for e in eps),
                 errors=sum(int(e.get("num_errors", 0)) for e in eps),
+                work=next((e["data"] for e in eps if e.get("name") == "work" and isinstance(e.get("data"), list)), []),
             )
         )
     return sorted(found, key=lambda s: (s.name, s.id))

@@ -69,6 +69,9 @@ class NatsServer:
     # The server's default (1 MB) would refuse a long discussion's trajectory or CEO state before the
     # stream's own limit applies; deploy/k8s/base/nats.yaml sets the same 16 MB.
     max_payload: int = 16 * 1024 * 1024
+    # Tie the server's life to the thread that starts it (PDEATHSIG). Runs Python in the forked child,
+    # which aborts in a process whose gRPC threads are busy: a test restarting NATS under load turns it off.
+    tie_to_parent: bool = True
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -84,7 +87,7 @@ class NatsServer:
                 "-js", "-sd", str(self.store_dir)]
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(args, stdout=out, stderr=out, start_new_session=True,
-                                     preexec_fn=die_with_parent)
+                                     preexec_fn=die_with_parent if self.tie_to_parent else None)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,13 +31,20 @@ class StackOptions:
 
 
 class Stack:
-    """Starts NATS (unless one is reachable at `nats_url`) and every service; stops them in reverse."""
+    """Starts NATS (unless one is reachable at `nats_url`) and every service; stops them in reverse.
+
+    The nats-server it started is supervised like the services: if it dies, it is started again on the
+    same port and the same JetStream store (so nothing stored is lost), with backoff, and logged.
+    """
 
     def __init__(self, opts: StackOptions) -> None:
         self.opts = opts
         self.nats: NatsServer | None = None
         self.supervisor = Supervisor(opts.state_dir / "logs")
         self.nats_url = opts.nats_url
+        self.nats_restarts = 0
+        self._stopping = asyncio.Event()
+        self._nats_watch: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         state = self.opts.state_dir
@@ -55,6 +63,7 @@ class Stack:
             self.nats.start()
             log.info("started nats-server at %s (data in %s)", self.nats.url, state / "jetstream")
             self.nats_url = self.nats.url
+            self._nats_watch = asyncio.create_task(self._keep_nats(self.nats), name="supervise-nats-server")
         env = {"CONCLAVE_NATS_URL": self.nats_url, **self.opts.env}
         for spec in self.opts.extra:
             spec.env = {**env, **spec.env}
@@ -66,7 +75,33 @@ class Stack:
                 self.supervisor.add(ProcessSpec(name=f"{name}{suffix}", argv=service_argv(name),
                                                 env={**env, **self.opts.service_env.get(name, {})}))
 
+    async def _keep_nats(self, server: NatsServer, poll_s: float = 0.5, max_backoff_s: float = 30.0) -> None:
+        backoff = 0.5
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), poll_s)
+            if self._stopping.is_set() or server.proc is None or server.proc.poll() is None:
+                continue
+            started = time.monotonic()
+            self.nats_restarts += 1
+            log.warning("nats-server exited with %s; restarting it on %s with the same store (%s) in %.1fs",
+                        server.proc.returncode, server.url, server.store_dir, backoff)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), backoff)
+            if self._stopping.is_set():
+                return
+            try:
+                # On the loop's (main) thread: the server is tied to the thread that starts it.
+                server.start()
+                log.info("nats-server restarted at %s (restart %d)", server.url, self.nats_restarts)
+            except (RuntimeError, TimeoutError, OSError) as exc:
+                log.error("nats-server did not restart: %s (log: %s)", exc, server.log_file)
+            backoff = 0.5 if time.monotonic() - started > 60 else min(backoff * 2, max_backoff_s)
+
     async def stop(self) -> None:
+        self._stopping.set()
+        if self._nats_watch is not None:
+            await asyncio.gather(self._nats_watch, return_exceptions=True)
         await self.supervisor.stop()
         if self.nats is not None:
             await asyncio.to_thread(self.nats.stop)

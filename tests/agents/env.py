@@ -84,14 +84,17 @@ class AgentEnv:
 
 def agent_stack_factory(nats_server, tmp_path: Path):
     @contextlib.asynccontextmanager
-    async def agent_stack(script: Script, *, latency_s: float = 0.0, as_processes: tuple[str, ...] = ()):
+    async def agent_stack(script: Script, *, latency_s: float = 0.0, as_processes: tuple[str, ...] = (),
+                          without: tuple[str, ...] = (), env: dict[str, str] | None = None):
         async with scripted_gateway(script, latency_s=latency_s, nats_url=nats_server.url, tmp=tmp_path) as addr:
             nc = await nats.connect(nats_server.url)
             await topology.declare(nc.jetstream(), FAST)
+            extra_env = env or {}
             env = AgentEnv(nc=nc, nats_url=nats_server.url, gateway_addr=addr, archive_dir=tmp_path / "archive",
                            tmp=tmp_path)
-            stack = InProcessStack(nats_server.url, addr, env.archive_dir, env={"CONCLAVE_DRAIN_GRACE_S": "2"})
-            await stack.start([n for n in AGENT_SERVICES if n not in as_processes])
+            stack = InProcessStack(nats_server.url, addr, env.archive_dir,
+                                   env={"CONCLAVE_DRAIN_GRACE_S": "2", **extra_env})
+            await stack.start([n for n in AGENT_SERVICES if n not in as_processes and n not in without])
             for name in as_processes:
                 await env.start_process(name)
             try:

@@ -38,7 +38,7 @@ class MemoryLine(_message.Message):
     def __init__(self, sender: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
 
 class CeoDecision(_message.Message):
-    __slots__ = ("action", "recruit_number", "direction", "max_tokens", "turn", "fallback", "reason")
+    __slots__ = ("action", "recruit_number", "direction", "max_tokens", "turn", "fallback", "reason", "stop_set_aside")
     class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         ACTION_UNSPECIFIED: _ClassVar[CeoDecision.Action]
@@ -54,6 +54,7 @@ class CeoDecision(_message.Message):
     TURN_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    STOP_SET_ASIDE_FIELD_NUMBER: _ClassVar[int]
     action: CeoDecision.Action
     recruit_number: int
     direction: str
@@ -61,22 +62,27 @@ class CeoDecision(_message.Message):
     turn: int
     fallback: bool
     reason: str
-    def __init__(self, action: _Optional[_Union[CeoDecision.Action, str]] = ..., recruit_number: _Optional[int] = ..., direction: _Optional[str] = ..., max_tokens: _Optional[int] = ..., turn: _Optional[int] = ..., fallback: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+    stop_set_aside: bool
+    def __init__(self, action: _Optional[_Union[CeoDecision.Action, str]] = ..., recruit_number: _Optional[int] = ..., direction: _Optional[str] = ..., max_tokens: _Optional[int] = ..., turn: _Optional[int] = ..., fallback: _Optional[bool] = ..., reason: _Optional[str] = ..., stop_set_aside: _Optional[bool] = ...) -> None: ...
 
 class Evaluation(_message.Message):
-    __slots__ = ("correctness", "advice", "recruit_suggestion", "fallback")
+    __slots__ = ("correctness", "advice", "recruit_suggestion", "fallback", "blocked", "check_reply")
     CORRECTNESS_FIELD_NUMBER: _ClassVar[int]
     ADVICE_FIELD_NUMBER: _ClassVar[int]
     RECRUIT_SUGGESTION_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_FIELD_NUMBER: _ClassVar[int]
+    BLOCKED_FIELD_NUMBER: _ClassVar[int]
+    CHECK_REPLY_FIELD_NUMBER: _ClassVar[int]
     correctness: int
     advice: str
     recruit_suggestion: str
     fallback: bool
-    def __init__(self, correctness: _Optional[int] = ..., advice: _Optional[str] = ..., recruit_suggestion: _Optional[str] = ..., fallback: _Optional[bool] = ...) -> None: ...
+    blocked: bool
+    check_reply: str
+    def __init__(self, correctness: _Optional[int] = ..., advice: _Optional[str] = ..., recruit_suggestion: _Optional[str] = ..., fallback: _Optional[bool] = ..., blocked: _Optional[bool] = ..., check_reply: _Optional[str] = ...) -> None: ...
 
 class ExecutionResult(_message.Message):
-    __slots__ = ("passed", "tests_run", "tests_failed", "output", "status", "wall_s", "dataset_tests")
+    __slots__ = ("passed", "tests_run", "tests_failed", "output", "status", "wall_s", "dataset_tests", "kind", "check_answer", "contradicts")
     PASSED_FIELD_NUMBER: _ClassVar[int]
     TESTS_RUN_FIELD_NUMBER: _ClassVar[int]
     TESTS_FAILED_FIELD_NUMBER: _ClassVar[int]
@@ -84,6 +90,9 @@ class ExecutionResult(_message.Message):
     STATUS_FIELD_NUMBER: _ClassVar[int]
     WALL_S_FIELD_NUMBER: _ClassVar[int]
     DATASET_TESTS_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    CHECK_ANSWER_FIELD_NUMBER: _ClassVar[int]
+    CONTRADICTS_FIELD_NUMBER: _ClassVar[int]
     passed: bool
     tests_run: int
     tests_failed: int
@@ -91,7 +100,10 @@ class ExecutionResult(_message.Message):
     status: str
     wall_s: float
     dataset_tests: bool
-    def __init__(self, passed: _Optional[bool] = ..., tests_run: _Optional[int] = ..., tests_failed: _Optional[int] = ..., output: _Optional[str] = ..., status: _Optional[str] = ..., wall_s: _Optional[float] = ..., dataset_tests: _Optional[bool] = ...) -> None: ...
+    kind: str
+    check_answer: str
+    contradicts: bool
+    def __init__(self, passed: _Optional[bool] = ..., tests_run: _Optional[int] = ..., tests_failed: _Optional[int] = ..., output: _Optional[str] = ..., status: _Optional[str] = ..., wall_s: _Optional[float] = ..., dataset_tests: _Optional[bool] = ..., kind: _Optional[str] = ..., check_answer: _Optional[str] = ..., contradicts: _Optional[bool] = ...) -> None: ...
 
 class RoleTask(_message.Message):
     __slots__ = ("task_id", "problem_id", "role", "problem", "turn", "round", "index", "persona", "max_tokens", "direction", "solution", "memory", "recruit_number", "advice", "execution", "profile", "temperature", "top_p", "reasoning", "tokens_used", "token_ceiling", "last_evaluation", "max_turns", "parse_retries", "model")

@@ -98,14 +98,16 @@ class ListModelsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("id", "pods", "context_length")
+    __slots__ = ("id", "pods", "context_length", "healthy_pods")
     ID_FIELD_NUMBER: _ClassVar[int]
     PODS_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    HEALTHY_PODS_FIELD_NUMBER: _ClassVar[int]
     id: str
     pods: _containers.RepeatedScalarFieldContainer[str]
     context_length: int
-    def __init__(self, id: _Optional[str] = ..., pods: _Optional[_Iterable[str]] = ..., context_length: _Optional[int] = ...) -> None: ...
+    healthy_pods: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., pods: _Optional[_Iterable[str]] = ..., context_length: _Optional[int] = ..., healthy_pods: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models", "default_model")

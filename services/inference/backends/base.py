@@ -52,6 +52,9 @@ class GenRequest:
     assistant_prefix: str = ""
     # The agent role, for the scripted model's rules and for logs (never sent to a pod).
     role: str = ""
+    # W3C trace context of this attempt's pod.request span: HTTP pods get it as the traceparent header, so a
+    # vLLM started with --otlp-traces-endpoint continues the problem's trace.
+    traceparent: str = ""
 
     @property
     def is_chat(self) -> bool:

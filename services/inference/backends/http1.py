@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -193,11 +193,12 @@ class Http1Pool:
         return found
 
     async def post(self, url: str, path: str, body: bytes, content_type: str = "application/json",
-                   accept: str = "text/event-stream") -> StreamResponse:
+                   accept: str = "text/event-stream", headers: Mapping[str, str] | None = None) -> StreamResponse:
         """Sends the request and returns once the response headers are in; the body streams from there."""
         origin = self.origin(url)
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         head = (f"POST {path} HTTP/1.1\r\nHost: {origin.authority}\r\nContent-Type: {content_type}\r\n"
-                f"Accept: {accept}\r\nContent-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n").encode()
+                f"Accept: {accept}\r\nContent-Length: {len(body)}\r\n{extra}Connection: keep-alive\r\n\r\n").encode()
         while True:
             conn = self._idle(origin)
             fresh = conn is None

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from services.bus.headers import TRACEPARENT
 from services.inference.backends.base import Chunk, GenRequest, PodError, PodUsage, sampling_fields
 from services.inference.backends.http1 import Http1Pool, HttpError
 from services.inference.backends.sse import DONE, StreamError, data_events
@@ -67,7 +68,8 @@ class OpenAIHttpBackend:
     async def stream(self, req: GenRequest, pod: Pod) -> AsyncIterator[Chunk]:
         path, body = request_body(req)
         try:
-            resp = await self._http.post(pod.url, path, json.dumps(body, ensure_ascii=False).encode())
+            resp = await self._http.post(pod.url, path, json.dumps(body, ensure_ascii=False).encode(),
+                                         headers={TRACEPARENT: req.traceparent} if req.traceparent else None)
         except HttpError as exc:  # refused, reset, no answer
             raise PodError(f"{pod.name}: {exc}", retryable=True) from exc
         try:

@@ -1,0 +1,89 @@
+"""Verification grounded in execution for math and multiple-choice answers (profiles with `executor: check`).
+
+The executor asks the model for a short Python program that checks the solution's final answer
+independently (computes it another way, or substitutes it back into the problem's conditions with
+asserts), runs it in the sandbox, and reads the outcome itself rather than trusting the model's
+verdict:
+- a failed assert: the check contradicts the solution;
+- a last `ANSWER: <value>` line that differs from the solution's answer (symbolically for math, by
+  letter for choices): it contradicts the solution;
+- the same answer: the check agrees (passed);
+- anything else (no ANSWER line, a crash, a timeout): inconclusive; it blocks nothing.
+"""
+
+from __future__ import annotations
+
+import re
+
+from conclave.v1 import agents_pb2
+from services.agents import parsing
+from services.agents.calling import StepOutcome, call_and_parse
+from services.agents.context import AgentContext, problem_text
+from services.evaluation.graders import answers_match, extract_code
+from services.sandbox import SandboxLimits, run_python
+
+_ANSWER_LINE = re.compile(r"^\s*ANSWER\s*:\s*(.+?)\s*$", re.M)
+_OUTPUT_TAIL = 1500
+
+
+def parse_program(text: str) -> str:
+    code = extract_code(text) or ""
+    if "ANSWER" not in code and not re.search(r"^\s*assert\b", code, re.M):
+        raise parsing.ParseError("no Python block that prints ANSWER: or asserts the conditions")
+    return code
+
+
+def judge(kind: str, solution_answer: str, status: str, stdout: str, stderr: str) -> agents_pb2.ExecutionResult:
+    """What a finished check run says about the solution's answer."""
+    out = agents_pb2.ExecutionResult(kind="check", output=(stdout + stderr)[-_OUTPUT_TAIL:])
+    found = _ANSWER_LINE.findall(stdout)
+    out.check_answer = found[-1][:200] if found else ""
+    if "AssertionError" in stderr:
+        out.status, out.contradicts = "failed", True
+        out.output = ("a condition the check asserts does not hold for the answer " + solution_answer + "\n"
+                      + out.output)[-_OUTPUT_TAIL:]
+    elif status != "ok" or not found:
+        out.status = "error" if status == "ok" else status
+        out.output = ("inconclusive: " + ("the check printed no ANSWER line" if status == "ok" else
+                                          f"the check did not run to the end ({status})") + "\n" + out.output)
+    elif answers_match(kind, out.check_answer, solution_answer):
+        out.status, out.passed = "ok", True
+    else:
+        out.status, out.contradicts = "failed", True
+        out.output = (f"the check computed {out.check_answer}, the solution says {solution_answer}\n"
+                      + out.output)[-_OUTPUT_TAIL:]
+    out.tests_run = 1
+    out.tests_failed = int(out.contradicts)
+    return out
+
+
+async def run_check(ctx: AgentContext, limits: SandboxLimits) -> tuple[agents_pb2.ExecutionResult, StepOutcome]:
+    t = ctx.task
+    answer = parsing.extract_answer(t.solution, ctx.kind)
+    if not answer:
+        return agents_pb2.ExecutionResult(kind="check", status="no_code",
+                                          output="inconclusive: the solution has no final answer to check"), \
+            StepOutcome(value=None)
+    messages = ctx.profile.prompt("check").render(problem=problem_text(t.problem), answer=answer,
+                                                  solution=t.solution)
+    outcome = await call_and_parse(ctx.llm, messages, ctx.options(t.role, ctx.profile.max_tokens_for("executor")),
+                                   parse_program, retries=ctx.retries, key=t.task_id)
+    if outcome.value is None:
+        return agents_pb2.ExecutionResult(kind="check", status="error",
+                                          output="inconclusive: the model wrote no check program that parses"), outcome
+    run = await run_python(outcome.value, limits=limits)
+    result = judge(ctx.kind, answer, run.status, run.stdout, run.stderr)
+    result.wall_s = run.wall_s
+    return result, outcome
+
+
+def evaluator_note(ex: agents_pb2.ExecutionResult, solution_answer: str) -> str:
+    """How the evaluator (and next turn's solver and critics) hear about a check."""
+    if ex.contradicts:
+        verdict = "CONTRADICTS the solution"
+    elif ex.passed:
+        verdict = "agrees with the solution"
+    else:
+        verdict = "was inconclusive"
+    computed = f" It computed {ex.check_answer}; the solution's answer is {solution_answer}." if ex.check_answer else ""
+    return f"An independent check program was run in a sandbox: it {verdict}.{computed}\nOutput:\n{ex.output[-1000:]}\n"

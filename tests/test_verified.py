@@ -1,0 +1,116 @@
+"""Verification grounded in execution (profiles *-verified) and the ablation switches, on the scripted backend."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.agents.check import judge
+from tests.agents.scripts import AGREE, CORRECT, DISAGREE, R, ceo, team
+from tests.test_agents_e2e import roles_in_order, two_plus_three
+
+CHECK_SAYS_5 = "```python\nresult = 2 + 3\nprint('ANSWER:', result)\n```"
+ASSERT_CHECK = "```python\nanswer = 4\nassert answer - 3 == 2, 'does not satisfy x - 3 = 2'\nprint('ANSWER:', answer)\n```"
+
+
+@pytest.fixture
+def agent_stack(nats_server, tmp_path):
+    from tests.agents.env import agent_stack_factory
+
+    return agent_stack_factory(nats_server, tmp_path)
+
+
+def test_the_executor_reads_the_check_run_itself():
+    agrees = judge("math", "\\frac{1}{2}", "ok", "working...\nANSWER: 0.5\n", "")
+    assert agrees.passed and not agrees.contradicts and agrees.check_answer == "0.5" and agrees.kind == "check"
+    other = judge("math", "4", "ok", "ANSWER: 5\n", "")
+    assert other.contradicts and not other.passed and "computed 5, the solution says 4" in other.output
+    failed = judge("math", "4", "failed", "", "Traceback ...\nAssertionError: does not satisfy x - 3 = 2\n")
+    assert failed.contradicts and failed.status == "failed"
+    for status, stdout, stderr in (("ok", "it looks fine\n", ""), ("timeout", "", ""), ("failed", "", "NameError: x")):
+        unsure = judge("math", "4", status, stdout, stderr)
+        assert not unsure.contradicts and not unsure.passed and "inconclusive" in unsure.output
+    assert judge("multiple_choice", "B", "ok", "ANSWER: (B)\n", "").passed
+    assert judge("multiple_choice", "B", "ok", "ANSWER: C\n", "").contradicts
+
+
+def verified_script(**overrides):
+    rules = {
+        "ceo": [(R.ROLE_CEO, "Turn 2 of", ceo(n=2, direction="Recheck the sum from scratch."))],
+        "solver": [(R.ROLE_SOLVER, "Recheck the sum", "Rechecked: two plus three is \\boxed{5}."),
+                   (R.ROLE_SOLVER, ".", "Two plus three is \\boxed{4}.")],
+        "executor": [(R.ROLE_EXECUTOR, "Proposed final answer", CHECK_SAYS_5)],
+        "evaluator": [(R.ROLE_EVALUATOR, ".", CORRECT)],  # an evaluator that accepts anything
+    }
+    return team(**(rules | overrides))
+
+
+async def test_a_contradicting_check_blocks_the_acceptance_and_the_team_hears_it(agent_stack):
+    async with agent_stack(verified_script()) as env:
+        p = two_plus_three("verified-1")
+        p.profile = "math500-verified"
+        result = await env.solve(p)
+        traj = await env.trajectory("verified-1")
+    assert result.stop_reason == "accepted" and result.turns == 2 and result.extracted_answer == "5"
+    assert [(e.kind, e.contradicts, e.passed, e.check_answer) for e in traj.executions] == [
+        ("check", True, False, "5"), ("check", False, True, "5")]
+    assert [(e.correctness, e.blocked) for e in traj.evaluations] == [(1, True), (1, False)]
+    evaluator_prompts = [m.call.messages[1].content for m in traj.messages if m.role == R.ROLE_EVALUATOR]
+    assert "CONTRADICTS the solution" in evaluator_prompts[0] and "agrees with the solution" in evaluator_prompts[1]
+    turn2 = [m for m in traj.messages if m.turn == 2 and m.role in (R.ROLE_SOLVER, R.ROLE_CRITIC)]
+    assert turn2 and all("[executor]: An independent check program" in m.call.messages[1].content for m in turn2)
+    executor_calls = [m for m in traj.messages if m.role == R.ROLE_EXECUTOR]
+    assert len(executor_calls) == 2 and "Proposed final answer: 4" in executor_calls[0].call.messages[1].content
+
+
+async def test_a_failed_assert_contradicts_and_a_rebuttal_may_let_the_acceptance_stand(agent_stack):
+    script = verified_script(
+        executor=[(R.ROLE_EXECUTOR, "Proposed final answer", ASSERT_CHECK)],
+        evaluator=[(R.ROLE_EVALUATOR, ".", CORRECT + "\nCheck: the program tests x - 3 = 2, which is not the problem")],
+    )
+    async with agent_stack(script) as env:
+        strict, lenient = two_plus_three("verified-2", max_turns=1), two_plus_three("verified-3", max_turns=1)
+        strict.profile = lenient.profile = "math500-verified"
+        lenient.metadata["profile.check_rebuttal"] = "true"
+        strict_result, lenient_result = await env.solve(strict), await env.solve(lenient)
+        traj = await env.trajectory("verified-2")
+    assert traj.executions[0].contradicts and traj.executions[0].status == "failed"
+    assert traj.evaluations[0].blocked and "not the problem" in traj.evaluations[0].check_reply
+    assert strict_result.stop_reason == "max_turns"  # blocked: not accepted
+    assert lenient_result.stop_reason == "accepted"  # the evaluator answered the contradiction
+
+
+async def test_the_paper_profile_runs_no_check(agent_stack):
+    async with agent_stack(verified_script()) as env:
+        result = await env.solve(two_plus_three("unverified-1"))
+        traj = await env.trajectory("unverified-1")
+    assert result.stop_reason == "accepted" and result.turns == 1 and result.extracted_answer == "4"
+    assert not traj.executions and not [m for m in traj.messages if m.role == R.ROLE_EXECUTOR]
+
+
+async def test_ablations_withhold_the_direction_neutralise_personas_and_skip_revision(agent_stack):
+    script = team(critic=[(R.ROLE_CRITIC, r"Solution to review:\s*Two plus three is five", DISAGREE),
+                          (R.ROLE_CRITIC, ".", AGREE)])
+    async with agent_stack(script) as env:
+        problems = {}
+        for name in ("direction", "persona", "norevision"):
+            p = two_plus_three(f"ablate-{name}", max_turns=1)
+            p.profile = f"math500-ablate-{name}"
+            await env.solve(p)
+            problems[name] = await env.trajectory(p.id)
+    direction, persona, norevision = problems.values()
+    solver = next(m for m in direction.messages if m.role == R.ROLE_SOLVER).call.messages[1].content
+    critic = next(m for m in direction.messages if m.role == R.ROLE_CRITIC).call.messages[1].content
+    assert "check the arithmetic" not in solver and "check the arithmetic" in critic
+    assert not [m for m in persona.messages if m.role == R.ROLE_RECRUITER]
+    assert {m.persona for m in persona.messages if m.role == R.ROLE_CRITIC} == {"a careful reviewer"}
+    assert roles_in_order(norevision) == [(1, 0, "ceo"), (1, 0, "recruiter"), (1, 0, "solver"),
+                                          (1, 1, "critic"), (1, 1, "critic"), (1, 1, "evaluator")]
+    assert not norevision.consensus
+
+
+async def test_a_check_runs_in_the_sandbox_and_float_output_matches_a_symbolic_answer():
+    from services.sandbox import run_python
+
+    run = await run_python("import math\nprint('ANSWER:', (3, math.pi / 2))\n")
+    assert judge("math", "\\left( 3, \\frac{\\pi}{2} \\right)", run.status, run.stdout, run.stderr).passed
+    assert judge("math", "(3, 0)", run.status, run.stdout, run.stderr).contradicts
