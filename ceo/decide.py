@@ -51,7 +51,7 @@ async def decide(
         decision = A(action=A.ACTION_STOP if d.stop else A.ACTION_CONTINUE, recruit_number=d.recruit_number,
                      direction=d.direction, max_tokens=d.max_tokens, turn=st.turn, stop_set_aside=d.stop_set_aside)
     else:
-        # PROTOCOL.md: continue with N=2 and the largest budget.
-        decision = A(action=A.ACTION_CONTINUE, recruit_number=max(profile.n_min, 2), direction="",
+        # PROTOCOL.md: continue with the starting team (N=2 in every paper profile) and the largest budget.
+        decision = A(action=A.ACTION_CONTINUE, recruit_number=profile.initial_n, direction="",
                      max_tokens=max(menu), turn=st.turn, fallback=True)
     return decision, out

@@ -17,6 +17,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
+from ceo import report as reports
 from ceo import state as S
 from ceo.decide import decide
 from ceo.grading import MathGrader
@@ -31,7 +32,7 @@ from services.agents.context import kind_name
 from services.agents.llm import LlmClient, LlmError
 from services.bus import subjects, topology
 from services.bus.headers import MSG_ID
-from services.bus.replies import RESULT_KEY, answer, store_result
+from services.bus.replies import RESULT_KEY, answer, publish_event, store_result
 from services.bus.retry import retrying
 from services.evaluation.graders import grade_choice
 from services.inference.ledger import Ledger
@@ -92,14 +93,15 @@ class ProblemRun:
             await self.keepalive()
 
     async def event(self, st: ProblemState, type_: str, **fields) -> None:
-        ev = outcome_pb2.ProgressEvent(problem_id=self.p.id, type=type_, turn=st.turn, round=st.round,
-                                       t_s=time.time() - st.started_at, **fields)
-        await self.nc.publish(subjects.event(self.p.id), ev.SerializeToString())
+        fields = {"turn": st.turn, "round": st.round, **fields}
+        ev = outcome_pb2.ProgressEvent(problem_id=self.p.id, type=type_, t_s=time.time() - st.started_at, **fields)
+        await publish_event(self.nc, ev, as_json=self.as_json)
 
     async def message_events(self, st: ProblemState, replies: list[agents_pb2.RoleReply]) -> None:
         for r in replies:
             tokens = sum(c.completion_tokens for c in r.calls)
-            await self.event(st, "message", role=r.role, persona=r.persona, text=r.error or r.content, tokens=tokens)
+            await self.event(st, "message", role=r.role, persona=r.persona, text=r.error or r.content, tokens=tokens,
+                             agree=r.agree, fallback=r.fallback, fallback_reason=r.fallback_reason)
 
     def base_task(self, st: ProblemState, role: int, index: int = 0, **fields) -> agents_pb2.RoleTask:
         t = agents_pb2.RoleTask(
@@ -188,13 +190,16 @@ class ProblemRun:
         self.m.budget.observe(decision.max_tokens)
         if out.fallback:
             self.m.fallbacks.labels("ceo").inc()
-        await self.event(st, "decision", role=R.ROLE_CEO, decision=decision, text=decision.direction)
-        if decision.stop_set_aside:
+        honour = self.profile.honour_stop if self.cfg.honour_stop is None else self.cfg.honour_stop
+        set_aside = ""
+        if decision.stop_set_aside or (decision.action == A.ACTION_STOP and not st.plan):
             self.m.decisions.labels("stop_set_aside").inc()
             log.info("the CEO said stop before any solution existed; set aside, the team continues")
-            await self.event(st, "decision", role=R.ROLE_CEO, decision=decision,
-                             text="stop set aside: there is no solution yet, so the team continues")
-        honour = self.profile.honour_stop if self.cfg.honour_stop is None else self.cfg.honour_stop
+            set_aside = "stop set aside: there is no solution yet, so the team carries on"
+        elif decision.action == A.ACTION_STOP and not honour:
+            set_aside = "stop set aside: this deployment ignores the CEO's stop (honour_stop is off)"
+        await self.event(st, "decision", role=R.ROLE_CEO, decision=decision, text=decision.direction,
+                         fallback=out.fallback, fallback_reason=out.fallback_reason, set_aside=set_aside)
         if decision.action == A.ACTION_STOP and honour and st.plan:
             self.stop(st, "ceo_stop", "the CEO judged the latest solution final")
             return
@@ -211,7 +216,12 @@ class ProblemRun:
             experts = list(reply.experts) or [parsing.FALLBACK_EXPERTS[i % 5] for i in range(st.n)]
         st.experts = experts[: st.n]
         st.critic_memory = [[] for _ in range(st.n - 1)]  # critics start every turn with empty memory
-        await self.event(st, "recruited", role=R.ROLE_RECRUITER, experts=st.experts)
+        if self.profile.neutral_personas:
+            await self.event(st, "recruited", role=R.ROLE_RECRUITER, experts=st.experts)
+        else:
+            await self.event(st, "recruited", role=R.ROLE_RECRUITER, experts=st.experts,
+                             fallback=reply.fallback or not reply.experts,
+                             fallback_reason=reply.fallback_reason or reply.error)
         checked = self.check_note(st)
         if checked:
             # The last turn's check of this solution: the team hears what the evaluator heard.
@@ -295,7 +305,9 @@ class ProblemRun:
                 objections.append((critics[i], r.content))
         if not objections:
             st.consensus.append(True)
-            await self.event(st, "consensus", text=f"all {len(replies)} critics agree")
+            by_fallback = sum(1 for r in replies if r.fallback or r.error)
+            note = f" ({by_fallback} counted as agreeing by fallback)" if by_fallback else ""
+            await self.event(st, "consensus", text=f"all {len(replies)} critics agree{note}")
             st.phase = S.EXECUTE
         elif st.round >= self.profile.critic_rounds or not self.profile.critic_revision:
             st.consensus.append(False)
@@ -367,13 +379,21 @@ class ProblemRun:
         ev.blocked = bool(blocked)
         st.evaluation = {"correctness": ev.correctness, "advice": ev.advice, "recruit_suggestion": ev.recruit_suggestion}
         st.append(outcome_pb2.Trajectory(evaluations=[ev]))
-        await self.event(st, "evaluation", role=R.ROLE_EVALUATOR, evaluation=ev, text=ev.advice)
+        await self.event(st, "evaluation", role=R.ROLE_EVALUATOR, evaluation=ev, text=ev.advice,
+                         fallback=ev.fallback, fallback_reason=reply.fallback_reason or reply.error)
         if blocked:
             self.m.overruled.labels(execution.kind or "tests").inc()
             st.evaluation["correctness"] = 0  # the CEO hears the turn was not accepted, and why
             st.evaluation["advice"] = f"Not accepted: {blocked}. {ev.advice}".strip()
             await self.event(st, "evaluation", role=R.ROLE_EXECUTOR, text=f"not accepted: {blocked}")
-        elif ev.correctness == 1:
+        gaps = "; ".join(reports.parse(st.plan).problems) if self.profile.structured_report else ""
+        if gaps:  # the next turn's CEO and solver learn what the report lacks, whatever the evaluator said
+            st.evaluation.update(correctness=0, advice=f"Complete the report: {gaps}. {ev.advice}".strip())
+        if ev.correctness == 1 and gaps and not blocked:
+            self.m.reports_rejected.inc()
+            await self.event(st, "evaluation", role=R.ROLE_EVALUATOR,
+                             text=f"not accepted: the evaluator said correct, but the report is incomplete ({gaps})")
+        elif ev.correctness == 1 and not blocked and not gaps:
             self.stop(st, "accepted", "the evaluator accepted the solution")
             return
         st.turn += 1
@@ -436,6 +456,8 @@ class ProblemRun:
         )
         tracing.set_outcome(tracing.current_span(), st.stop_reason, error=st.stop_reason == "error",
                             tokens=st.tokens_used, turns=result.turns)
+        if self.profile.structured_report and st.plan:
+            result.report.CopyFrom(reports.parse(st.plan))
         if st.stop_reason == "error":
             result.error.CopyFrom(outcome_pb2.Error(code="step_failed", message=st.stop_note, problem_id=self.p.id))
         for role, (prompt, completion, calls) in sorted(st.tokens.items()):
@@ -460,12 +482,13 @@ class ProblemRun:
                 # A retry looks first: if the last attempt was stored and only its PubAck was lost,
                 # publishing again would reach live subscribers twice (the store deduplicates by key).
                 if attempts == 1 or not await self.result_stored():
-                    await store_result(self.js, result)
+                    await store_result(self.js, result, as_json=self.as_json)
 
             await retrying(store_once, "publish the result", give_up_s=give_up)
             if self.reply_to:
                 await answer(self.nc, self.reply_to, result, as_json=self.as_json, keyed=True)
-            await self.event(st, "done", text=f"{st.stop_reason}: {st.stop_note}")
+            # The done event counts turns as the Result does (st.turn may already point at the next one).
+            await self.event(st, "done", text=f"{st.stop_reason}: {st.stop_note}", turn=result.turns)
             self.m.finished.labels(st.stop_reason or "unknown").inc()
             self.m.seconds.observe(result.wall_s)
             self.m.turns.observe(result.turns)

@@ -37,6 +37,9 @@ class CeoMetrics:
         self.duplicate_deliveries = Counter("conclave_ceo_duplicate_deliveries", "Problem messages delivered "
                                             "again while this replica still ran the problem (joined, not "
                                             "run twice).", registry=registry)
+        self.reports_rejected = Counter("conclave_reports_rejected", "Turns the evaluator accepted but whose "
+                                        "report lacked a section or was cut off (profiles with structured_report).",
+                                        registry=registry)
         self.active = Gauge("conclave_problems_active", "Problems this replica is running.", registry=registry)
         self.seconds = Histogram("conclave_problem_seconds", "Wall time per problem.", registry=registry,
                                  buckets=(0.1, 0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600))

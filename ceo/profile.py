@@ -80,6 +80,9 @@ class Profile:
     solver_sees_direction: bool = True  # False: the CEO's direction reaches the critics, not the solver
     neutral_personas: bool = False  # True: no recruiter call; the solver and critics get generic personas
     critic_revision: bool = True  # False: critics review once, and the solver never revises
+    # Open-ended reports with fixed sections (ceo/report.py): a report that lacks one, or was cut off before
+    # its END OF REPORT line, is not accepted, and the Result carries the parsed report.
+    structured_report: bool = False
     reasoning: bool = False
     solver_memory: int = 5
     critic_memory: int = 3

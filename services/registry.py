@@ -36,6 +36,8 @@ SERVICES: dict[str, ServiceEntry] = {
         ServiceEntry("evaluator", "services.agents.service:build_evaluator", "judges the solution of each turn"),
         ServiceEntry("single", "services.agents.service:build_single", "the single-agent baseline"),
         ServiceEntry("archiver", "services.archiver.service:build", "writes every trajectory to the archive"),
+        ServiceEntry("openai-door", "services.openai_door.service:build",
+                     "OpenAI-compatible HTTP API (/v1/chat/completions) answered by a team"),
     )
 }
 

@@ -34,7 +34,7 @@ GATEWAY_HEALTH_PORT = 50052
 
 # Every long-running service `conclave serve NAME` runs; each needs a Deployment in deploy/k8s/base.
 EXPECTED = {"intake", "inference", "ceo", "recruiter", "solver", "critic", "executor", "evaluator", "single",
-            "archiver"}
+            "archiver", "openai-door"}
 
 # The metrics the Grafana dashboard may query, as Prometheus stores them (prometheus_client appends _total
 # to counters; histograms are queried through _bucket). Add a name here only together with the code that

@@ -52,7 +52,7 @@ async def test_the_ceo_is_not_offered_stop_before_a_solution_and_a_stop_is_set_a
     ceo_prompts = [m.call.messages[1].content for m in traj.messages if m.role == R.ROLE_CEO]
     assert "stop" not in ceo_prompts[0].lower() and "Decision: continue\n" in ceo_prompts[0]
     assert "Decision: continue or stop" in ceo_prompts[1]
-    assert any("stop set aside" in e.text for e in events if e.type == "decision")
+    assert any("stop set aside" in e.set_aside for e in events if e.type == "decision")
     assert result.extracted_answer == "5" and result.stop_reason == "max_turns"
     assert [m for m in traj.messages if m.turn == 1 and m.role == R.ROLE_SOLVER]  # the team did work
 

@@ -85,14 +85,19 @@ def _worker(role: str) -> Permissions:
                     f"consumes {subjects.task(role)}, publishes its replies")
 
 
+# What a submitter may do: submit, read a stored result, watch results and progress events.
+CLIENT_PUBLISH = (subjects.PROBLEMS_SUBMIT, f"$JS.API.STREAM.MSG.GET.{topology.RESULTS.name}")
+CLIENT_SUBSCRIBE = (f"{subjects.RESULTS_PREFIX}.*", f"{subjects.EVENTS_PREFIX}.*")
+
+
 def _declare() -> dict[str, Permissions]:
     users: list[Permissions] = [
         Permissions(ADMIN, unrestricted=True,
                     help="declares streams, consumers and buckets (conclave up, the bus-setup Job); operators"),
         Permissions(
             CLIENT,
-            publish=(subjects.PROBLEMS_SUBMIT, f"$JS.API.STREAM.MSG.GET.{topology.RESULTS.name}"),
-            subscribe=(f"{inbox_prefix(CLIENT)}.>", f"{subjects.RESULTS_PREFIX}.*", f"{subjects.EVENTS_PREFIX}.*"),
+            publish=CLIENT_PUBLISH,
+            subscribe=(f"{inbox_prefix(CLIENT)}.>", *CLIENT_SUBSCRIBE),
             help="a user's program: submits problems, reads results and progress events",
         ),
         _service(
@@ -124,6 +129,8 @@ def _declare() -> dict[str, Permissions]:
     arch_pub, arch_sub = _pull(topology.ARCHIVER_CONSUMER)
     users.append(_service("archiver", arch_pub, arch_sub, "consumes trajectories into the archive"))
     users.append(_service("inference", _kv(topology.TOKEN_LEDGER), (), "the gateway: token ledger only"))
+    # The OpenAI-compatible door submits problems and waits for their results, as a user's program does.
+    users.append(_service("openai-door", CLIENT_PUBLISH, CLIENT_SUBSCRIBE, "the OpenAI-compatible HTTP door"))
     return {p.user: p for p in users}
 
 
@@ -140,7 +147,7 @@ def get(user: str) -> Permissions:
 
 def password_env(user: str) -> str:
     """The environment variable through which nats-server reads `user`'s password in Kubernetes."""
-    return f"{user.upper()}_PASSWORD"
+    return f"{user.upper().replace('-', '_')}_PASSWORD"
 
 
 def _quote(values: tuple[str, ...]) -> str:

@@ -1,5 +1,7 @@
-"""Answering a publisher: in the encoding it used, on its reply subject and on the result subject.
+"""Answering a publisher: in the encoding it used, on its reply subject, the result subject and events.
 
+Every message carries a Content-Type header. JSON is protobuf JSON (camelCase keys) that keeps fields at
+their zero value (`"correct": 0`, `"consensus": false`), so a JSON reader never has to guess a default.
 Every copy of a problem's result carries the same idempotency key in its Nats-Msg-Id header,
 `result:<problem id>` (RESULT_KEY): JetStream stores one result per key, and a live subscriber that
 sees a key twice (a CEO retried a publish whose acknowledgement a NATS restart lost) keeps the first.
@@ -25,14 +27,22 @@ log = logging.getLogger(__name__)
 
 def encode(msg: Message, as_json: bool) -> tuple[bytes, dict[str, str]]:
     if as_json:
-        body = json_format.MessageToJson(msg, preserving_proto_field_name=False, indent=None)
+        body = json_format.MessageToJson(msg, preserving_proto_field_name=False, indent=None,
+                                         always_print_fields_with_no_presence=True)
         return body.encode(), {CONTENT_TYPE: JSON}
     return msg.SerializeToString(), {CONTENT_TYPE: PROTOBUF}
 
 
-async def store_result(js: JetStreamContext, result: outcome_pb2.Result) -> None:
-    """Persists a problem's result on conclave.results.<id>, deduplicated by its key."""
-    body, headers = encode(result, as_json=False)
+async def publish_event(nc: Client, event: outcome_pb2.ProgressEvent, *, as_json: bool = False) -> None:
+    """A progress event on conclave.events.<id> (core NATS, live only), in the submitter's encoding."""
+    body, headers = encode(event, as_json)
+    await nc.publish(subjects.event(event.problem_id), body, headers=headers)
+
+
+async def store_result(js: JetStreamContext, result: outcome_pb2.Result, *, as_json: bool = False) -> None:
+    """Persists a problem's result on conclave.results.<id>, deduplicated by its key, in the submitter's
+    encoding: readers of the stream decode by Content-Type (codec.decode)."""
+    body, headers = encode(result, as_json)
     headers[MSG_ID] = RESULT_KEY.format(problem_id=result.problem_id)
     await js.publish(subjects.result(result.problem_id), body, headers=headers)
 

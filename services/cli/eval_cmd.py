@@ -3,7 +3,11 @@
 Benchmarks: aime2024, math500, humaneval, mbpp (read from --data-dir, default ../shared/benchmarks or
 CONCLAVE_BENCHMARKS_DIR), gpqa (from --gpqa PATH only; never shipped), or jsonl (--file PATH, the
 schema in docs/problems.md). Writes OUT/results.jsonl, OUT/report.md, OUT/report.json and PNG plots.
-Rerunning with the same --out skips the problems already graded.
+Rerunning with the same --out resumes that run (the problems already graded are skipped); --rerun starts
+a fresh one, whose problem ids are new, so no stored result of an earlier run (another model's) is reused.
+--model and --revision are recorded in OUT/run.json and the report; resuming with others is refused.
+
+Held-out halves (benchmarks/splits/, fixed and seeded): --split train or --split heldout.
 
 Code benchmarks hide their grading tests from the team by default (--executor-tests model): the
 executor writes its own tests, as in the paper, so the team gets no hint the single agent lacks.
@@ -54,7 +58,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--concurrency", type=int, default=4,
                    help="problems in flight at once (--mode vote: each with its K samples in flight together)")
     p.add_argument("--out", type=Path, default=None, help="output dir (default out/eval/BENCHMARK-MODE)")
-    p.add_argument("--data-dir", type=Path, default=None, help="benchmark data dir")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="directory holding aime2024/, math500/, humaneval/, mbpp_sanitized/ (default: "
+                        "$CONCLAVE_BENCHMARKS_DIR, else ../shared/benchmarks beside the repository); not "
+                        "shipped: README, 'Benchmark data', says where each comes from")
     p.add_argument("--gpqa", type=Path, default=None, help="path of a GPQA file (CSV or JSONL) you have")
     p.add_argument("--file", type=Path, default=None, help="your own JSONL (with --benchmark jsonl)")
     p.add_argument("--timeout", type=float, default=3600, help="seconds to wait for each result")
@@ -68,11 +75,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "pass (not the paper's protocol, where the evaluator alone decides)")
     p.add_argument("--sweep", action="append", default=[], metavar="AXIS=V1,V2",
                    help=f"sweep an axis: {', '.join(AXES)} (repeatable: the grid of all values)")
+    p.add_argument("--split", choices=["train", "heldout"], default="",
+                   help="run one half of the benchmark's fixed split (benchmarks/splits/BENCHMARK.json)")
+    p.add_argument("--rerun", action="store_true",
+                   help="a fresh run in --out: new problem ids, earlier results moved to results.RUNID.jsonl")
+    p.add_argument("--model", default=os.environ.get("CONCLAVE_EVAL_MODEL", ""),
+                   help="name of the model the pods serve, recorded in the report (env CONCLAVE_EVAL_MODEL)")
+    p.add_argument("--revision", default=os.environ.get("CONCLAVE_EVAL_REVISION", ""),
+                   help="its revision (a checkpoint hash, a commit), recorded too (env CONCLAVE_EVAL_REVISION)")
     p.add_argument("--nats-url", default=os.environ.get("CONCLAVE_NATS_URL", "nats://127.0.0.1:4222"))
 
 
 def load_items(args: argparse.Namespace):
-    from services.evaluation.loaders import load_benchmark, load_gpqa, load_jsonl
+    from services.evaluation.loaders import DataError, load_benchmark, load_gpqa, load_jsonl
 
     if args.benchmark == "gpqa":
         if not args.gpqa:
@@ -82,7 +97,19 @@ def load_items(args: argparse.Namespace):
         if not args.file:
             raise SystemExit("--benchmark jsonl needs --file PATH")
         return load_jsonl(args.file)
-    return load_benchmark(args.benchmark, args.data_dir or default_data_dir())
+    data_dir = args.data_dir or default_data_dir()
+    try:
+        items = load_benchmark(args.benchmark, data_dir)
+    except DataError as exc:
+        how = "--data-dir" if args.data_dir else ("CONCLAVE_BENCHMARKS_DIR" if os.environ.get(
+            "CONCLAVE_BENCHMARKS_DIR") else "the default ../shared/benchmarks")
+        raise SystemExit(f"conclave eval: {exc} (data dir from {how}); benchmark data is not shipped with "
+                         "Conclave: see README, 'Benchmark data', for where to get it") from None
+    if getattr(args, "split", ""):
+        from services.evaluation.splits import select
+
+        items = select(items, args.benchmark, args.split)
+    return items
 
 
 def parse_sweep(specs: list[str]) -> list[dict[str, int]]:
@@ -121,14 +148,17 @@ async def _eval(args: argparse.Namespace) -> int:
     from services.bus import permissions
     from services.cli.progress import progress
     from services.evaluation import report
-    from services.evaluation.runner import RunSettings, run_eval
+    from services.evaluation.runner import RunMismatch, RunSettings, open_run, run_eval
 
     vote = vote_settings(args)
     items = load_items(args)
     default_profile = {"mbpp": "mbpp", "humaneval": "humaneval", "math500": "math500", "aime2024": "aime2024",
                        "gpqa": "gpqa"}.get(args.benchmark, "")
+    if args.split and args.benchmark in ("gpqa", "jsonl"):
+        raise SystemExit("--split works with the bundled benchmarks only")
     vote_label = f"-k{args.k}" if args.mode == "vote" else ""
-    base_out = args.out or Path("out/eval") / f"{args.benchmark}-{args.mode}{vote_label}"
+    split_label = f"-{args.split}" if args.split else ""
+    base_out = args.out or Path("out/eval") / f"{args.benchmark}-{args.mode}{vote_label}{split_label}"
     points = parse_sweep(args.sweep) or [{}]
     from services.client.connect import connect
 
@@ -142,9 +172,14 @@ async def _eval(args: argparse.Namespace) -> int:
                 concurrency=args.concurrency, timeout_s=args.timeout,
                 max_turns=point.get("turns", args.max_turns), critic_rounds=point.get("rounds", 0),
                 team_size=point.get("team", 0), k_cap=point.get("k", 0), executor_tests=args.executor_tests,
-                require_passing_tests=args.require_passing_tests,
+                require_passing_tests=args.require_passing_tests, split=args.split, model=args.model,
+                revision=args.revision,
             )
             out = base_out / "_".join(f"{k}{v}" for k, v in point.items()) if point else base_out
+            try:
+                settings = open_run(out, settings, rerun=args.rerun)
+            except RunMismatch as exc:
+                raise SystemExit(str(exc)) from None
             label = " ".join(f"{k}={v}" for k, v in point.items()) or args.mode
             with progress(f"{args.benchmark} {label}", args.limit or len(items)) as view:
                 correct = [0]

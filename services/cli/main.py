@@ -37,6 +37,17 @@ file named by CONCLAVE_CONFIG. `conclave COMMAND --help` gives each command's op
 """
 
 
+def version() -> str:
+    """The installed package's version (pyproject.toml is the one place it is written)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("conclave")
+    except PackageNotFoundError:
+        return "unknown (not installed; run `make setup`)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="conclave",
@@ -44,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"conclave {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         mod = importlib.import_module(module)

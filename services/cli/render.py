@@ -1,9 +1,15 @@
-"""How the CLI shows events and results."""
+"""How the CLI shows events and results.
+
+Model text is never read as rich markup: every line is built from `Text` pieces, so a reply containing
+`[/i]` or `\\[` prints exactly as the model wrote it (markup in a model reply used to raise inside the
+NATS callback and lose the event).
+"""
 
 from __future__ import annotations
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from conclave.v1 import agents_pb2, outcome_pb2
 
@@ -16,39 +22,80 @@ def _short(text: str, limit: int = 600) -> str:
     return text if len(text) <= limit else text[:limit] + " …"
 
 
-def render_event(console: Console, ev: outcome_pb2.ProgressEvent) -> None:
+def _fallback(ev: outcome_pb2.ProgressEvent) -> Text:
+    if not ev.fallback:
+        return Text()
+    return Text(f" (fallback: {_short(ev.fallback_reason, 200) or 'reply could not be parsed'})", "bold yellow")
+
+
+def _verdict(ev: outcome_pb2.ProgressEvent) -> Text:
+    """A critic's verdict as the protocol counted it; a fallback review counts as agreeing."""
+    if ev.fallback:
+        return Text("counted as agree", "yellow") + _fallback(ev)
+    return Text("agree", "green") if ev.agree else Text("disagree", "red")
+
+
+def event_text(ev: outcome_pb2.ProgressEvent) -> Text | None:
+    """One event as it is printed, or None for events the live view does not show."""
     role = agents_pb2.Role.Name(ev.role)
     color = COLORS.get(role, "white")
-    head = f"[dim]{ev.t_s:6.1f}s t{ev.turn} r{ev.round}[/dim]"
+    line = Text(f"{ev.t_s:6.1f}s t{ev.turn} r{ev.round} ", "dim")
     if ev.type == "decision":
         d = ev.decision
         action = agents_pb2.CeoDecision.Action.Name(d.action).removeprefix("ACTION_").lower()
-        console.print(f"{head} [magenta]CEO[/magenta] {action}: N={d.recruit_number} K={d.max_tokens}"
-                      f"{' (fallback)' if d.fallback else ''} — {_short(d.direction, 200)}")
+        line += Text("CEO", "magenta") + f" {action}: N={d.recruit_number} K={d.max_tokens}"
+        if d.direction:
+            line += f" — {_short(d.direction, 200)}"
+        line += _fallback(ev)
+        if ev.set_aside:
+            line += Text(f"\n        {ev.set_aside}", "bold yellow")
     elif ev.type == "recruited":
-        console.print(f"{head} [cyan]experts[/cyan]: " + "; ".join(_short(e, 80) for e in ev.experts))
+        line += Text("experts", "cyan") + (": " + "; ".join(_short(e, 80) for e in ev.experts))
+        line += _fallback(ev)
     elif ev.type == "message":
-        who = ev.persona or role.removeprefix("ROLE_").lower()
-        console.print(f"{head} [{color}]{role.removeprefix('ROLE_').lower()}[/{color}] ({_short(who, 60)}, "
-                      f"{ev.tokens} tok)\n{_short(ev.text)}")
+        name = role.removeprefix("ROLE_").lower()
+        who = ev.persona or name
+        line += Text(name, color) + f" ({_short(who, 60)}, {ev.tokens} tok)"
+        if ev.role == agents_pb2.ROLE_CRITIC:
+            line += Text(" → ") + _verdict(ev)
+        elif ev.fallback:
+            line += _fallback(ev)
+        line += "\n" + _short(ev.text)
     elif ev.type == "consensus":
-        console.print(f"{head} [bold green]consensus[/bold green]: {ev.text}")
+        line += Text("consensus", "bold green") + f": {ev.text}"
     elif ev.type == "execution":
-        console.print(f"{head} [blue]executor[/blue]: {ev.execution.status}")
+        line += Text("executor", "blue") + f": {ev.execution.status}"
     elif ev.type == "evaluation":
         ok = "correct" if ev.evaluation.correctness else "not correct"
-        console.print(f"{head} [red]evaluator[/red]: {ok} — {_short(ev.evaluation.advice, 200)}")
+        line += Text("evaluator", "red") + f": {ok} — {_short(ev.evaluation.advice or ev.text, 200)}"
+        line += _fallback(ev)
     elif ev.type == "done":
-        console.print(f"{head} [bold]done[/bold]: {ev.text}")
+        line += Text("done", "bold") + f": {ev.text}"
+    else:
+        return None
+    return line
+
+
+def render_event(console: Console, ev: outcome_pb2.ProgressEvent) -> None:
+    text = event_text(ev)
+    if text is not None:
+        console.print(text)
 
 
 def print_result(console: Console, r: outcome_pb2.Result) -> None:
     if r.status != "ok":
-        console.print(f"[red]error {r.error.code}: {r.error.message}[/red]")
-    console.print(f"\n[bold]answer[/bold] ({r.stop_reason}, {r.turns} turn(s), {r.total_tokens} tokens, {r.wall_s:.1f}s):")
-    console.print(r.extracted_answer or _short(r.answer, 2000))
+        console.print(Text(f"error {r.error.code}: {r.error.message}", "red"))
+    console.print(Text.assemble("\n", ("answer", "bold"),
+                                f" ({r.stop_reason}, {r.turns} turn(s), {r.total_tokens} tokens, {r.wall_s:.1f}s):"))
+    console.print(Text(r.extracted_answer or _short(r.answer, 2000)))
+    if r.HasField("report"):
+        rep = r.report
+        state = "complete" if rep.complete else "incomplete: " + "; ".join(rep.problems)
+        console.print(Text.assemble(("report", "bold"), f": verdict {rep.verdict or '-'}, "
+                                    f"confidence {rep.confidence:.2f}, {len(rep.risks)} risks, "
+                                    f"{len(rep.experiments)} experiments ({state})"))
     if r.correct >= 0:
-        console.print("graded: " + ("[green]correct[/green]" if r.correct else "[red]wrong[/red]"))
+        console.print(Text.assemble("graded: ", ("correct", "green") if r.correct else ("wrong", "red")))
     if r.tokens:
         table = Table(title="tokens by role")
         for col in ("role", "calls", "prompt", "completion"):

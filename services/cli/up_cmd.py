@@ -42,14 +42,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated URLs of OpenAI-compatible pods to use instead of a local CPU pod")
     p.add_argument("--pod-port", type=int, default=8081, help="port of the local CPU pod (default 8081)")
     p.add_argument("--parallel", type=int, default=4, help="parallel slots of the CPU pod (default 4)")
+    p.add_argument("--threads", type=int, default=int(os.environ.get("CONCLAVE_POD_THREADS", "0") or 0),
+                   help="CPU threads of the local model pod (default: all cores but one on 4+ cores, where the "
+                        "services and NATS need one; all of them on smaller machines); fewer help on a busy machine")
+    p.add_argument("--poll", type=int, default=int(os.environ.get("CONCLAVE_POD_POLL", "0") or 0),
+                   help="0-100: how long idle pod threads spin before sleeping (default 0: sleep at once, which "
+                        "keeps a busy machine usable; llama.cpp's own default is 50)")
     p.add_argument("--ctx", type=int, default=4096, help="context length of one CPU pod slot (default 4096)")
     p.add_argument("--k-cap", type=int, default=int(os.environ.get("CONCLAVE_K_CAP", "0") or 0),
                    help="cap on the CEO's per-agent budget K (default: ctx/4 with the CPU pod, none with --pods)")
+    p.add_argument("--door-port", type=int, default=int(os.environ.get("CONCLAVE_DOOR_PORT", "8090") or 8090),
+                   help="port of the OpenAI-compatible door, http://127.0.0.1:PORT/v1 (default 8090)")
     p.add_argument("--only", nargs="*", metavar="SERVICE", choices=list(registry.SERVICES),
                    help="start only these services")
     p.add_argument("--demo", action="store_true",
                    help="start, solve a sample problem live, show status, then stop (what `make run` does)")
     p.add_argument("--problem", default=SAMPLE, help="the problem --demo solves")
+
+
+def pod_threads(cores: int | None = None) -> int:
+    """llama.cpp's threads wait for the slowest one each step, so leave a core to the services when we can."""
+    cores = cores or os.cpu_count() or 2
+    return cores - 1 if cores >= 4 else cores
+
+
+def pod_argv(args: argparse.Namespace) -> list[str]:
+    """The local CPU model pod's command line."""
+    return [sys.executable, "-m", "services.inference.pod_llamacpp", "--model", args.model, "--port",
+            str(args.pod_port), "--parallel", str(args.parallel), "--ctx", str(args.ctx * args.parallel),
+            "--threads", str(args.threads or pod_threads()), "--poll", str(args.poll)]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,10 +87,7 @@ def run(args: argparse.Namespace) -> int:
         pods = f"http://127.0.0.1:{args.pod_port}"
         # Our own pod requires the key the stack generates (Stack.start creates it before the pod starts).
         api_key_file = LocalSecurity(args.state_dir / "security").pod_api_key_file
-        extra.append(ProcessSpec(name="model-pod", argv=[
-            sys.executable, "-m", "services.inference.pod_llamacpp", "--model", args.model, "--port",
-            str(args.pod_port), "--parallel", str(args.parallel), "--ctx", str(args.ctx * args.parallel),
-            "--api-key-file", str(api_key_file)]))
+        extra.append(ProcessSpec(name="model-pod", argv=[*pod_argv(args), "--api-key-file", str(api_key_file)]))
         service_env["inference"] = {"CONCLAVE_CONTEXT_LENGTH": str(args.ctx),
                                     "CONCLAVE_POD_MAX_INFLIGHT": str(args.parallel),
                                     "CONCLAVE_POD_API_KEY_FILE": str(api_key_file)}
@@ -78,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     if k_cap:
         service_env["ceo"] = {"CONCLAVE_K_CAP": str(k_cap)}
     service_env["archiver"] = {"CONCLAVE_ARCHIVE_DIR": str(args.state_dir / "archive")}
+    service_env["openai-door"] = {"CONCLAVE_DOOR_PORT": str(args.door_port)}
     opts = StackOptions(state_dir=args.state_dir, nats_url=args.nats_url, services=args.only or list(registry.SERVICES),
                         extra=extra, service_env=service_env)
     stack = Stack(opts)
@@ -90,8 +109,8 @@ def run(args: argparse.Namespace) -> int:
 async def _announce(stack, args) -> None:
     await _wait_ready(stack, args, timeout=300)
     logging.getLogger("up").info(
-        "stack running with NATS at %s; try: conclave solve \"What is 7*6?\" --profile math500 (Ctrl-C stops it)",
-        stack.nats_url)
+        "stack running with NATS at %s; try: conclave solve \"What is 7*6?\" --profile math500, or any OpenAI "
+        "client at http://127.0.0.1:%d/v1 with model conclave-math500 (Ctrl-C stops it)", stack.nats_url, args.door_port)
     await asyncio.Event().wait()
 
 

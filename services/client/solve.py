@@ -15,6 +15,7 @@ from nats.js.errors import NotFoundError
 
 from conclave.v1 import outcome_pb2, problem_pb2
 from services.bus import subjects, topology
+from services.bus.codec import PayloadError, decode
 from services.bus.headers import CONTENT_TYPE, MSG_ID, PROTOBUF
 
 
@@ -31,7 +32,7 @@ async def existing_result(nc: Client, problem_id: str) -> outcome_pb2.Result | N
         raw = await nc.jetstream().get_last_msg(topology.RESULTS.name, subjects.result(problem_id))
     except NotFoundError:
         return None
-    result = outcome_pb2.Result.FromString(raw.data)
+    result = decode(outcome_pb2.Result, raw.data, raw.headers)
     # An intake rejection of some other payload under this id is not this problem's answer.
     return None if result.status == "error" and result.error.code in ("bad_payload", "invalid_problem") else result
 
@@ -58,11 +59,18 @@ async def solve(
             done.set_exception(NoIntake(f"no intake service answers on {subjects.PROBLEMS_SUBMIT}; "
                                         "is the stack up (`conclave up`)?"))
             return
-        done.set_result(outcome_pb2.Result.FromString(msg.data))
+        try:
+            done.set_result(decode(outcome_pb2.Result, msg.data, msg.headers))
+        except PayloadError as exc:
+            done.set_exception(exc)
 
     async def on_progress(msg) -> None:
         if on_event is not None:
-            maybe = on_event(outcome_pb2.ProgressEvent.FromString(msg.data))
+            try:
+                event = decode(outcome_pb2.ProgressEvent, msg.data, msg.headers)
+            except PayloadError:
+                return  # events are best effort; the result is what counts
+            maybe = on_event(event)
             if asyncio.iscoroutine(maybe):
                 await maybe
 

@@ -65,7 +65,11 @@ def markdown(settings: RunSettings, s: dict) -> str:
     lo, hi = s["accuracy_interval_95"]
     team = settings.mode == "mas"
     lines = [
-        f"# {settings.benchmark}: {settings.mode}" + (f", profile {settings.profile}" if settings.profile else ""),
+        f"# {settings.benchmark}: {settings.mode}" + (f", profile {settings.profile}" if settings.profile else "")
+        + (f", {settings.split} half" if settings.split else ""),
+        "",
+        f"Model: {settings.model or 'not recorded'}" + (f" (revision {settings.revision})" if settings.revision else "")
+        + (f"; run {settings.run_id}" if settings.run_id else "") + ".",
         "",
         *([EXECUTOR_TESTS[settings.executor_tests], ""] if team else []),
         *(["A code turn was accepted only when the executor's tests passed too (--require-passing-tests).", ""]

@@ -1,8 +1,10 @@
 """`conclave eval`: publish a benchmark to the bus, collect and grade the results, write a report.
 
 Resumable: every graded problem is a line in OUT/results.jsonl, and a rerun skips the ids already
-there. Problem ids are stable per (benchmark, mode, settings), so a problem interrupted mid-run is not
-solved twice: its result is picked up from the RESULTS stream if it finished meanwhile.
+there. Problem ids are scoped to one run (OUT/run.json holds its id, model and revision): a resumed run
+keeps its ids, so a problem interrupted mid-run is not solved twice (its result is picked up from the
+RESULTS stream if it finished meanwhile), while a fresh run (`open_run(..., rerun=True)`, a new OUT, or
+a model change) gets new ids, so the RESULTS stream never hands it another run's answers.
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from nats.aio.client import Client
@@ -45,10 +48,22 @@ class RunSettings:
     executor_tests: str = "model"
     # Accept a code turn only when the executor's tests pass too (profile.require_passing_tests).
     require_passing_tests: bool = False
+    # Which half of the benchmark's fixed split (benchmarks/splits/) ran; "" = all of it.
+    split: str = ""
+    # The model and revision that answered (recorded in run.json and the report; the bus does not know).
+    model: str = ""
+    revision: str = ""
+    # One run's scope for problem ids (set by open_run); "" keeps ids stable across runs (tests only).
+    run_id: str = ""
 
     def tag(self) -> str:
-        key = json.dumps(asdict(self) | {"limit": 0, "concurrency": 0, "timeout_s": 0}, sort_keys=True)
+        scoped_out = {"limit": 0, "concurrency": 0, "timeout_s": 0, "run_id": "", "model": "", "revision": ""}
+        key = json.dumps(asdict(self) | scoped_out, sort_keys=True)
         return hashlib.blake2b(key.encode(), digest_size=4).hexdigest()
+
+    def id_prefix(self) -> str:
+        run = f"{self.run_id}-" if self.run_id else ""
+        return f"{self.benchmark}-{self.mode}-{self.tag()}-{run}"
 
     def overrides(self) -> dict[str, str]:
         out = {}
@@ -103,6 +118,34 @@ async def trajectory_of(nc: Client, problem_id: str) -> outcome_pb2.Trajectory |
     return outcome_pb2.Trajectory.FromString(raw.data)
 
 
+class RunMismatch(ValueError):
+    """OUT holds a run of another model or revision; resuming it would mix two models' answers."""
+
+
+def open_run(out_dir: Path, settings: RunSettings, *, rerun: bool = False) -> RunSettings:
+    """Settings scoped to one run: OUT/run.json's run when resuming, a new run id when `rerun` or new.
+
+    A rerun moves the earlier results aside (results.RUNID.jsonl), so nothing of them is reused.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta_path, results_path = out_dir / "run.json", out_dir / "results.jsonl"
+    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else None
+    if meta is not None and not rerun:
+        if (meta.get("model", ""), meta.get("revision", "")) != (settings.model, settings.revision):
+            raise RunMismatch(
+                f"{out_dir} holds a run of model {meta.get('model') or '?'} revision {meta.get('revision') or '?'}, "
+                f"not {settings.model or '?'} {settings.revision or '?'}: pass --rerun or another --out")
+        return replace(settings, run_id=meta["run_id"])
+    if results_path.exists():
+        old = (meta or {}).get("run_id") or "earlier"
+        results_path.rename(out_dir / f"results.{old}.jsonl")
+    run_id = secrets.token_hex(4)
+    meta_path.write_text(json.dumps({"run_id": run_id, "model": settings.model, "revision": settings.revision,
+                                     "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=2),
+                         encoding="utf-8")
+    return replace(settings, run_id=run_id)
+
+
 def load_done(path: Path) -> dict[str, Graded]:
     done: dict[str, Graded] = {}
     if path.exists():
@@ -126,7 +169,7 @@ async def run_eval(
     todo = [i for i in items if i.id not in done]
     slots = asyncio.Semaphore(max(1, settings.concurrency))
     lock = asyncio.Lock()
-    prefix = f"{settings.benchmark}-{settings.mode}-{settings.tag()}-"
+    prefix = settings.id_prefix()
     if progress:
         progress(None, len(items) - len(todo), len(items))
 

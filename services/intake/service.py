@@ -19,7 +19,7 @@ from conclave.v1 import outcome_pb2, problem_pb2
 from services.bus import subjects
 from services.bus.codec import PayloadError, decode, is_json
 from services.bus.headers import MSG_ID, REPLY_TO
-from services.bus.replies import answer, error_result
+from services.bus.replies import answer, error_result, publish_event
 from services.intake.validate import default_limits, payload_error, problem_errors
 from services.runtime import tracing
 from services.runtime.lifecycle import Runtime, Service
@@ -111,7 +111,7 @@ class IntakeService(Service[IntakeSettings]):
             log.info("problem %s", outcome, extra={"kind": problem_pb2.ProblemKind.Name(problem.kind)})
             if not ack.duplicate:
                 event = outcome_pb2.ProgressEvent(problem_id=problem.id, type="accepted")
-                await self._rt.nc.publish(subjects.event(problem.id), event.SerializeToString())
+                await publish_event(self._rt.nc, event, as_json=as_json)
         finally:
             problem_id_var.reset(token)
 

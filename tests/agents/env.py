@@ -57,6 +57,10 @@ class AgentEnv:
             out[key] = (info.state.subjects or {}).get(subject, 0)
         return out
 
+    def nats_settings(self) -> dict[str, str]:
+        """RuntimeSettings fields (nats_url, credentials dir, CA) for a service the test builds itself."""
+        return {k.removeprefix("CONCLAVE_").lower(): v for k, v in self.nats_env.items() if k.startswith("CONCLAVE_NATS_")}
+
     def gateway_credentials(self):  # noqa: ANN201
         """The gRPC credentials the services use towards the (mTLS) gateway."""
         from services.runtime.settings import RuntimeSettings

@@ -21,7 +21,7 @@ class Error(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., subject: _Optional[str] = ..., problem_id: _Optional[str] = ...) -> None: ...
 
 class ProgressEvent(_message.Message):
-    __slots__ = ("problem_id", "type", "turn", "round", "role", "persona", "text", "tokens", "decision", "evaluation", "execution", "experts", "t_s")
+    __slots__ = ("problem_id", "type", "turn", "round", "role", "persona", "text", "tokens", "decision", "evaluation", "execution", "experts", "t_s", "agree", "fallback", "fallback_reason", "set_aside")
     PROBLEM_ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     TURN_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +35,10 @@ class ProgressEvent(_message.Message):
     EXECUTION_FIELD_NUMBER: _ClassVar[int]
     EXPERTS_FIELD_NUMBER: _ClassVar[int]
     T_S_FIELD_NUMBER: _ClassVar[int]
+    AGREE_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_REASON_FIELD_NUMBER: _ClassVar[int]
+    SET_ASIDE_FIELD_NUMBER: _ClassVar[int]
     problem_id: str
     type: str
     turn: int
@@ -48,7 +52,11 @@ class ProgressEvent(_message.Message):
     execution: _agents_pb2.ExecutionResult
     experts: _containers.RepeatedScalarFieldContainer[str]
     t_s: float
-    def __init__(self, problem_id: _Optional[str] = ..., type: _Optional[str] = ..., turn: _Optional[int] = ..., round: _Optional[int] = ..., role: _Optional[_Union[_agents_pb2.Role, str]] = ..., persona: _Optional[str] = ..., text: _Optional[str] = ..., tokens: _Optional[int] = ..., decision: _Optional[_Union[_agents_pb2.CeoDecision, _Mapping]] = ..., evaluation: _Optional[_Union[_agents_pb2.Evaluation, _Mapping]] = ..., execution: _Optional[_Union[_agents_pb2.ExecutionResult, _Mapping]] = ..., experts: _Optional[_Iterable[str]] = ..., t_s: _Optional[float] = ...) -> None: ...
+    agree: bool
+    fallback: bool
+    fallback_reason: str
+    set_aside: str
+    def __init__(self, problem_id: _Optional[str] = ..., type: _Optional[str] = ..., turn: _Optional[int] = ..., round: _Optional[int] = ..., role: _Optional[_Union[_agents_pb2.Role, str]] = ..., persona: _Optional[str] = ..., text: _Optional[str] = ..., tokens: _Optional[int] = ..., decision: _Optional[_Union[_agents_pb2.CeoDecision, _Mapping]] = ..., evaluation: _Optional[_Union[_agents_pb2.Evaluation, _Mapping]] = ..., execution: _Optional[_Union[_agents_pb2.ExecutionResult, _Mapping]] = ..., experts: _Optional[_Iterable[str]] = ..., t_s: _Optional[float] = ..., agree: _Optional[bool] = ..., fallback: _Optional[bool] = ..., fallback_reason: _Optional[str] = ..., set_aside: _Optional[str] = ...) -> None: ...
 
 class RoleTokens(_message.Message):
     __slots__ = ("role", "prompt_tokens", "completion_tokens", "calls")
@@ -63,7 +71,7 @@ class RoleTokens(_message.Message):
     def __init__(self, role: _Optional[_Union[_agents_pb2.Role, str]] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., calls: _Optional[int] = ...) -> None: ...
 
 class Result(_message.Message):
-    __slots__ = ("problem_id", "status", "answer", "extracted_answer", "turns", "tokens", "total_tokens", "wall_s", "stop_reason", "error", "correct", "consensus", "metadata", "profile", "single_agent", "fallbacks", "stop_detail", "trace_id")
+    __slots__ = ("problem_id", "status", "answer", "extracted_answer", "turns", "tokens", "total_tokens", "wall_s", "stop_reason", "error", "correct", "consensus", "metadata", "profile", "single_agent", "fallbacks", "stop_detail", "trace_id", "report")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +97,7 @@ class Result(_message.Message):
     FALLBACKS_FIELD_NUMBER: _ClassVar[int]
     STOP_DETAIL_FIELD_NUMBER: _ClassVar[int]
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    REPORT_FIELD_NUMBER: _ClassVar[int]
     problem_id: str
     status: str
     answer: str
@@ -107,7 +116,34 @@ class Result(_message.Message):
     fallbacks: int
     stop_detail: str
     trace_id: str
-    def __init__(self, problem_id: _Optional[str] = ..., status: _Optional[str] = ..., answer: _Optional[str] = ..., extracted_answer: _Optional[str] = ..., turns: _Optional[int] = ..., tokens: _Optional[_Iterable[_Union[RoleTokens, _Mapping]]] = ..., total_tokens: _Optional[int] = ..., wall_s: _Optional[float] = ..., stop_reason: _Optional[str] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., correct: _Optional[int] = ..., consensus: _Optional[bool] = ..., metadata: _Optional[_Mapping[str, str]] = ..., profile: _Optional[str] = ..., single_agent: _Optional[bool] = ..., fallbacks: _Optional[int] = ..., stop_detail: _Optional[str] = ..., trace_id: _Optional[str] = ...) -> None: ...
+    report: StructuredReport
+    def __init__(self, problem_id: _Optional[str] = ..., status: _Optional[str] = ..., answer: _Optional[str] = ..., extracted_answer: _Optional[str] = ..., turns: _Optional[int] = ..., tokens: _Optional[_Iterable[_Union[RoleTokens, _Mapping]]] = ..., total_tokens: _Optional[int] = ..., wall_s: _Optional[float] = ..., stop_reason: _Optional[str] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., correct: _Optional[int] = ..., consensus: _Optional[bool] = ..., metadata: _Optional[_Mapping[str, str]] = ..., profile: _Optional[str] = ..., single_agent: _Optional[bool] = ..., fallbacks: _Optional[int] = ..., stop_detail: _Optional[str] = ..., trace_id: _Optional[str] = ..., report: _Optional[_Union[StructuredReport, _Mapping]] = ...) -> None: ...
+
+class ReportFinding(_message.Message):
+    __slots__ = ("domain", "text")
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    domain: str
+    text: str
+    def __init__(self, domain: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
+
+class StructuredReport(_message.Message):
+    __slots__ = ("verdict", "confidence", "findings", "risks", "experiments", "complete", "problems")
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    FINDINGS_FIELD_NUMBER: _ClassVar[int]
+    RISKS_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENTS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    verdict: str
+    confidence: float
+    findings: _containers.RepeatedCompositeFieldContainer[ReportFinding]
+    risks: _containers.RepeatedScalarFieldContainer[str]
+    experiments: _containers.RepeatedScalarFieldContainer[str]
+    complete: bool
+    problems: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, verdict: _Optional[str] = ..., confidence: _Optional[float] = ..., findings: _Optional[_Iterable[_Union[ReportFinding, _Mapping]]] = ..., risks: _Optional[_Iterable[str]] = ..., experiments: _Optional[_Iterable[str]] = ..., complete: _Optional[bool] = ..., problems: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TrajectoryMessage(_message.Message):
     __slots__ = ("seq", "turn", "round", "role", "index", "persona", "call", "fallback", "fallback_reason", "agree")
