@@ -1,6 +1,7 @@
 """Protocol benchmark: the agent team's end-to-end time against its critical path, and agent calls/s.
 
 Usage: python benchmarks/protocol.py [--problems 20] [--throughput-problems 150] [--tracing-only]
+       python benchmarks/protocol.py [--security on|off] | --compare-security [--rounds 2]
 
 Every service runs as its own process (`conclave serve NAME`), as in production; the gateway runs the
 scripted backend, so model time is exactly what we set and everything else is Conclave's overhead.
@@ -12,6 +13,9 @@ scripted backend, so model time is exactly what we set and everything else is Co
 4. Tracing: flows 1 and 3 with every service exporting its spans over OTLP to a receiver (its own process),
    against the same flows with tracing off (no OTEL_EXPORTER_OTLP_ENDPOINT), in the order off, on, on, off.
    Goal: at most 2% more wall time.
+Security (TLS and per-role users on NATS, mTLS to the gateway) is on, as `conclave up` runs it; --security off
+runs flows 1-3 open. --compare-security runs flows 1 and 3 with security off and on, alternating, in one run,
+and prints the ratios on/off (goal: at most 3% more wall time).
 """
 
 from __future__ import annotations
@@ -32,7 +36,11 @@ import nats  # noqa: E402
 import yaml  # noqa: E402
 
 from conclave.v1 import problem_pb2  # noqa: E402
+from services.bus import permissions  # noqa: E402
 from services.client.solve import solve  # noqa: E402
+from services.runtime.settings import RuntimeSettings  # noqa: E402
+from services.security.local import LocalSecurity  # noqa: E402
+from services.stack.declare import declare_bus  # noqa: E402
 from services.stack.natsd import NatsServer, free_port, reachable  # noqa: E402
 
 RULES = [
@@ -46,9 +54,9 @@ ROLES = ("intake", "ceo", "recruiter", "solver", "critic", "evaluator")
 
 
 class Stack:
-    def __init__(self, tmp: Path, nats_url: str, latency_s: float, replicas: int, serial: bool,
+    def __init__(self, tmp: Path, ns: NatsServer, latency_s: float, replicas: int, serial: bool,
                  extra_env: dict[str, str] | None = None) -> None:
-        self.tmp, self.nats_url = tmp, nats_url
+        self.tmp, self.ns, nats_url = tmp, ns, ns.url
         self.grpc_port = free_port()
         script = tmp / "script.yaml"
         script.write_text(yaml.safe_dump(RULES))
@@ -58,7 +66,7 @@ class Stack:
                     "CONCLAVE_SCRIPTED_LATENCY_S": str(latency_s), "CONCLAVE_POD_MAX_INFLIGHT": "1000",
                     "CONCLAVE_POD_QUEUE_LIMIT": "1000", "CONCLAVE_SERIAL_CRITICS": str(serial).lower(),
                     "CONCLAVE_LOG_LEVEL": "WARNING", "CONCLAVE_CONCURRENCY": "64", "CONCLAVE_DRAIN_GRACE_S": "2",
-                    **(extra_env or {})}
+                    **ns.env(), **(extra_env or {})}
         for var in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
             if not (extra_env or {}).get(var):
                 self.env.pop(var, None)
@@ -66,11 +74,15 @@ class Stack:
         self.procs: list[asyncio.subprocess.Process] = []
 
     async def __aenter__(self) -> Stack:
+        # As `conclave up`: the admin declares the bus, each service runs as its own user (and mTLS certificate).
+        await declare_bus(RuntimeSettings(**self.ns.settings_kwargs()))
+        sec = self.ns.security
         for name, count in self.plan:
+            env = {**self.env, **(sec.service_env(name) if sec else {})}
             for _ in range(count):
                 log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115
                 self.procs.append(await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "services.cli.main", "serve", name, env=self.env, cwd=REPO,
+                    sys.executable, "-m", "services.cli.main", "serve", name, env=env, cwd=REPO,
                     stdout=log, stderr=log))
         deadline = time.monotonic() + 60
         while not reachable(f"tcp://127.0.0.1:{self.grpc_port}") and time.monotonic() < deadline:
@@ -125,13 +137,13 @@ async def tracing_runs(tmp: Path, args: argparse.Namespace) -> None:
     try:
         for i, traced in enumerate((False, True, True, False)):
             env = on_env if traced else {}
-            with NatsServer(store_dir=tmp / f"js-tr{i}") as ns:
+            with NatsServer(store_dir=tmp / f"js-tr{i}", security=LocalSecurity.ensure(tmp / "security")) as ns:
                 for flow in ("lat", "tp"):
                     run_dir = tmp / f"run-tr{i}-{flow}"
                     run_dir.mkdir()
                     latency, replicas = (lat, 1) if flow == "lat" else (0.0, 2)
-                    async with Stack(run_dir, ns.url, latency, replicas, False, env):
-                        nc = await nats.connect(ns.url)
+                    async with Stack(run_dir, ns, latency, replicas, False, env):
+                        nc = await nats.connect(ns.url, **ns.connect_options(permissions.CLIENT))
                         if flow == "lat":
                             walls[traced] += await latency_run(nc, f"tr{i}", args.problems)
                         else:
@@ -154,12 +166,64 @@ async def tracing_runs(tmp: Path, args: argparse.Namespace) -> None:
           f"{(r_on / r_off - 1) * 100:+.1f}% (goal: at most 2% more wall time)")
 
 
+async def run_latency(tmp: Path, tag: str, sec: LocalSecurity | None, lat: float, n: int) -> list[float]:
+    with NatsServer(store_dir=tmp / f"js-{tag}", security=sec) as ns:
+        run_dir = tmp / f"run-{tag}"
+        run_dir.mkdir()
+        async with Stack(run_dir, ns, lat, 1, False):
+            # A user's program: the public `client` credential.
+            nc = await nats.connect(ns.url, **ns.connect_options(permissions.CLIENT))
+            walls = await latency_run(nc, tag, n)
+            await nc.close()
+    return walls
+
+
+async def run_throughput(tmp: Path, tag: str, sec: LocalSecurity | None, n: int) -> tuple[float, int]:
+    with NatsServer(store_dir=tmp / f"js-{tag}", security=sec) as ns:
+        run_dir = tmp / f"run-{tag}"
+        run_dir.mkdir()
+        async with Stack(run_dir, ns, 0.0, 2, False):
+            nc = await nats.connect(ns.url, **ns.connect_options(permissions.CLIENT))
+            result = await throughput_run(nc, n, tag)
+            await nc.close()
+    return result
+
+
+async def compare_security(args: argparse.Namespace, tmp: Path) -> None:
+    """Off and on alternate, so that a busy neighbour on a shared machine hurts both alike."""
+    lat = args.latency_ms / 1000
+    sec = LocalSecurity.ensure(tmp / "security")
+    walls: dict[str, list[float]] = {"off": [], "on": []}
+    rates: dict[str, list[float]] = {"off": [], "on": []}
+    for r in range(args.rounds):
+        for mode in ("off", "on"):
+            s = sec if mode == "on" else None
+            walls[mode] += await run_latency(tmp, f"lat-{mode}-{r}", s, lat, args.problems)
+            elapsed, calls = await run_throughput(tmp, f"tp-{mode}-{r}", s, args.throughput_problems)
+            rates[mode].append(calls / elapsed)
+    print(f"security off vs on (TLS + per-role NATS users + gateway mTLS), {args.rounds} alternating rounds")
+    print(f"{'':<10} {'p50 wall ms':>12} {'mean wall ms':>13} {'agent calls/s':>14}")
+    for mode in ("off", "on"):
+        print(f"{mode:<10} {statistics.median(walls[mode]) * 1e3:>12.1f} {statistics.fmean(walls[mode]) * 1e3:>13.1f} "
+              f"{statistics.median(rates[mode]):>14.0f}")
+    p50 = statistics.median(walls["on"]) / statistics.median(walls["off"])
+    mean = statistics.fmean(walls["on"]) / statistics.fmean(walls["off"])
+    rate = statistics.median(rates["on"]) / statistics.median(rates["off"])
+    print(f"on/off: protocol wall time p50 {p50:.3f} ({(p50 - 1) * 100:+.1f}%), mean {mean:.3f}; "
+          f"throughput {rate:.3f} (goal: at most +3% wall time)")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--problems", type=int, default=20, help="problems per latency run")
     parser.add_argument("--throughput-problems", type=int, default=150)
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--tracing-only", action="store_true", help="run only the tracing on/off comparison")
+    parser.add_argument("--security", choices=("on", "off"), default="on",
+                        help="TLS and per-role users (on, as `conclave up`), or an open bus and gateway")
+    parser.add_argument("--compare-security", action="store_true",
+                        help="run only flows 1 and 3 with security off and on in this run and print the ratios")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating off/on rounds of --compare-security")
     args = parser.parse_args()
     lat = args.latency_ms / 1000
     rows = []
@@ -168,25 +232,30 @@ async def main() -> None:
         if args.tracing_only:
             await tracing_runs(tmp, args)
             return
+        if args.compare_security:
+            await compare_security(args, tmp)
+            return
+        sec = LocalSecurity.ensure(tmp / "security") if args.security == "on" else None
         for label, serial, stages in (("concurrent critics (ours)", False, 5), ("serial critics (paper's order)", True, 6)):
-            with NatsServer(store_dir=tmp / f"js-{serial}") as ns:
+            with NatsServer(store_dir=tmp / f"js-{serial}", security=sec) as ns:
                 run_dir = tmp / f"run-{serial}"
                 run_dir.mkdir()
-                async with Stack(run_dir, ns.url, lat, 1, serial):
-                    nc = await nats.connect(ns.url)
+                async with Stack(run_dir, ns, lat, 1, serial):
+                    nc = await nats.connect(ns.url, **ns.connect_options(permissions.CLIENT))
                     walls = await latency_run(nc, f"lat{int(serial)}", args.problems)
                     await nc.close()
             critical = stages * lat
             rows.append((label, statistics.median(walls), max(walls), critical))
-        with NatsServer(store_dir=tmp / "js-tp") as ns:
+        with NatsServer(store_dir=tmp / "js-tp", security=sec) as ns:
             run_dir = tmp / "run-tp"
             run_dir.mkdir()
-            async with Stack(run_dir, ns.url, 0.0, 2, False):
-                nc = await nats.connect(ns.url)
+            async with Stack(run_dir, ns, 0.0, 2, False):
+                nc = await nats.connect(ns.url, **ns.connect_options(permissions.CLIENT))
                 elapsed, calls = await throughput_run(nc, args.throughput_problems)
                 await nc.close()
     critical5 = rows[0][3]
-    print(f"aime2024 profile, N=3, {args.latency_ms:.0f} ms per model call, {args.problems} problems one at a time")
+    print(f"aime2024 profile, N=3, {args.latency_ms:.0f} ms per model call, {args.problems} problems one at a time, "
+          f"security {args.security}")
     print(f"{'flow':<32} {'p50 wall ms':>12} {'max ms':>9} {'critical path ms':>17} {'p50 / critical path':>20}")
     for label, p50, worst, critical in rows:
         print(f"{label:<32} {p50 * 1e3:>12.1f} {worst * 1e3:>9.1f} {critical * 1e3:>17.1f} {p50 / critical:>20.3f}")

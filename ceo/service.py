@@ -30,6 +30,7 @@ from services.runtime.lifecycle import Runtime, Service
 from services.runtime.logs import problem_id_var
 from services.runtime.settings import RuntimeSettings
 from services.runtime.worker import Rejected, WorkContext
+from services.security.grpc_tls import gateway_credentials
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class CeoService(Service[CeoSettings]):
 
     async def setup(self, rt: Runtime[CeoSettings]) -> None:
         self._rt = rt
-        self._llm = LlmClient(self.settings.inference_addr)
+        self._llm = LlmClient(self.settings.inference_addr, gateway_credentials(self.settings))
         rt.on_close(self._llm.close)
         self._kv = await rt.js.key_value(topology.PROBLEM_STATE.bucket)
         self._metrics = CeoMetrics(rt.registry)

@@ -96,6 +96,9 @@ class StepRunner:
         except Exception:
             log.error("unreadable reply on %s", msg.subject)
             return
+        if not subjects.reply_is_genuine(msg.subject, self._pid, step_of(reply.task_id)):
+            log.error("reply for %s arrived on %s, not its step's subject; ignored", reply.task_id, msg.subject)
+            return
         await self._keep(reply)
 
     async def _keep(self, reply: agents_pb2.RoleReply) -> None:
@@ -110,7 +113,11 @@ class StepRunner:
             raw = await self._js.get_last_msg(topology.REPLIES.name, subjects.reply(self._pid, step))
         except NotFoundError:
             return None
-        return agents_pb2.RoleReply.FromString(raw.data)
+        reply = agents_pb2.RoleReply.FromString(raw.data)
+        if not subjects.reply_is_genuine(raw.subject, self._pid, step_of(reply.task_id)):
+            log.error("stored reply on %s claims step %s; ignored", raw.subject, reply.task_id)
+            return None
+        return reply
 
     async def _recheck(self, steps: list[str], why: str) -> None:
         """Reads the stored replies of the steps still missing; those found count as arrived."""

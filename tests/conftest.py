@@ -1,4 +1,9 @@
-"""Shared fixtures: a real nats-server per test on a free loopback port, JetStream in a temp dir."""
+"""Shared fixtures: a real nats-server per test on a free loopback port, JetStream in a temp dir.
+
+The server runs as `conclave up` runs it: TLS with a local CA and one user per role with least-privilege
+permissions (services/bus/permissions.py). Test code connects as `admin`; services get their own credential
+from `nats_server.env()`.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import pytest
 
 from services.bus import topology
 from services.bus.topology import BusTiming
+from services.security.local import LocalSecurity
 from services.stack.natsd import NatsServer
 
 # CI machines without user namespaces (a container under the default seccomp profile) only have the
@@ -25,9 +31,15 @@ FAST = BusTiming(ack_wait_s=1.0, max_deliver=3, backoff_s=(1.0, 1.0, 1.0), dupli
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session")
+def security(tmp_path_factory: pytest.TempPathFactory) -> LocalSecurity:
+    """One local CA and set of credentials for the whole run (generating them takes milliseconds anyway)."""
+    return LocalSecurity.ensure(tmp_path_factory.mktemp("security"))
+
+
 @pytest.fixture
-def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
-    server = NatsServer(store_dir=tmp_path / "js", log_file=tmp_path / "nats.log")
+def nats_server(tmp_path: Path, security: LocalSecurity) -> Iterator[NatsServer]:
+    server = NatsServer(store_dir=tmp_path / "js", log_file=tmp_path / "nats.log", security=security)
     server.start()
     try:
         yield server
@@ -37,7 +49,7 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
 
 @pytest.fixture
 async def nc(nats_server: NatsServer) -> AsyncIterator[nats.NATS]:
-    client = await nats.connect(nats_server.url)
+    client = await nats.connect(nats_server.url, **nats_server.connect_options())
     try:
         yield client
     finally:
@@ -53,10 +65,11 @@ async def bus(nc: nats.NATS):
     return js
 
 
-def fast_env(url: str) -> dict[str, str]:
-    """Environment for service processes that must use the same fast timings as `FAST`."""
+def fast_env(nats_env: dict[str, str]) -> dict[str, str]:
+    """Environment for service processes that must use the same fast timings as `FAST`; `nats_env` is
+    `NatsServer.env()` (URL, credentials, CA)."""
     return {
-        "CONCLAVE_NATS_URL": url,
+        **nats_env,
         "CONCLAVE_ACK_WAIT_S": str(FAST.ack_wait_s),
         "CONCLAVE_MAX_DELIVER": str(FAST.max_deliver),
         "CONCLAVE_BACKOFF_S": "[" + ",".join(str(b) for b in FAST.backoff_s) + "]",

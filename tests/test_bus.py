@@ -74,8 +74,8 @@ async def test_a_duplicate_publish_is_dropped(bus):
 async def test_a_killed_worker_s_message_is_redelivered_to_another_worker(bus, nats_server):
     await bus.publish(subjects.task("solver"), b"precious", headers={MSG_ID: "p-1"})
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.helpers.hang_worker", nats_server.url,
-        cwd=REPO, stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)},
+        sys.executable, "-m", "tests.helpers.hang_worker",
+        cwd=REPO, stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO), **nats_server.env()},
     )
     line = await asyncio.wait_for(proc.stdout.readline(), timeout=20)
     assert line.decode().startswith("got precious delivery=1")

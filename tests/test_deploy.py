@@ -29,6 +29,8 @@ IMAGE = "ghcr.io/conclave/conclave:0.1.0"
 CONFIGMAP = "conclave-config"
 METRICS_PORT = 9090
 GATEWAY_PORT = 50051
+# The gateway's plaintext health-only port: the kubelet's gRPC probe cannot speak TLS.
+GATEWAY_HEALTH_PORT = 50052
 
 # Every long-running service `conclave serve NAME` runs; each needs a Deployment in deploy/k8s/base.
 EXPECTED = {"intake", "inference", "ceo", "recruiter", "solver", "critic", "executor", "evaluator", "single",
@@ -129,8 +131,23 @@ def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
+def pod_selector_matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A NetworkPolicy podSelector: {} selects every pod; matchLabels and `In` matchExpressions must all hold."""
+    ok = all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+    for expr in selector.get("matchExpressions", []):
+        assert expr["operator"] == "In", f"unsupported operator in {expr}"
+        ok = ok and labels.get(expr["key"]) in expr["values"]
+    return ok
+
+
 def env_of(container: dict[str, Any]) -> dict[str, str]:
-    return {e["name"]: e.get("value") for e in container.get("env", [])}
+    """Literal env values (entries set from a Secret are in secret_env_of)."""
+    return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+
+
+def secret_env_of(container: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {e["name"]: (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+            for e in container.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}
 
 
 BASE_OBJECTS = objects(BASE)
@@ -256,7 +273,8 @@ def test_service_has_a_deployment(name: str) -> None:
     assert {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"} in c["ports"]
     ready, live = c["readinessProbe"], c["livenessProbe"]
     if name == "inference":
-        assert ready == {**ready, "grpc": {"port": GATEWAY_PORT}}
+        assert ready == {**ready, "grpc": {"port": GATEWAY_HEALTH_PORT}}
+        assert env_of(c)["CONCLAVE_GRPC_HEALTH_PORT"] == str(GATEWAY_HEALTH_PORT)
     else:
         assert ready["httpGet"] == {"path": "/readyz", "port": METRICS_PORT}
     assert live["httpGet"] == {"path": "/healthz", "port": METRICS_PORT}
@@ -296,7 +314,8 @@ def test_nats_cluster() -> None:
     headless = services[sts["spec"]["serviceName"]]
     assert headless["spec"].get("clusterIP") == "None" and headless["spec"].get("publishNotReadyAddresses") is True
     client_ports = {p["port"] for p in services["nats"]["spec"]["ports"]}
-    assert {4222, 8222} <= client_ports
+    # Clients get the client port only; routes and KEDA's monitoring reads go through the headless Service.
+    assert client_ports == {4222}
     labels = sts["spec"]["template"]["metadata"]["labels"]
     assert selects(services["nats"]["spec"]["selector"], labels) and selects(headless["spec"]["selector"], labels)
     assert sts["spec"]["volumeClaimTemplates"], "JetStream needs persistent storage"
@@ -389,18 +408,19 @@ def test_executor_is_locked_down() -> None:
 def test_executor_network_policy() -> None:
     labels = BASE_DEPLOYMENTS["executor"]["spec"]["template"]["metadata"]["labels"]
     policies = [p for p in by_kind(BASE_OBJECTS, "NetworkPolicy").values()
-                if selects(p["spec"]["podSelector"]["matchLabels"], labels)]
+                if pod_selector_matches(p["spec"]["podSelector"], labels)]
     assert policies, "the executor needs a NetworkPolicy"
     nats_labels = by_kind(BASE_OBJECTS, "StatefulSet")["nats"]["spec"]["template"]["metadata"]["labels"]
     gw_labels = BASE_DEPLOYMENTS["inference"]["spec"]["template"]["metadata"]["labels"]
     allowed: set[tuple[str, int]] = set()
+    assert any("Egress" in p["spec"]["policyTypes"] for p in policies)
     for policy in policies:
-        assert "Egress" in policy["spec"]["policyTypes"]
         for rule in policy["spec"].get("egress", []):
             assert rule.get("to") and rule.get("ports"), "an egress rule without `to` or `ports` allows too much"
             for peer in rule["to"]:
                 assert "ipBlock" not in peer
                 pods = peer.get("podSelector", {}).get("matchLabels", {})
+                assert "matchExpressions" not in peer.get("podSelector", {}), peer
                 ns = peer.get("namespaceSelector", {}).get("matchLabels")
                 if ns is not None:
                     assert ns == {"kubernetes.io/metadata.name": "kube-system"} and pods == {"k8s-app": "kube-dns"}
@@ -417,6 +437,116 @@ def test_executor_network_policy() -> None:
     assert {("nats", 4222), ("dns", 53)} <= allowed
 
 
+# --- security (docs/security.md) ----------------------------------------------------------------------------
+
+NATS_USERS_SECRET = "conclave-nats-users"
+
+
+def test_nats_users_config_is_generated_from_the_permissions() -> None:
+    from services.security.k8s import nats_auth_configmap
+
+    assert (BASE / "nats-auth.yaml").read_text() == nats_auth_configmap(), \
+        "regenerate: python -m services.security.k8s nats-auth > deploy/k8s/base/nats-auth.yaml"
+
+
+def _nats_confs() -> dict[str, str]:
+    confs = {"base": by_kind(BASE_OBJECTS, "ConfigMap")["nats-config"]["data"]["nats.conf"]}
+    confs |= {f"cpu/{p.name}": d["data"]["nats.conf"] for p in OVERLAYS["cpu"].glob("patch-*.yaml")
+              for d in load_docs(p) if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "nats-config"}
+    return confs
+
+
+@pytest.mark.parametrize("which", sorted(_nats_confs()))
+def test_nats_config_requires_tls_and_users_and_nats_server_accepts_it(which: str, tmp_path: Path) -> None:
+    """The real nats-server parses the config (`-t`), with the paths of the pod moved into a temp dir."""
+    from services.bus import permissions
+    from services.security.local import LocalSecurity
+    from services.stack.natsd import find_binary
+
+    conf = _nats_confs()[which]
+    assert conf.count("tls {") == 2 and "verify: true" in conf, "clients and routes speak TLS"
+    assert "include ./auth.conf" in conf
+    sec = LocalSecurity.ensure(tmp_path / "sec")
+    cert, key = sec.cert("nats-server")
+    conf = (conf.replace("/etc/nats-tls/tls.crt", str(cert)).replace("/etc/nats-tls/tls.key", str(key))
+            .replace("/etc/nats-tls/ca.crt", str(sec.ca_file)).replace("/data", str(tmp_path / "js"))
+            .replace("/var/run/nats", str(tmp_path)))
+    (tmp_path / "nats.conf").write_text(conf)
+    (tmp_path / "auth.conf").write_text(by_kind(BASE_OBJECTS, "ConfigMap")["nats-auth"]["data"]["auth.conf"])
+    env = {"SERVER_NAME": "nats-0", **{permissions.password_env(u): "pw" for u in permissions.USERS}}
+    proc = subprocess.run([str(find_binary()), "-t", "-c", str(tmp_path / "nats.conf")], capture_output=True,
+                          text=True, timeout=30, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_nats_reads_every_users_password_and_mounts_its_certificate() -> None:
+    from services.bus import permissions
+
+    sts = by_kind(BASE_OBJECTS, "StatefulSet")["nats"]
+    c = next(c for c in containers(sts) if c["name"] == "nats")
+    assert secret_env_of(c) == {permissions.password_env(u): (NATS_USERS_SECRET, u) for u in permissions.USERS}
+    volumes = sts["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "tls", "secret": {"secretName": "nats-tls"}} in volumes
+    sources = next(v for v in volumes if v["name"] == "config")["projected"]["sources"]
+    assert {s["configMap"]["name"] for s in sources} == {"nats-config", "nats-auth"}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_each_service_logs_in_as_itself_over_tls(name: str) -> None:
+    """Its own key of the users' Secret and no other; the client certificate that trusts the cluster CA."""
+    (c,) = containers(BASE_DEPLOYMENTS[name])
+    assert secret_env_of(c)["CONCLAVE_NATS_PASSWORD"] == (NATS_USERS_SECRET, name)
+    assert [k for s, k in secret_env_of(c).values() if s == NATS_USERS_SECRET] == [name]
+    assert "CONCLAVE_NATS_USER" not in env_of(c), "the user is the service's own name"
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in BASE_DEPLOYMENTS[name]["spec"]["template"]["spec"]["volumes"]}
+    assert volumes[mounts["/etc/conclave/tls"]]["secret"]["secretName"] == "conclave-client-tls"
+    data = by_kind(BASE_OBJECTS, "ConfigMap")[CONFIGMAP]["data"]
+    assert data["CONCLAVE_NATS_TLS_CA"] == data["CONCLAVE_GATEWAY_TLS_CA"] == "/etc/conclave/tls/ca.crt"
+
+
+def test_gateway_serves_mtls_and_sends_the_pod_api_key() -> None:
+    (c,) = containers(BASE_DEPLOYMENTS["inference"])
+    env = env_of(c)
+    assert env["CONCLAVE_GRPC_SERVER_CERT"].startswith("/etc/conclave/gateway-tls/")
+    assert env["CONCLAVE_GRPC_CLIENT_CA"] == "/etc/conclave/gateway-tls/ca.crt", "mTLS"
+    assert secret_env_of(c)["CONCLAVE_POD_API_KEY"] == ("conclave-pod-api-key", "api-key")
+    (vllm,) = containers(by_kind(objects(OVERLAYS["gpu"]), "Deployment")["vllm"])
+    assert secret_env_of(vllm)["VLLM_API_KEY"] == ("conclave-pod-api-key", "api-key")
+    (llama,) = containers(by_kind(objects(OVERLAYS["cpu"]), "Deployment")["llamacpp"])
+    assert "--api-key-file" in llama["command"]
+
+
+def test_cert_manager_issues_the_secrets_the_manifests_mount() -> None:
+    from services.security.k8s import TLS_SECRETS
+
+    certs = by_kind(objects(K8S / "tls"), "Certificate")
+    for name, (_cn, hosts) in TLS_SECRETS.items():
+        assert certs[name]["spec"]["secretName"] == name
+        assert tuple(certs[name]["spec"].get("dnsNames", ())) == hosts
+    mounted = {v["secret"]["secretName"] for o in BASE_OBJECTS if o.get("kind") in ("Deployment", "StatefulSet", "Job")
+               for v in o["spec"]["template"]["spec"].get("volumes", []) if "secret" in v}
+    assert mounted == set(TLS_SECRETS)
+
+
+def test_namespace_is_default_deny_and_every_pod_has_its_flows() -> None:
+    policies = list(by_kind(BASE_OBJECTS, "NetworkPolicy").values())
+    deny = [p for p in policies if p["spec"]["podSelector"] == {} and not p["spec"].get("ingress")
+            and not p["spec"].get("egress")]
+    assert deny and set(deny[0]["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    pods = {n: o["spec"]["template"]["metadata"]["labels"] for o in BASE_OBJECTS
+            if o.get("kind") in ("Deployment", "StatefulSet", "Job") for n in [o["metadata"]["name"]]}
+    for name, labels in pods.items():
+        egress = [r for p in policies if pod_selector_matches(p["spec"]["podSelector"], labels)
+                  for r in p["spec"].get("egress", [])]
+        ports = {port["port"] for r in egress for port in r["ports"]}
+        assert 53 in ports and (4222 in ports or 6222 in ports), f"{name}: no flow to DNS and NATS"
+        for rule in egress:
+            assert rule.get("to") and rule.get("ports"), f"{name}: an egress rule without `to` or `ports`"
+    # The NATS route port is open to the NATS servers only.
+    nats = by_kind(BASE_OBJECTS, "NetworkPolicy")["nats"]["spec"]["ingress"]
+    route = [r for r in nats if any(p["port"] == 6222 for p in r["ports"])]
+    assert [r["from"] for r in route] == [[{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "nats"}}}]]
 # --- autoscaling, disruption budgets, NATS metrics ---------------------------------------------------------
 
 AUTOSCALING = K8S / "autoscaling"

@@ -9,9 +9,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
+import nats
 import pytest
 
 from conclave.v1 import inference_pb2, inference_pb2_grpc
+from services.bus import topology
 from services.inference.ledger import CeilingReached, Ledger
 from services.inference.service import InferenceService, build
 from services.inference.settings import InferenceSettings
@@ -75,7 +77,11 @@ async def serving(nats_server: NatsServer, tmp_path: Path, **overrides) -> Async
     script = tmp_path / "script.json"
     script.write_text(json.dumps([{"pattern": "count", "response": " ".join(str(i) for i in range(100))},
                                   {"response": "fine thanks"}]))
-    settings = InferenceSettings(nats_url=nats_server.url, backend="scripted", grpc_port=0,
+    # The bus is declared by an admin (as `conclave up` does); the gateway's own user may not create it.
+    admin = await nats.connect(nats_server.url, **nats_server.connect_options())
+    await topology.declare(admin.jetstream(), topology.BusTiming())
+    await admin.close()
+    settings = InferenceSettings(**nats_server.settings_kwargs(), backend="scripted", grpc_port=0,
                                  scripted_file=str(script), drain_grace_s=2.0, **overrides)
     service = build(settings)
     stop, started = asyncio.Event(), asyncio.Event()

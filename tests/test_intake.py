@@ -49,7 +49,7 @@ def test_undecodable_payloads_raise_a_readable_error():
 @pytest.fixture
 async def intake(nats_server, bus):
     stop, started = asyncio.Event(), asyncio.Event()
-    settings = IntakeSettings(nats_url=nats_server.url, declare_bus=False)
+    settings = IntakeSettings(**nats_server.settings_kwargs(), declare_bus=False)
     task = asyncio.create_task(run(IntakeService(settings), stop=stop, started=started))
     await asyncio.wait_for(started.wait(), 10)
     yield

@@ -87,7 +87,7 @@ def test_the_prometheusrule_is_rendered_from_the_rule_file() -> None:
 
 @pytest.mark.asyncio
 async def test_rules_and_dashboard_query_only_metrics_that_exist(nats_server, tmp_path) -> None:
-    async with live_stack(nats_server.url, tmp_path) as stack:
+    async with live_stack(nats_server, tmp_path) as stack:
         await stack.work()
         exported = await stack.exported_names()
     for what, used in (("rules", metrics_in([r["expr"] for r in rule_docs()])),
@@ -118,7 +118,7 @@ async def test_every_dashboard_query_returns_data_from_a_live_stack(nats_server,
 
     exprs = [e for e in dashboard_exprs(json.loads(DASHBOARD.read_text()))
              if not any(m.startswith(("vllm:", "jetstream_")) for m in METRIC.findall(e))]
-    async with live_stack(nats_server.url, tmp_path) as stack:
+    async with live_stack(nats_server, tmp_path) as stack:
         scrape = [{"targets": [f"127.0.0.1:{port}" for port in ports],
                    "labels": {"namespace": "conclave", "service": name}} for name, ports in stack.targets.items()]
         config = tmp_path / "prometheus.yml"

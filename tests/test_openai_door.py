@@ -31,9 +31,10 @@ def agent_stack(nats_server, tmp_path):
 
 
 @contextlib.asynccontextmanager
-async def door(nats_url: str, **settings):
-    service = build(DoorSettings(nats_url=nats_url, door_port=0, door_api_keys=(KEY,), drain_grace_s=2,
-                                 log_json=True, **settings))
+async def door(nats_settings: dict, **settings):
+    # The bus is declared by the test (fast timings, as the admin); the door need not check it.
+    service = build(DoorSettings(**nats_settings, door_port=0, door_api_keys=(KEY,), drain_grace_s=2,
+                                 log_json=True, declare_bus=False, **settings))
     stop, started = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(run(service, stop=stop, started=started))
     await asyncio.wait_for(started.wait(), 30)
@@ -45,7 +46,7 @@ async def door(nats_url: str, **settings):
 
 
 async def test_the_openai_client_gets_the_teams_answer_with_every_agents_tokens(agent_stack, nats_server):
-    async with agent_stack(team()) as env, door(env.nats_url) as (url, service):
+    async with agent_stack(team()) as env, door(env.nats_settings()) as (url, service):
         client = openai.AsyncOpenAI(base_url=url, api_key=KEY, max_retries=0)
         models = [m.id for m in (await client.models.list()).data]
         reply = await client.chat.completions.create(
@@ -62,7 +63,7 @@ async def test_the_openai_client_gets_the_teams_answer_with_every_agents_tokens(
 
 
 async def test_streaming_sends_the_discussion_as_reasoning_then_the_answer_and_usage(agent_stack):
-    async with agent_stack(team()) as env, door(env.nats_url) as (url, _):
+    async with agent_stack(team()) as env, door(env.nats_settings()) as (url, _):
         client = openai.AsyncOpenAI(base_url=url, api_key=KEY, max_retries=0)
         stream = await client.chat.completions.create(
             model="conclave-math500", messages=[{"role": "user", "content": "What is 2+3?"}], stream=True,
@@ -78,7 +79,7 @@ async def test_streaming_sends_the_discussion_as_reasoning_then_the_answer_and_u
 
 
 async def test_bad_requests_get_openai_errors_and_the_door_keeps_serving(agent_stack):
-    async with agent_stack(team()) as env, door(env.nats_url) as (url, service):
+    async with agent_stack(team()) as env, door(env.nats_settings()) as (url, service):
         good = openai.AsyncOpenAI(base_url=url, api_key=KEY, max_retries=0)
         with pytest.raises(openai.AuthenticationError):
             await openai.AsyncOpenAI(base_url=url, api_key="wrong", max_retries=0).models.list()
@@ -102,7 +103,8 @@ async def test_bad_requests_get_openai_errors_and_the_door_keeps_serving(agent_s
 
 
 async def test_without_keys_the_door_refuses_to_listen_beyond_loopback(nats_server):
-    service = build(DoorSettings(nats_url=nats_server.url, door_host="0.0.0.0", door_port=0, door_api_keys=()))
+    service = build(DoorSettings(**nats_server.settings_kwargs(), declare_bus=False, door_host="0.0.0.0", door_port=0,
+                                 door_api_keys=()))
     with pytest.raises(SystemExit, match="CONCLAVE_DOOR_API_KEYS"):
         await run(service, stop=asyncio.Event())
     assert os.environ.get("CONCLAVE_DOOR_API_KEYS") is None

@@ -5,6 +5,7 @@ plumbing (every role spoke through the real model, one result, one trajectory), 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import nats
 import pytest
@@ -21,10 +22,15 @@ from tests.inference_helpers.pods import start_pod, wait_ready
 @pytest.mark.timeout(600)
 async def test_a_problem_is_solved_end_to_end_on_the_real_tiny_model(nats_server, tmp_path):
     pod = start_pod(tmp_path / "pods", model="tiny", parallel=4, ctx=8192, threads=2)
-    nc = await nats.connect(nats_server.url)
-    await topology.declare(nc.jetstream(), FAST)
+    nc = await nats.connect(nats_server.url, **nats_server.connect_options())
+    # Declared by the admin with the timings the services get below: they may check the bus, not change it.
+    slow = dataclasses.replace(FAST, ack_wait_s=30.0, backoff_s=(30.0, 30.0, 30.0))
+    await topology.declare(nc.jetstream(), slow)
     grpc_port = free_port()
-    env = AgentEnv(nc=nc, nats_url=nats_server.url, gateway_addr=f"127.0.0.1:{grpc_port}",
+    # Every process gets the same environment: NATS credentials, and the gateway's mTLS (server and client side).
+    sec = nats_server.security
+    secured = {**nats_server.env(), **sec.gateway_client_env("ceo"), **sec.gateway_server_env()}
+    env = AgentEnv(nc=nc, nats_env=secured, gateway_addr=f"127.0.0.1:{grpc_port}",
                    archive_dir=tmp_path / "archive", tmp=tmp_path)
     try:
         await asyncio.to_thread(wait_ready, [pod], 120)

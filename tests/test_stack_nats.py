@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import nats
 import pytest
 
+from services.bus import permissions
+from services.client.connect import connect
 from services.stack.natsd import free_port
 from services.stack.up import Stack, StackOptions
 from tests.conftest import eventually
@@ -17,7 +18,7 @@ async def test_the_local_stack_restarts_a_killed_nats_server_with_its_store(tmp_
     await stack.start()
     try:
         assert stack.nats is not None
-        nc = await nats.connect(stack.nats_url)
+        nc = await connect(stack.nats_url, user=permissions.ADMIN, state_dir=tmp_path)
         js = nc.jetstream()
         await js.add_stream(name="KEEP", subjects=["keep.>"])
         await js.publish("keep.one", b"stored before the crash")
@@ -31,7 +32,7 @@ async def test_the_local_stack_restarts_a_killed_nats_server_with_its_store(tmp_
 
         await eventually(restarted, timeout=30, interval=0.2)
         assert stack.nats_restarts == 1
-        nc = await nats.connect(stack.nats_url)
+        nc = await connect(stack.nats_url, user=permissions.ADMIN, state_dir=tmp_path)
         msg = await nc.jetstream().get_last_msg("KEEP", "keep.one")
         await nc.close()
         assert msg.data == b"stored before the crash"

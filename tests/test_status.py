@@ -38,18 +38,18 @@ async def test_status_counts_the_work_each_service_did(agent_stack, nats_server)
 
         async def settled():
             # A worker acks just after it publishes its reply: wait for the last acks.
-            st = await gather(env.nc, inference_addr=env.gateway_addr)
+            st = await gather(env.nc, inference_addr=env.gateway_addr, credentials=env.gateway_credentials())
             return st if all(w.done >= want.get(w.name, 0) and not w.in_flight for w in st.services) else None
 
         status = await eventually(settled, timeout=30)
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "services.cli.main", "status", "--nats-url", nats_server.url,
-            "--inference-addr", env.gateway_addr, "--json", cwd=REPO,
+            "--inference-addr", env.gateway_addr, "--json", cwd=REPO, env={**os.environ, **env.nats_env},
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         out, err = await asyncio.wait_for(proc.communicate(), 60)
         table = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "services.cli.main", "status", "--nats-url", nats_server.url,
-            "--inference-addr", env.gateway_addr, cwd=REPO, env={**os.environ, "COLUMNS": "200"},
+            "--inference-addr", env.gateway_addr, cwd=REPO, env={**os.environ, **env.nats_env, "COLUMNS": "200"},
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         text, _ = await asyncio.wait_for(table.communicate(), 60)
     work = {s.name: s for s in status.services}

@@ -48,7 +48,8 @@ async def test_a_reply_its_subscription_never_saw_is_read_from_the_store(nc, bus
 
 
 async def test_a_reply_published_while_nats_restarts_is_consumed(nats_server, bus):
-    ceo_nc = await nats.connect(nats_server.url, reconnect_time_wait=0.5, max_reconnect_attempts=-1)
+    ceo_nc = await nats.connect(nats_server.url, reconnect_time_wait=0.5, max_reconnect_attempts=-1,
+                                **nats_server.connect_options("ceo"))
     js = ceo_nc.jetstream()
     task = evaluator_task("restart-1")
     # Rechecks only after a reconnect here: the reconnect is what must bring the reply in.
@@ -59,7 +60,7 @@ async def test_a_reply_published_while_nats_restarts_is_consumed(nats_server, bu
             await eventually(lambda: _queued(js, 1), timeout=10)  # the task is out; the runner waits
             nats_server.kill()
             nats_server.start()
-            other = await nats.connect(nats_server.url)
+            other = await nats.connect(nats_server.url, **nats_server.connect_options())
             await store_reply(other.jetstream(), task, "Correctness: 0")
             await other.close()
             (reply,) = await asyncio.wait_for(waiting, 30)

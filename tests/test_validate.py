@@ -74,7 +74,7 @@ def test_bounds_are_operator_settings(monkeypatch):
 @pytest.fixture
 async def intake(nats_server, bus):
     stop, started = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(run(IntakeService(IntakeSettings(nats_url=nats_server.url, declare_bus=False)),
+    task = asyncio.create_task(run(IntakeService(IntakeSettings(**nats_server.settings_kwargs(), declare_bus=False)),
                                    stop=stop, started=started))
     await asyncio.wait_for(started.wait(), 10)
     yield

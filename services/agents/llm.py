@@ -49,13 +49,13 @@ class CallOptions:
 class LlmClient:
     """A long-lived channel to the gateway; `generate` is safe to call concurrently."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, credentials: grpc.ChannelCredentials | None = None) -> None:
         self.address = address
         # The OTel interceptors make each call a client span and carry its context in the metadata.
-        self._channel = grpc.aio.insecure_channel(
-            address, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
-            interceptors=grpc_client_interceptors(),
-        )
+        options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+        interceptors = grpc_client_interceptors()
+        self._channel = grpc.aio.secure_channel(address, credentials, options=options, interceptors=interceptors) \
+            if credentials else grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
         self._stub = inference_pb2_grpc.InferenceStub(self._channel)
 
     async def close(self) -> None:

@@ -1,4 +1,4 @@
-"""One service per role: consumes conclave.tasks.<role>, answers on conclave.replies.<problem>.<step>.
+"""One service per role: consumes conclave.tasks.<role>, answers on conclave.replies.<problem>.<role>.<step>.
 
 Idempotent: a task whose reply is already in the REPLIES stream (a redelivery after a crash between
 publishing and acking) is acked without calling the model again, and replies carry the task id as
@@ -28,6 +28,7 @@ from services.runtime.lifecycle import Runtime, Service
 from services.runtime.logs import problem_id_var
 from services.runtime.settings import RuntimeSettings
 from services.runtime.worker import Rejected, WorkContext
+from services.security.grpc_tls import gateway_credentials
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class RoleService(Service[AgentSettings]):
 
     async def setup(self, rt: Runtime[AgentSettings]) -> None:
         self._rt = rt
-        self._llm = LlmClient(self.settings.inference_addr)
+        self._llm = LlmClient(self.settings.inference_addr, gateway_credentials(self.settings))
         rt.on_close(self._llm.close)
         self._served = Counter("conclave_agent_tasks", "Role tasks served, by role and outcome.",
                                ["role", "outcome"], registry=rt.registry)

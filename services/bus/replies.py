@@ -9,6 +9,8 @@ sees a key twice (a CEO retried a publish whose acknowledgement a NATS restart l
 
 from __future__ import annotations
 
+import logging
+
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from nats.aio.client import Client
@@ -19,6 +21,8 @@ from services.bus import subjects
 from services.bus.headers import CONTENT_TYPE, JSON, MSG_ID, PROTOBUF
 
 RESULT_KEY = "result:{problem_id}"
+
+log = logging.getLogger(__name__)
 
 
 def encode(msg: Message, as_json: bool) -> tuple[bytes, dict[str, str]]:
@@ -47,6 +51,11 @@ async def answer(nc: Client, reply_to: str, result: outcome_pb2.Result, *, as_js
                  keyed: bool = False) -> None:
     """Sends a result to the publisher's reply subject (core NATS). `keyed`: it is the outcome of the
     problem accepted under its id, and carries that result's key (a rejection or `busy` does not)."""
+    if not subjects.is_inbox(reply_to):
+        # The submitter chose this subject; answering anything but an inbox would let it make the CEO publish
+        # wherever the CEO may (a result of another problem, a task), whatever its own permissions.
+        log.warning("not answering reply subject %r: not an inbox", reply_to)
+        return
     body, headers = encode(result, as_json)
     if keyed:
         headers[MSG_ID] = RESULT_KEY.format(problem_id=result.problem_id)

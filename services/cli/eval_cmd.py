@@ -145,8 +145,7 @@ def vote_solver(settings, out: Path) -> dict:
 
 
 async def _eval(args: argparse.Namespace) -> int:
-    import nats
-
+    from services.bus import permissions
     from services.cli.progress import progress
     from services.evaluation import report
     from services.evaluation.runner import RunMismatch, RunSettings, open_run, run_eval
@@ -161,7 +160,10 @@ async def _eval(args: argparse.Namespace) -> int:
     split_label = f"-{args.split}" if args.split else ""
     base_out = args.out or Path("out/eval") / f"{args.benchmark}-{args.mode}{vote_label}{split_label}"
     points = parse_sweep(args.sweep) or [{}]
-    nc = await nats.connect(args.nats_url, connect_timeout=3)
+    from services.client.connect import connect
+
+    # Grading reads trajectories, which the public `client` credential may not.
+    nc = await connect(args.nats_url, user=permissions.ADMIN, connect_timeout=3)
     rows = []
     try:
         for point in points:

@@ -49,16 +49,16 @@ def build_problem(args: argparse.Namespace):
 
 
 async def _solve(args: argparse.Namespace) -> int:
-    import nats
     from rich.console import Console
 
     from services.cli.render import print_result, render_event
+    from services.client.connect import connect
     from services.client.solve import solve
 
     console = Console()
     problem = build_problem(args)
     try:
-        nc = await nats.connect(args.nats_url, connect_timeout=3, max_reconnect_attempts=3)
+        nc = await connect(args.nats_url, state_dir=getattr(args, "state_dir", None), connect_timeout=3, max_reconnect_attempts=3)
     except Exception as exc:
         console.print(f"[red]cannot reach NATS at {args.nats_url}: {exc}. Is the stack up (`conclave up`)?[/red]")
         return 1

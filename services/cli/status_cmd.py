@@ -20,17 +20,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 async def _status(args: argparse.Namespace) -> int:
-    import nats
-
+    from services.bus import permissions
+    from services.client.connect import connect, default_state_dir
+    from services.security.grpc_tls import local_gateway_credentials
     from services.stack.status import gather
 
+    state_dir = getattr(args, "state_dir", None) or default_state_dir()
     try:
-        nc = await nats.connect(args.nats_url, connect_timeout=2, max_reconnect_attempts=0, allow_reconnect=False)
+        # Discovery, stream and consumer state are an operator's view: the admin credential.
+        nc = await connect(args.nats_url, user=permissions.ADMIN, state_dir=state_dir, connect_timeout=2,
+                           max_reconnect_attempts=0, allow_reconnect=False)
     except Exception as exc:
         print(f"conclave status: cannot reach NATS at {args.nats_url}: {exc}")
         return 1
     try:
-        status = await gather(nc, inference_addr=args.inference_addr, wait_s=args.wait)
+        status = await gather(nc, inference_addr=args.inference_addr, wait_s=args.wait,
+                              credentials=local_gateway_credentials(state_dir))
     finally:
         await nc.close()
     if args.json:

@@ -36,10 +36,10 @@ def done_ids(path: Path) -> set[str]:
 
 
 async def _submit(args: argparse.Namespace) -> int:
-    import nats
     from google.protobuf import json_format
 
     from services.cli.progress import progress
+    from services.client.connect import connect
     from services.client.problems import item_to_problem
     from services.client.solve import solve
     from services.evaluation.loaders import DataError, load_jsonl
@@ -52,7 +52,7 @@ async def _submit(args: argparse.Namespace) -> int:
     out = args.out or args.file.with_suffix(".results.jsonl")
     skip = done_ids(out)
     todo = [i for i in items if i.id not in skip]
-    nc = await nats.connect(args.nats_url, connect_timeout=3)
+    nc = await connect(args.nats_url, connect_timeout=3)
     slots = asyncio.Semaphore(max(1, args.concurrency))
     failures = 0
     finished = len(items) - len(todo)

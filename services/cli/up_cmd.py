@@ -7,6 +7,11 @@ pods you run (vLLM or any OpenAI-compatible server). Each service runs as its ow
 entrypoint a Kubernetes Deployment uses (`conclave serve NAME`); a crashed one is restarted with backoff.
 Logs go to STATE_DIR/logs/, trajectories to STATE_DIR/archive/.
 
+Security is on (docs/security.md): the first run makes a local CA, certificates and one NATS credential per
+role in STATE_DIR/security/ (private files 0600). NATS requires TLS and each role's least-privilege user;
+the gateway serves gRPC over mTLS; the local model pod requires an API key. Your programs log in as `client`
+(STATE_DIR/security/nats/client.json, trusting STATE_DIR/security/ca.crt).
+
 With --demo it starts everything, solves a sample problem with a live view, shows `conclave status`, and
 stops: that is what `make run` does.
 """
@@ -70,6 +75,7 @@ def pod_argv(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from services.runtime import logs
+    from services.security.local import LocalSecurity
     from services.stack.supervisor import ProcessSpec
     from services.stack.up import Stack, StackOptions, run_until_signal
 
@@ -79,9 +85,12 @@ def run(args: argparse.Namespace) -> int:
     k_cap = args.k_cap
     if not pods:
         pods = f"http://127.0.0.1:{args.pod_port}"
-        extra.append(ProcessSpec(name="model-pod", argv=pod_argv(args)))
+        # Our own pod requires the key the stack generates (Stack.start creates it before the pod starts).
+        api_key_file = LocalSecurity(args.state_dir / "security").pod_api_key_file
+        extra.append(ProcessSpec(name="model-pod", argv=[*pod_argv(args), "--api-key-file", str(api_key_file)]))
         service_env["inference"] = {"CONCLAVE_CONTEXT_LENGTH": str(args.ctx),
-                                    "CONCLAVE_POD_MAX_INFLIGHT": str(args.parallel)}
+                                    "CONCLAVE_POD_MAX_INFLIGHT": str(args.parallel),
+                                    "CONCLAVE_POD_API_KEY_FILE": str(api_key_file)}
         k_cap = k_cap or args.ctx // 4
     service_env.setdefault("inference", {})["CONCLAVE_PODS"] = pods
     if k_cap:
@@ -110,17 +119,20 @@ async def _demo(stack, args) -> None:
     from services.cli.status_cmd import _status
 
     await _wait_ready(stack, args, timeout=300)
-    await _status(stack.nats_url, 0.5)
+    await _status(argparse.Namespace(nats_url=stack.nats_url, wait=0.5, json=False, state_dir=stack.opts.state_dir,
+                                     inference_addr=os.environ.get("CONCLAVE_INFERENCE_ADDR", "127.0.0.1:50051")))
     solve_args = argparse.Namespace(text=args.problem, profile="math500", kind="math", single=False, id="",
                                     reference="26" if args.problem == SAMPLE else "", max_tokens=0, max_turns=0,
-                                    timeout=1800, quiet=False, nats_url=stack.nats_url)
+                                    timeout=1800, quiet=False, nats_url=stack.nats_url,
+                                    state_dir=stack.opts.state_dir)
     await _solve(solve_args)
 
 
 async def _wait_ready(stack, args, timeout: float) -> None:
     import httpx
-    import nats
 
+    from services.bus import permissions
+    from services.client.connect import connect
     from services.stack.discovery import discover
 
     log = logging.getLogger("up")
@@ -137,7 +149,7 @@ async def _wait_ready(stack, args, timeout: float) -> None:
                     pass
                 await asyncio.sleep(0.5)
     want = len([c for c in stack.supervisor.children if c.spec.restart and c.spec.name != "model-pod"])
-    nc = await nats.connect(stack.nats_url)
+    nc = await connect(stack.nats_url, user=permissions.ADMIN, state_dir=stack.opts.state_dir)
     try:
         while loop.time() < deadline:
             if len(await discover(nc, 0.3)) >= want:

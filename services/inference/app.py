@@ -31,6 +31,17 @@ SERVICE_NAME = inference_pb2.DESCRIPTOR.services_by_name["Inference"].full_name
 _MiB = 1024 * 1024
 
 
+def server_credentials(s: InferenceSettings) -> grpc.ServerCredentials | None:
+    """TLS for the gRPC port when a certificate is configured; mTLS when a client CA is too."""
+    if s.grpc_server_cert is None:
+        return None
+    if s.grpc_server_key is None:
+        raise RuntimeError("CONCLAVE_GRPC_SERVER_CERT is set but CONCLAVE_GRPC_SERVER_KEY is not")
+    ca = s.grpc_client_ca.read_bytes() if s.grpc_client_ca else None
+    return grpc.ssl_server_credentials([(s.grpc_server_key.read_bytes(), s.grpc_server_cert.read_bytes())],
+                                       root_certificates=ca, require_client_auth=ca is not None)
+
+
 def initial_pods(settings: InferenceSettings) -> list[str]:
     if settings.pods:
         return list(settings.pods)
@@ -60,7 +71,9 @@ class InferenceApp:
         self.gateway: Gateway | None = None
         self.server: grpc.aio.Server | None = None
         self._health_servicer = health.aio.HealthServicer()
+        self._health_server: grpc.aio.Server | None = None
         self.port = 0
+        self.health_port = 0
 
     @property
     def address(self) -> str:
@@ -79,7 +92,7 @@ class InferenceApp:
             backend=self.backend, pool=self.pool, router=self.router, metrics=self.metrics, ledger=self.ledger,
             config=GatewayConfig(limit=s.pod_max_inflight, queue_limit=s.pod_queue_limit,
                                  max_attempts=s.max_attempts, context_length=s.context_length,
-                                 chars_per_token=s.chars_per_token),
+                                 chars_per_token=s.chars_per_token, unledgered_max_tokens=s.unledgered_max_tokens),
             known_models={m for m in known if m}, default_model=default_model,
         )
         self.server = grpc.aio.server(options=[
@@ -94,13 +107,23 @@ class InferenceApp:
             self.server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health_servicer, self.server)
-        self.port = self.server.add_insecure_port(f"{s.grpc_host}:{s.grpc_port}")
+        credentials = server_credentials(s)
+        bind = f"{s.grpc_host}:{s.grpc_port}"
+        self.port = self.server.add_secure_port(bind, credentials) if credentials else \
+            self.server.add_insecure_port(bind)
         if not self.port:
             raise RuntimeError(f"could not bind gRPC on {s.grpc_host}:{s.grpc_port}")
         await self.server.start()
+        if s.grpc_health_port and credentials:
+            # Only the health service, in plaintext: Kubernetes' gRPC probe cannot speak TLS.
+            self._health_server = grpc.aio.server()
+            health_pb2_grpc.add_HealthServicer_to_server(self._health_servicer, self._health_server)
+            self.health_port = self._health_server.add_insecure_port(f"{s.grpc_host}:{s.grpc_health_port}")
+            await self._health_server.start()
         await self._publish_health()
         log.info("inference gateway serving", extra={
-            "grpc": self.address, "backend": self.backend.kind, "pods": [p.name for p in self.pool],
+            "grpc": self.address, "tls": "mtls" if s.grpc_client_ca else "tls" if credentials else "off",
+            "backend": self.backend.kind, "pods": [p.name for p in self.pool],
             "healthy": len(self.pool.healthy()), "default_model": default_model})
 
     async def background(self) -> None:
@@ -133,6 +156,9 @@ class InferenceApp:
         await self._health_servicer.enter_graceful_shutdown()
         await self.server.stop(grace_s)
         self.server = None
+        if self._health_server is not None:
+            await self._health_server.stop(0)
+            self._health_server = None
 
     async def close(self, grace_s: float = 0.0) -> None:
         await self.drain(grace_s)

@@ -47,7 +47,13 @@ async def _infer(args: argparse.Namespace) -> int:
         req.reasoning.budget_forcing = True
     usage = None
     started = time.perf_counter()
-    async with grpc.aio.insecure_channel(args.addr) as channel:
+    from services.client.connect import default_state_dir
+    from services.security.grpc_tls import local_gateway_credentials
+
+    credentials = local_gateway_credentials(default_state_dir())
+    channel_ctx = grpc.aio.secure_channel(args.addr, credentials) if credentials else \
+        grpc.aio.insecure_channel(args.addr)
+    async with channel_ctx as channel:
         stub = inference_pb2_grpc.InferenceStub(channel)
         try:
             async for resp in stub.Generate(req, timeout=args.timeout, metadata=grpc_metadata()):

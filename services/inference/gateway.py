@@ -77,6 +77,8 @@ class GatewayConfig:
     max_attempts: int = 3
     context_length: int = 4096
     chars_per_token: float = 3.5
+    # Worst-case tokens of one call without a ledger_key (nothing else bounds what such a caller spends).
+    unledgered_max_tokens: int = 49152
 
 
 @dataclass(slots=True)
@@ -125,6 +127,8 @@ class Gateway:
         try:
             if call.ledger_key:
                 reservation = await self._reserve(call)
+            else:
+                self._check_unledgered(call)
             # The thinking prefill goes out with the first generated chunk, so TTFT stays honest.
             pending = spec.think_open + "\n" if spec is not None and spec.prefill_think else ""
             seg1_req = replace(req, assistant_prefix=req.assistant_prefix + pending,
@@ -271,16 +275,27 @@ class Gateway:
         chars = len(req.prompt) + sum(len(m.content) + 8 for m in req.messages)
         return int(chars / self.config.chars_per_token) + 1
 
+    def _worst_case(self, call: Call) -> int:
+        tokens = self._estimate_prompt(call) + call.req.max_tokens
+        if call.reasoning is not None and call.reasoning.budget_forcing:
+            tokens += extra_allowance(call.req.max_tokens, self.config.context_length)
+        return tokens
+
+    def _check_unledgered(self, call: Call) -> None:
+        tokens, ceiling = self._worst_case(call), self.config.unledgered_max_tokens
+        if tokens > ceiling:
+            self.metrics.rejections.labels("unledgered_ceiling").inc()
+            raise GatewayError("FAILED_PRECONDITION", f"token ceiling reached: a call without a ledger_key may use "
+                               f"at most {ceiling} tokens, this one up to {tokens}; lower max_tokens or pass the "
+                               "ledger_key of a problem")
+
     async def _reserve(self, call: Call) -> Reservation | None:
         if self.ledger is None:
             log.warning("ledger_key given but the gateway has no ledger; not accounted",
                         extra={"traceparent": call.traceparent})
             return None
-        tokens = self._estimate_prompt(call) + call.req.max_tokens
-        if call.reasoning is not None and call.reasoning.budget_forcing:
-            tokens += extra_allowance(call.req.max_tokens, self.config.context_length)
         try:
-            return await self.ledger.reserve(call.ledger_key, tokens)
+            return await self.ledger.reserve(call.ledger_key, self._worst_case(call))
         except CeilingReached as exc:
             self.metrics.rejections.labels("ceiling").inc()
             raise GatewayError("FAILED_PRECONDITION", str(exc)) from None

@@ -66,7 +66,7 @@ class InferenceMetrics:
         self.ejections = Counter("conclave_inference_ejections", "Pods taken out of rotation.", ["backend"],
                                  registry=registry)
         self.rejections = Counter("conclave_inference_rejections", "Calls refused, by reason (admission, "
-                                  "ceiling, no_pods).", ["reason"], registry=registry)
+                                  "ceiling, unledgered_ceiling, no_pods).", ["reason"], registry=registry)
         self.routed = Counter("conclave_inference_routed", "Calls placed on a pod, by what routed them "
                               "(session, prefix, none) and outcome (home: the pod affinity chose; moved: another, "
                               "since that one was full; none).", ["by", "outcome"], registry=registry)

@@ -20,6 +20,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
 from services.inference import models
 
@@ -42,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alias", default="", help="model id announced in /v1/models (default: the model's name)")
     p.add_argument("--http-threads", type=int, default=0,
                    help="HTTP worker threads (default 2*parallel+4; llama.cpp's own default starves small hosts)")
+    p.add_argument("--api-key-file", type=Path, default=None,
+                   help="require this bearer key (file content) on every request but /health (conclave up passes "
+                        "<state>/security/pod-api-key; a file, so the key is not in the process list)")
     p.add_argument("--verbose", action="store_true", help="llama.cpp info logs (one line per request and more)")
     return p
 
@@ -69,6 +73,8 @@ def make_params(args: argparse.Namespace, gguf: str, alias: str):  # type: ignor
     # Thinking stays inline in the text: the gateway splits it, not the pod.
     p.reasoning_format = x.common_reasoning_format.COMMON_REASONING_FORMAT_NONE
     p.verbosity = 3 if args.verbose else 2
+    if args.api_key_file is not None:
+        p.api_keys = [args.api_key_file.read_text(encoding="utf-8").strip()]
     return p
 
 

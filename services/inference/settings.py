@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
 from services.runtime.settings import RuntimeSettings
@@ -23,6 +24,20 @@ class InferenceSettings(RuntimeSettings):
     pods_dns: str = Field("", description="name:port resolved every dns_refresh_s to the pod set.")
     pods_scheme: str = Field("http", description="Scheme of the URLs built from pods_dns.")
     dns_refresh_s: float = 10.0
+    # Bearer key sent to the pods (vLLM `--api-key`, llama.cpp `--api-key`); the file wins over the value.
+    pod_api_key: SecretStr = Field(SecretStr(""), description="API key of the model pods.")
+    pod_api_key_file: Path | None = Field(None, description="File holding the pods' API key (a mounted Secret).")
+
+    # gRPC TLS (docs/security.md). With a certificate the port speaks TLS only; with grpc_client_ca it also
+    # requires a client certificate signed by that CA (mTLS: only Conclave's services may call).
+    grpc_server_cert: Path | None = Field(None, description="PEM certificate of the gRPC server; set means TLS.")
+    grpc_server_key: Path | None = Field(None, description="PEM private key of grpc_server_cert.")
+    grpc_client_ca: Path | None = Field(None, description="CA of the client certificates required (mTLS).")
+    grpc_health_port: int = Field(
+        0, description="Plaintext port serving only grpc.health.v1 (the kubelet's gRPC probe has no TLS); 0: none.")
+    # A call without a ledger_key is not accounted against any problem: cap its worst case instead.
+    unledgered_max_tokens: int = Field(
+        49152, ge=1, description="Token ceiling of one call that names no ledger_key (prompt + completion).")
 
     default_model: str = Field("", description="Model for requests that name none; empty: the pods' first model.")
     context_length: int = Field(4096, description="Context window of one pod slot, for budget forcing.")

@@ -23,7 +23,7 @@ from nats.micro import add_service
 from nats.micro.service import Service as MicroService
 from prometheus_client import CollectorRegistry, Gauge, Info
 
-from services.bus import topology
+from services.bus import subjects, topology
 from services.bus.deadletter import DeadLetters, MaxDeliveriesWatcher
 from services.bus.topology import ConsumerSpec
 from services.runtime import logs, tracing
@@ -126,7 +126,7 @@ async def run(service: Service[S], stop: asyncio.Event | None = None, started: a
     )
     up = Gauge("conclave_service_ready", "1 when the service is serving.", registry=registry)
 
-    nc = await connect(settings, settings.instance_name(service.name))
+    nc = await connect(settings, settings.instance_name(service.name), user=service.name)
     rt: Runtime[S] = Runtime(service.name, settings, nc, registry)
     probe = ProbeServer(registry, lambda: rt.ready and nc.is_connected, settings.metrics_host, settings.metrics_port)
     await probe.start()
@@ -134,7 +134,15 @@ async def run(service: Service[S], stop: asyncio.Event | None = None, started: a
     watcher: MaxDeliveriesWatcher | None = None
     try:
         if settings.declare_bus:
-            await topology.declare(rt.js, settings.bus_timing())
+            try:
+                await topology.declare(rt.js, settings.bus_timing())
+            except Exception as exc:
+                # With security on, a service may only check the topology; a missing or different stream,
+                # consumer or bucket needs the admin user (the server refused, so the request timed out).
+                raise RuntimeError(
+                    f"the bus is not declared as this service expects ({exc!r}); only the NATS admin may create "
+                    "or change streams: run `conclave up`, the Kubernetes Job bus-setup, or `python -m "
+                    "services.stack.declare` as admin with the same timing settings") from exc
         await service.setup(rt)
         if rt.workers:
             watcher = MaxDeliveriesWatcher(nc, rt.js, rt.letters, sorted({w._spec.stream for w in rt.workers}))
@@ -148,7 +156,7 @@ async def run(service: Service[S], stop: asyncio.Event | None = None, started: a
             # The work this replica did, in the STATS reply of its "work" endpoint: `conclave status` reads it.
             stats_handler=lambda _endpoint: rt.work(),
         )
-        await rt.micro.add_endpoint(name="work", subject=f"conclave.work.{service.name}", handler=rt.answer_work)
+        await rt.micro.add_endpoint(name="work", subject=subjects.work(service.name), handler=rt.answer_work)
         for ep_name, subject, handler in rt._endpoints:
             await rt.micro.add_endpoint(name=ep_name, subject=subject, handler=handler)
         for worker in rt.workers:

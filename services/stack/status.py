@@ -84,7 +84,8 @@ class StackStatus:
     model_pods: ModelPods | None
 
 
-async def gather(nc: Client, *, inference_addr: str = "", wait_s: float = 0.5) -> StackStatus:
+async def gather(nc: Client, *, inference_addr: str = "", wait_s: float = 0.5,
+                 credentials: grpc.ChannelCredentials | None = None) -> StackStatus:
     works: dict[str, ServiceWork] = {name: ServiceWork(name=name) for name in CONSUMERS}
     for svc in await discover(nc, wait_s):
         name = svc.name.removeprefix("conclave-")
@@ -109,7 +110,7 @@ async def gather(nc: Client, *, inference_addr: str = "", wait_s: float = 0.5) -
         work.deliveries = info.delivered.consumer_seq if info.delivered else 0
     services = [works[name] for name in sorted(works)]
     return StackStatus(services=services, nats=await _nats_state(nc),
-                       model_pods=await model_pods(inference_addr) if inference_addr else None)
+                       model_pods=await model_pods(inference_addr, credentials=credentials) if inference_addr else None)
 
 
 async def _nats_state(nc: Client) -> NatsState:
@@ -131,10 +132,13 @@ async def _nats_state(nc: Client) -> NatsState:
     return state
 
 
-async def model_pods(address: str, timeout_s: float = 3.0) -> ModelPods:
-    """Asks the gateway (gRPC health and ListModels) which model pods it has and which are in rotation."""
+async def model_pods(address: str, timeout_s: float = 3.0,
+                     credentials: grpc.ChannelCredentials | None = None) -> ModelPods:
+    """Asks the gateway (gRPC health and ListModels) which model pods it has and which are in rotation;
+    `credentials`: TLS/mTLS towards a gateway that requires it (docs/security.md)."""
     out = ModelPods(address=address)
-    async with grpc.aio.insecure_channel(address) as channel:
+    channel_ctx = grpc.aio.secure_channel(address, credentials) if credentials else grpc.aio.insecure_channel(address)
+    async with channel_ctx as channel:
         try:
             health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(),
                                                                      timeout=timeout_s)

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services import registry
+from services.runtime.settings import RuntimeSettings
+from services.security.local import LocalSecurity
+from services.stack.declare import declare_bus
 from services.stack.natsd import NatsServer, reachable
 from services.stack.supervisor import ProcessSpec, Supervisor, service_argv
 
@@ -28,6 +31,8 @@ class StackOptions:
     env: dict[str, str] = field(default_factory=dict)
     # Settings for one service only, e.g. {"inference": {"CONCLAVE_PODS": "http://127.0.0.1:8081"}}.
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    # TLS and per-role NATS users (docs/security.md); material in <state_dir>/security, made on first run.
+    security: bool = True
 
 
 class Stack:
@@ -49,6 +54,7 @@ class Stack:
     async def start(self) -> None:
         state = self.opts.state_dir
         state.mkdir(parents=True, exist_ok=True)
+        sec = LocalSecurity.ensure(state / "security") if self.opts.security else None
         if reachable(self.opts.nats_url):
             log.info("using the NATS server already at %s", self.opts.nats_url)
         else:
@@ -56,7 +62,7 @@ class Stack:
             host, _, port = host_port.partition(":")
             self.nats = NatsServer(
                 store_dir=state / "jetstream", host=host or "127.0.0.1", port=int(port or 4222),
-                log_file=state / "logs" / "nats-server.log",
+                log_file=state / "logs" / "nats-server.log", security=sec,
             )
             (state / "logs").mkdir(parents=True, exist_ok=True)
             # Started from the main thread: the server is tied to it (PDEATHSIG), not to a pool thread.
@@ -64,7 +70,11 @@ class Stack:
             log.info("started nats-server at %s (data in %s)", self.nats.url, state / "jetstream")
             self.nats_url = self.nats.url
             self._nats_watch = asyncio.create_task(self._keep_nats(self.nats), name="supervise-nats-server")
-        env = {"CONCLAVE_NATS_URL": self.nats_url, **self.opts.env}
+        env = {"CONCLAVE_NATS_URL": self.nats_url, **(sec.nats_env() if sec else {}), **self.opts.env}
+        if sec is not None:
+            # Streams, consumers and buckets are created by the admin user: services may only check them.
+            await declare_bus(RuntimeSettings(nats_url=self.nats_url, nats_credentials_dir=sec.nats_dir,
+                                              nats_tls_ca=sec.ca_file))
         for spec in self.opts.extra:
             spec.env = {**env, **spec.env}
             self.supervisor.add(spec)
@@ -72,8 +82,9 @@ class Stack:
             entry = registry.get(name)
             for i in range(entry.replicas):
                 suffix = f"-{i}" if entry.replicas > 1 else ""
+                own = sec.service_env(name) if sec else {}
                 self.supervisor.add(ProcessSpec(name=f"{name}{suffix}", argv=service_argv(name),
-                                                env={**env, **self.opts.service_env.get(name, {})}))
+                                                env={**env, **own, **self.opts.service_env.get(name, {})}))
 
     async def _keep_nats(self, server: NatsServer, poll_s: float = 0.5, max_backoff_s: float = 30.0) -> None:
         backoff = 0.5

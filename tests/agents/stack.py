@@ -21,7 +21,7 @@ AGENT_SERVICES = ("intake", "ceo", "recruiter", "solver", "critic", "executor", 
 class InProcessStack:
     """Every agent service as an asyncio task of the test's own loop, each with its own NATS connection."""
 
-    nats_url: str
+    nats_env: dict[str, str]  # NatsServer.env(): URL, credentials dir, CA
     inference_addr: str
     archive_dir: Path
     env: dict[str, str] = field(default_factory=dict)
@@ -29,7 +29,7 @@ class InProcessStack:
     _stops: list[asyncio.Event] = field(default_factory=list)
 
     async def start(self, names=AGENT_SERVICES) -> None:
-        values = {**fast_env(self.nats_url), "CONCLAVE_INFERENCE_ADDR": self.inference_addr,
+        values = {**fast_env(self.nats_env), "CONCLAVE_INFERENCE_ADDR": self.inference_addr,
                   "CONCLAVE_ARCHIVE_DIR": str(self.archive_dir), "CONCLAVE_STEP_TIMEOUT_S": "60", **self.env}
         with _patched_env(values):
             services = [registry.get(n).build()() for n in names]

@@ -26,6 +26,7 @@ from services.inference.ledger import Ledger
 from services.inference.settings import InferenceSettings
 from services.runtime.http import ProbeServer
 from services.stack.discovery import discover
+from services.stack.natsd import NatsServer
 from tests.agents.scripts import team
 from tests.agents.stack import InProcessStack
 from tests.conftest import FAST
@@ -82,23 +83,24 @@ class LiveStack:
 
 
 @contextlib.asynccontextmanager
-async def live_stack(nats_url: str, tmp: Path) -> AsyncIterator[LiveStack]:
+async def live_stack(nats_server: NatsServer, tmp: Path) -> AsyncIterator[LiveStack]:
     # A critic that never gives a verdict on one problem: the protocol's fallback (a parse-fallback series).
     script = team(critic=[(agents_pb2.ROLE_CRITIC, "mumbling critic", "Hmm.")])
     backend = ScriptedBackend(lambda req: script.reply(agents_pb2.Role.Value(f"ROLE_{req.role.upper()}"),
                                                        prompt_text(req)))
     registry = CollectorRegistry()
-    nc = await nats.connect(nats_url)
+    nats_url = nats_server.url
+    nc = await nats.connect(nats_url, **nats_server.connect_options())
     await topology.declare(nc.jetstream(), FAST)
     # Two pods; health probes rarely, so the pod that goes down is found by a call (retry, ejection).
-    settings = InferenceSettings(nats_url=nats_url, backend="scripted", grpc_port=0, health_interval_s=300,
+    settings = InferenceSettings(**nats_server.settings_kwargs(), backend="scripted", grpc_port=0, health_interval_s=300,
                                  pods=["scripted://pod-a", "scripted://pod-b"])
     app = InferenceApp(settings, registry, backend=backend, js=nc.jetstream())
     await app.start()
     backend.down.add("pod-a")
     probe = ProbeServer(registry, lambda: True, "127.0.0.1", 0)
     await probe.start()
-    stack = InProcessStack(nats_url, app.address, tmp / "archive")
+    stack = InProcessStack(nats_server.env(), app.address, tmp / "archive")
     try:
         await stack.start()
         targets: dict[str, list[int]] = {"inference": [probe.port]}

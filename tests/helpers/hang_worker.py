@@ -1,19 +1,20 @@
 """A worker process that takes a message and never acks it: the test SIGKILLs it mid-work."""
 
 import asyncio
-import sys
 
-import nats
 from prometheus_client import CollectorRegistry
 
 from services.bus.deadletter import DeadLetters
 from services.bus.topology import ROLE_CONSUMERS
+from services.runtime.connection import connect
+from services.runtime.settings import RuntimeSettings
 from services.runtime.worker import JetStreamWorker, WorkerMetrics
 from tests.conftest import FAST
 
 
-async def main(url: str) -> None:
-    nc = await nats.connect(url)
+async def main() -> None:
+    # The solver's own credential: a worker needs no more than its role's permissions.
+    nc = await connect(RuntimeSettings(), "hang-worker", user="solver")
     js = nc.jetstream()
     reg = CollectorRegistry()
 
@@ -27,4 +28,4 @@ async def main(url: str) -> None:
     await asyncio.sleep(3600)
 
 
-asyncio.run(main(sys.argv[1]))
+asyncio.run(main())

@@ -46,6 +46,7 @@ class RunningGateway:
 
 @contextlib.asynccontextmanager
 async def running_gateway(pods: list[str] | None = None, backend: Backend | None = None,
+                          channel_credentials: grpc.ChannelCredentials | None = None,
                           **overrides: Any) -> AsyncIterator[RunningGateway]:
     # The settings name the backend kind; an injected backend object decides it.
     values: dict[str, Any] = {"grpc_port": 0, "health_interval_s": 0.5,
@@ -56,7 +57,8 @@ async def running_gateway(pods: list[str] | None = None, backend: Backend | None
     app = InferenceApp(InferenceSettings(**values), backend=backend)
     await app.start()
     upkeep = asyncio.create_task(app.background())
-    channel = grpc.aio.insecure_channel(app.address)
+    channel = grpc.aio.secure_channel(app.address, channel_credentials) if channel_credentials else \
+        grpc.aio.insecure_channel(app.address)
     try:
         yield RunningGateway(app, inference_pb2_grpc.InferenceStub(channel), channel)
     finally:

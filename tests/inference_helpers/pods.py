@@ -48,7 +48,8 @@ class PodProcess:
         return self.log_path.read_text(errors="replace")[-n:] if self.log_path.exists() else ""
 
 
-def start_pod(log_dir: Path, *, model: str = "tiny", parallel: int = 4, ctx: int = 8192, threads: int = 1) -> PodProcess:
+def start_pod(log_dir: Path, *, model: str = "tiny", parallel: int = 4, ctx: int = 8192, threads: int = 1,
+              extra_args: tuple[str, ...] = ()) -> PodProcess:
     """One thread per pod: llama.cpp's spinning threads collapse when a small host is oversubscribed
     (two pods, the gateway and pytest on 2 cores)."""
     port = free_port()
@@ -57,7 +58,7 @@ def start_pod(log_dir: Path, *, model: str = "tiny", parallel: int = 4, ctx: int
     with open(log_path, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "services.inference.pod_llamacpp", "--model", model, "--port", str(port),
-             "--parallel", str(parallel), "--ctx", str(ctx), "--threads", str(threads)],
+             "--parallel", str(parallel), "--ctx", str(ctx), "--threads", str(threads), *extra_args],
             cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=out, stderr=out,
             preexec_fn=die_with_parent,
         )

@@ -12,6 +12,12 @@ if TYPE_CHECKING:
     from services.inference.settings import InferenceSettings
 
 
+def pod_api_key(settings: InferenceSettings) -> str:
+    if settings.pod_api_key_file is not None:
+        return settings.pod_api_key_file.read_text(encoding="utf-8").strip()
+    return settings.pod_api_key.get_secret_value()
+
+
 def make_backend(settings: InferenceSettings) -> Backend:
     if settings.backend == "openai":
         from services.inference.backends.openai_http import OpenAIHttpBackend
@@ -22,6 +28,7 @@ def make_backend(settings: InferenceSettings) -> Backend:
             health_timeout_s=settings.health_timeout_s,
             # One connection per admitted or queued request, plus health checks.
             max_connections=settings.pod_max_inflight + settings.pod_queue_limit + 4,
+            api_key=pod_api_key(settings),
         )
     if settings.backend == "scripted":
         from services.inference.backends.scripted import ScriptedBackend, load_script

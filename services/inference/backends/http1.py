@@ -178,11 +178,14 @@ async def _read_with_watchdog(reader: asyncio.StreamReader, loop: asyncio.Abstra
 
 class Http1Pool:
     def __init__(self, *, connect_timeout_s: float = 2.0, read_timeout_s: float = 300.0,
-                 max_idle_per_origin: int = 16, idle_expiry_s: float = 2.0) -> None:
+                 max_idle_per_origin: int = 16, idle_expiry_s: float = 2.0,
+                 headers: dict[str, str] | None = None) -> None:
         self._connect_timeout_s = connect_timeout_s
         self._read_timeout_s = read_timeout_s
         self._max_idle = max_idle_per_origin
         self._expiry_s = idle_expiry_s
+        # Sent with every request (the pods' API key); rendered once.
+        self._extra_head = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         self._origins: dict[str, Origin] = {}
         self._state: dict[Origin, _OriginState] = {}
 
@@ -198,7 +201,8 @@ class Http1Pool:
         origin = self.origin(url)
         extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         head = (f"POST {path} HTTP/1.1\r\nHost: {origin.authority}\r\nContent-Type: {content_type}\r\n"
-                f"Accept: {accept}\r\nContent-Length: {len(body)}\r\n{extra}Connection: keep-alive\r\n\r\n").encode()
+                f"Accept: {accept}\r\nContent-Length: {len(body)}\r\n{self._extra_head}{extra}"
+                "Connection: keep-alive\r\n\r\n").encode()
         while True:
             conn = self._idle(origin)
             fresh = conn is None

@@ -48,17 +48,19 @@ class OpenAIHttpBackend:
     kind = "openai"
 
     def __init__(self, *, connect_timeout_s: float = 2.0, read_timeout_s: float = 300.0,
-                 health_timeout_s: float = 2.0, max_connections: int = 64) -> None:
+                 health_timeout_s: float = 2.0, max_connections: int = 64, api_key: str = "") -> None:
         self._health_timeout = httpx.Timeout(health_timeout_s)
         # The streaming path (see http1.py for why not httpx) ...
+        auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = Http1Pool(connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s,
-                               max_idle_per_origin=max_connections)
+                               max_idle_per_origin=max_connections, headers=auth)
         # ... and httpx for everything else.
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(connect=connect_timeout_s, read=read_timeout_s, write=30.0, pool=read_timeout_s),
             # Shorter than the pods' keep-alive timeout (llama.cpp: 5 s), so idle sockets expire here first.
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=max_connections,
                                 keepalive_expiry=2.0),
+            headers=auth,
         )
 
     async def close(self) -> None:
