@@ -72,6 +72,23 @@ async def test_concurrent_reservations_never_overshoot(bus) -> None:  # type: ig
     assert entry is not None and entry.reserved == 100
 
 
+async def test_a_ledger_that_remembers_a_stale_entry_still_decides_on_the_real_one(bus) -> None:  # type: ignore[no-untyped-def]
+    """A ledger writes on the revision it last wrote (one round trip); another writer in between makes
+    that a conflict, and it re-reads: nothing is lost, and a ceiling is judged on the entry as it is."""
+    a, b = Ledger(bus), Ledger(bus)  # two gateway replicas
+    await a.open("p6", 100)
+    held = await a.reserve("p6", 90)  # a remembers 90 reserved
+    await b.commit(held, 10)  # b frees the reservation and commits 10 behind a's back
+    # On what a remembers, 80 more would cross the ceiling; on the real entry (10 committed) they fit.
+    r = await a.reserve("p6", 80)
+    await b.reserve("p6", 5)
+    await a.commit(r, 50)  # a's memory is stale again: conflict, re-read, re-applied
+    entry = await b.entry("p6")
+    assert entry is not None and (entry.reserved, entry.committed) == (5, 60)
+    with pytest.raises(CeilingReached):
+        await a.reserve("p6", 36)  # 60 + 5 + 36 > 100 on the real entry
+
+
 @contextlib.asynccontextmanager
 async def serving(nats_server: NatsServer, tmp_path: Path, **overrides) -> AsyncIterator[InferenceService]:  # type: ignore[no-untyped-def]
     script = tmp_path / "script.json"
