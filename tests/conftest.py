@@ -88,3 +88,11 @@ async def eventually(predicate, timeout: float = 10.0, interval: float = 0.05):
         if loop.time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+@pytest.fixture
+def agent_stack(nats_server, tmp_path):  # type: ignore[no-untyped-def]
+    """Starts the agent services against this test's bus: `async with agent_stack(script) as stack`."""
+    from tests.agents.env import agent_stack_factory  # the stack's imports only where a test uses it
+
+    return agent_stack_factory(nats_server, tmp_path)

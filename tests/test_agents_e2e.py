@@ -190,13 +190,6 @@ async def test_a_sigkilled_service_mid_problem_still_completes_exactly_once(agen
     assert len(steps) == len(set(steps)), f"a step was recorded twice: {steps}"
 
 
-@pytest.fixture
-def agent_stack(nats_server, tmp_path):
-    from tests.agents.env import agent_stack_factory
-
-    return agent_stack_factory(nats_server, tmp_path)
-
-
 async def test_with_require_passing_tests_failing_tests_overrule_the_evaluator(agent_stack):
     buggy = "```python\ndef add(a, b):\n    return a - b\n```"
     good = "```python\ndef add(a, b):\n    return a + b\n```"

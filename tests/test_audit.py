@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from google.protobuf import json_format
 
 from conclave.v1 import agents_pb2, outcome_pb2, problem_pb2
@@ -75,13 +74,6 @@ def test_a_run_is_audited_from_its_results_and_archive(tmp_path):
     assert s["loss_step_where_single_right"] == {"revision": 1} and s["first_draft_correct"] == 2
     assert "| t/1 | ✓ `5` | ✓ `5` | ✗ `4` | revision turn 1 round 1 |" in (run / "audit.md").read_text()
     assert json.loads((run / "audit.json").read_text())["summary"] == s
-
-
-@pytest.fixture
-def agent_stack(nats_server, tmp_path):
-    from tests.agents.env import agent_stack_factory
-
-    return agent_stack_factory(nats_server, tmp_path)
 
 
 async def test_audit_of_a_recorded_team_run(agent_stack, tmp_path):

@@ -20,13 +20,6 @@ from tests.agents.scripts import DISAGREE, WRONG, R, ceo, team
 pytestmark = pytest.mark.asyncio
 
 
-@pytest.fixture
-def agent_stack(nats_server, tmp_path):
-    from tests.agents.env import agent_stack_factory
-
-    return agent_stack_factory(nats_server, tmp_path)
-
-
 async def test_a_json_publisher_gets_json_results_and_events_with_zero_values(agent_stack):
     async with agent_stack(team(evaluator=[(R.ROLE_EVALUATOR, ".", WRONG)])) as env:
         events = []

@@ -71,13 +71,6 @@ def test_a_verdict_outside_the_set_is_a_problem():
     assert not r.complete and "the verdict is none of supported, not_supported, uncertain" in r.problems
 
 
-@pytest.fixture
-def agent_stack(nats_server, tmp_path):
-    from tests.agents.env import agent_stack_factory
-
-    return agent_stack_factory(nats_server, tmp_path)
-
-
 PANEL = "1. A market expert\n2. A finance expert\n3. A technology expert\n4. A risk expert"
 
 

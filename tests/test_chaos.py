@@ -12,17 +12,11 @@ import pytest
 from conclave.v1 import agents_pb2, outcome_pb2, problem_pb2
 from services.bus import subjects, topology
 from services.bus.headers import MSG_ID
-from tests.agents.env import agent_stack_factory
 from tests.agents.scripts import team
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.asyncio
 N_PROBLEMS = 6
-
-
-@pytest.fixture
-def agent_stack(nats_server, tmp_path):
-    return agent_stack_factory(nats_server, tmp_path)
 
 
 def problem(pid: str) -> problem_pb2.Problem:

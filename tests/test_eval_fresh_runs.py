@@ -21,13 +21,6 @@ BASE = team()  # answers 5: correct
 TUNED = team(single=[(R.ROLE_SINGLE, ".", "The answer is \\boxed{6}.")])  # answers 6: wrong
 
 
-@pytest.fixture
-def agent_stack(nats_server, tmp_path):
-    from tests.agents.env import agent_stack_factory
-
-    return agent_stack_factory(nats_server, tmp_path)
-
-
 async def test_a_rerun_after_a_model_change_asks_the_model_again(agent_stack, tmp_path):
     out = tmp_path / "eval"
     base = RunSettings(benchmark="toy", mode="single", profile="math500", model="m", revision="base")

@@ -20,13 +20,6 @@ class Interrupted(Exception):
     pass
 
 
-@pytest.fixture
-def agent_stack(nats_server, tmp_path):
-    from tests.agents.env import agent_stack_factory
-
-    return agent_stack_factory(nats_server, tmp_path)
-
-
 async def test_the_runner_grades_writes_a_report_and_resumes_after_an_interruption(agent_stack, tmp_path):
     # Variant 3 gets a wrong answer, so the grade is not simply "all correct".
     script = team(solver=[(R.ROLE_SOLVER, r"variant 3\)", "It is \\boxed{6}.")])

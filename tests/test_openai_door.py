@@ -23,13 +23,6 @@ pytestmark = pytest.mark.asyncio
 KEY = "sk-test-door"
 
 
-@pytest.fixture
-def agent_stack(nats_server, tmp_path):
-    from tests.agents.env import agent_stack_factory
-
-    return agent_stack_factory(nats_server, tmp_path)
-
-
 @contextlib.asynccontextmanager
 async def door(nats_settings: dict, **settings):
     # The bus is declared by the test (fast timings, as the admin); the door need not check it.

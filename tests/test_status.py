@@ -11,16 +11,10 @@ import pytest
 
 from conclave.v1 import problem_pb2
 from services.stack.status import gather
-from tests.agents.env import agent_stack_factory
 from tests.agents.scripts import team
 from tests.conftest import REPO, eventually
 
 pytestmark = pytest.mark.asyncio
-
-
-@pytest.fixture
-def agent_stack(nats_server, tmp_path):
-    return agent_stack_factory(nats_server, tmp_path)
 
 
 def problem(pid: str) -> problem_pb2.Problem:

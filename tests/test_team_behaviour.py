@@ -13,13 +13,6 @@ from tests.test_agents_e2e import two_plus_three
 MENU = (4096, 8192)
 
 
-@pytest.fixture
-def agent_stack(nats_server, tmp_path):
-    from tests.agents.env import agent_stack_factory
-
-    return agent_stack_factory(nats_server, tmp_path)
-
-
 def test_a_stop_not_on_offer_is_read_as_continue():
     text = "Decision: stop\nRecruit Number: 2\nDirection: none\nMaximum Tokens: 4096"
     d = parsing.parse_decision(text, n_min=2, n_cap=3, menu=MENU, allow_stop=False)

@@ -3,20 +3,12 @@ OTLP receiver that the SDK's OTLP exporter sends the spans to."""
 
 from __future__ import annotations
 
-import pytest
-
 from conclave.v1 import problem_pb2
 from services.runtime import tracing
-from tests.agents.env import agent_stack_factory
 from tests.agents.scripts import team
 from tests.helpers.otlp import exporting_to, otlp_receiver
 
 PROBLEM_TEXT = "What is 2+3? (traced)"
-
-
-@pytest.fixture
-def agent_stack(nats_server, tmp_path):
-    return agent_stack_factory(nats_server, tmp_path)
 
 
 async def test_one_problem_yields_one_connected_trace_across_the_services(agent_stack, monkeypatch):

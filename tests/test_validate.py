@@ -15,7 +15,6 @@ from services.bus.headers import CONTENT_TYPE, MSG_ID
 from services.intake.service import IntakeService, IntakeSettings
 from services.intake.validate import Limits, problem_errors
 from services.runtime.lifecycle import run
-from tests.agents.env import agent_stack_factory
 from tests.agents.scripts import team
 from tests.conftest import eventually
 
@@ -114,11 +113,6 @@ async def test_bad_submissions_get_an_error_each_and_a_dead_letter_each(nc, bus,
 async def _at_least(js, n: int):
     letters = await _letters(js)
     return letters if len(letters) >= n else None
-
-
-@pytest.fixture
-def agent_stack(nats_server, tmp_path):
-    return agent_stack_factory(nats_server, tmp_path)
 
 
 @pytest.mark.asyncio

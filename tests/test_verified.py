@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
-
 from services.agents.check import judge
 from tests.agents.scripts import AGREE, CORRECT, DISAGREE, R, ceo, team
 from tests.test_agents_e2e import roles_in_order, two_plus_three
 
 CHECK_SAYS_5 = "```python\nresult = 2 + 3\nprint('ANSWER:', result)\n```"
 ASSERT_CHECK = "```python\nanswer = 4\nassert answer - 3 == 2, 'does not satisfy x - 3 = 2'\nprint('ANSWER:', answer)\n```"
-
-
-@pytest.fixture
-def agent_stack(nats_server, tmp_path):
-    from tests.agents.env import agent_stack_factory
-
-    return agent_stack_factory(nats_server, tmp_path)
 
 
 def test_the_executor_reads_the_check_run_itself():

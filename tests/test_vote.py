@@ -93,13 +93,6 @@ async def test_k_auto_draws_samples_until_the_team_tokens_are_spent(tmp_path):
     assert record["k"] == 5 and record["votes"] == 3 and record["winner"] == 1 and record["target_tokens"] == 5200
 
 
-@pytest.fixture
-def agent_stack(nats_server, tmp_path):
-    from tests.agents.env import agent_stack_factory
-
-    return agent_stack_factory(nats_server, tmp_path)
-
-
 async def test_a_vote_run_samples_the_single_agent_on_the_bus_and_compares_like_any_run(agent_stack, tmp_path):
     items = [BenchItem(id=f"sum/{i}", kind="math", text=f"What is 2+3? (variant {i})", reference_answer="5")
              for i in range(2)]

@@ -11,11 +11,12 @@ save_pretrained accepts it. It also writes DIR/conversion.json: source file, its
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
 from pathlib import Path
+
+from services.inference.models import sha256_file
 
 DTYPES = ("bfloat16", "float16", "float32")
 
@@ -23,13 +24,6 @@ DTYPES = ("bfloat16", "float16", "float32")
 class ConversionError(RuntimeError):
     """The GGUF is missing, unreadable, or its architecture is unknown to transformers."""
 
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(8 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def convert(gguf: Path, out: Path, dtype: str = "bfloat16") -> dict:
@@ -53,7 +47,7 @@ def convert(gguf: Path, out: Path, dtype: str = "bfloat16") -> dict:
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tok.save_pretrained(out)
-    info = {"source": gguf.name, "source_sha256": sha256_of(gguf), "dtype": dtype,
+    info = {"source": gguf.name, "source_sha256": sha256_file(gguf), "dtype": dtype,
             "parameters": sum(p.numel() for p in model.parameters()),
             "architecture": type(model).__name__, "seconds": round(time.perf_counter() - started, 2)}
     (out / "conversion.json").write_text(json.dumps(info, indent=2), encoding="utf-8")

@@ -20,7 +20,6 @@ this file says the whole procedure.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import subprocess
@@ -28,6 +27,8 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
+
+from services.inference.models import sha256_file
 
 ROOT = Path(__file__).resolve().parents[2]
 MIB = 1 << 20
@@ -45,14 +46,6 @@ PLATFORMS = ("manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux_2_27_x8
              "manylinux1_x86_64", "any")
 # What of the project does not need to travel (results, docs' run folders).
 SKIP_PREFIXES = ("docs/results/", "docs/gpu-runs/", "deploy/")
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(8 * MIB), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def split(path: Path, out_dir: Path, part_bytes: int) -> list[Path]:
@@ -92,7 +85,7 @@ def vllm_bundle(parts_dir: Path | None, work: Path) -> Path:
             with piece.open("rb") as f:
                 shutil.copyfileobj(f, out)
     want = (parts_dir / "bundle.sha").read_text().strip()
-    if sha256_of(bundle) != want:
+    if sha256_file(bundle) != want:
         raise SystemExit(f"the vLLM bundle in {parts_dir} does not match its bundle.sha")
     return bundle
 
@@ -162,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, path in sources.items():
                 parts = split(path, stage / "parts" / name, args.part_mib * MIB)
                 manifest["artifacts"][name] = {
-                    "sha256": sha256_of(path), "bytes": path.stat().st_size,
+                    "sha256": sha256_file(path), "bytes": path.stat().st_size,
                     "source": path.name if name != "model" else gguf.name,
                     "parts": [{"path": str(q.relative_to(stage)), "bytes": q.stat().st_size} for q in parts]}
                 print(f"{name}: {path.stat().st_size / MIB:.1f} MiB in {len(parts)} parts")
