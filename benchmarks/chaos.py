@@ -4,7 +4,7 @@ Usage: python benchmarks/chaos.py [--problems 100] [--latency-s 3.0] [--modes no
 
 Every service runs as its own OS process under the local stack's supervisor (`conclave up` restarts a
 crashed one the same way); the gateway runs the scripted backend, so model time is exactly what we set.
-Timings are production's (AckWait 30 s, BackOff 30/60/120/300 s), not the tests' short ones.
+Timings are production's (BackOff 10/60/120/300 s, whose first step is the AckWait), not the tests' short ones.
 
 Modes, each a fresh nats-server and stack, in one invocation:
 - none:     no fault (the baseline).
