@@ -39,6 +39,9 @@ from services.inference.ledger import Ledger
 from services.runtime import tracing
 
 log = logging.getLogger(__name__)
+# The ExecutionResult fields a problem's state keeps (as a dict in KV) and gives back to the evaluator.
+_EXECUTION_FIELDS = ("passed", "status", "dataset_tests", "kind", "output", "tests_run", "tests_failed",
+                     "check_answer", "contradicts")
 R = agents_pb2
 A = agents_pb2.CeoDecision
 # The neutral-persona ablation (profile.neutral_personas): what the solver and critics are called instead.
@@ -165,7 +168,7 @@ class ProblemRun:
                         unavailable_since = unavailable_since or time.monotonic()
                         if time.monotonic() - unavailable_since > self.cfg.step.timeout_s:
                             raise
-                        self.m.nats_retries.labels("model_call").inc()
+                        self.m.transient_retries.labels("model_call").inc()
                         log.warning("model call unavailable, repeating the %s phase: %s", phase, exc)
                         await asyncio.sleep(1.0)
                         continue
@@ -325,16 +328,12 @@ class ProblemRun:
             st.phase = S.REVIEW
 
     async def _execute(self, st: ProblemState, steps: StepRunner) -> None:
-        if (self.profile.executor == "tests" and self.kind == "code") or \
-                (self.profile.executor == "check" and self.kind in ("math", "multiple_choice")):
+        if self.profile.runs_executor(self.kind):
             (reply,) = await steps.run([self.base_task(st, R.ROLE_EXECUTOR, solution=st.plan)])
             st.record_reply(reply)
             if not reply.error:
                 ex = reply.execution
-                st.execution = {"passed": ex.passed, "status": ex.status, "dataset_tests": ex.dataset_tests,
-                                "kind": ex.kind, "output": ex.output, "tests_run": ex.tests_run,
-                                "tests_failed": ex.tests_failed, "check_answer": ex.check_answer,
-                                "contradicts": ex.contradicts}
+                st.execution = {f: getattr(ex, f) for f in _EXECUTION_FIELDS}
                 st.execution_plan = st.plan
                 if ex.kind == "check":
                     self.m.checks.labels("contradicts" if ex.contradicts else "agrees" if ex.passed
@@ -346,11 +345,8 @@ class ProblemRun:
 
     @staticmethod
     def execution_of(st: ProblemState) -> agents_pb2.ExecutionResult:
-        e = st.execution
-        return agents_pb2.ExecutionResult(
-            passed=e["passed"], status=e["status"], dataset_tests=e["dataset_tests"], kind=e.get("kind", ""),
-            output=e.get("output", ""), tests_run=e.get("tests_run", 0), tests_failed=e.get("tests_failed", 0),
-            check_answer=e.get("check_answer", ""), contradicts=e.get("contradicts", False))
+        # States saved before a field existed lack it: the proto's default stands in.
+        return agents_pb2.ExecutionResult(**{f: st.execution[f] for f in _EXECUTION_FIELDS if f in st.execution})
 
     def blocked_by(self, ev: agents_pb2.Evaluation, execution: agents_pb2.ExecutionResult | None) -> str:
         """Why an acceptance does not stand ('' when it does): evidence from execution overrules a word."""

@@ -31,9 +31,9 @@ class CeoMetrics:
         self.replies_recovered = Counter("conclave_ceo_replies_recovered", "Replies read from the REPLIES "
                                          "stream because the live subscription missed them, by occasion "
                                          "(reconnect, recheck).", ["how"], registry=registry)
-        self.nats_retries = Counter("conclave_ceo_transient_retries", "Operations of a problem's loop "
-                                    "retried after a transient failure (NATS or gateway unavailable), by "
-                                    "operation.", ["op"], registry=registry)
+        self.transient_retries = Counter("conclave_ceo_transient_retries", "Phases of a problem's loop "
+                                         "repeated because the gateway was unavailable, by operation "
+                                         "(model_call).", ["op"], registry=registry)
         self.duplicate_deliveries = Counter("conclave_ceo_duplicate_deliveries", "Problem messages delivered "
                                             "again while this replica still ran the problem (joined, not "
                                             "run twice).", registry=registry)

@@ -28,7 +28,7 @@ DEFAULT_FOR_KIND = {
 EXECUTORS = ("none", "tests", "check")
 _VAR = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
 # A profile is named by a file stem; a name that could leave the profile directories is not looked up.
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
 class ProfileError(ValueError):
@@ -97,6 +97,12 @@ class Profile:
     def k_max(self) -> int:
         return max(self.budget_menu)
 
+    def runs_executor(self, kind: str) -> bool:
+        """Whether this profile's executor has work for a problem of `kind` (tests: code; check: math and
+        multiple choice); the CEO schedules the step and the executor role serves it by this one rule."""
+        return (self.executor == "tests" and kind == "code") or \
+            (self.executor == "check" and kind in ("math", "multiple_choice"))
+
     def max_tokens_for(self, role: str) -> int:
         defaults = {"ceo": 512, "recruiter": 512, "evaluator": 1024, "executor": 1024}
         return int(self.role_max_tokens.get(role, defaults.get(role, 1024)))
@@ -163,7 +169,7 @@ def _load_cached(path: Path, mtime: float) -> Profile:
 
 
 def load(name: str) -> Profile:
-    if not _NAME.match(name):
+    if not NAME_RE.match(name):
         raise ProfileError(f"{name[:40]!r} is not a profile name (letters, digits, _ and -)")
     for directory in search_dirs():
         path = directory / f"{name}.yaml"

@@ -28,7 +28,7 @@ class Executor:
         self._limits = limits or SandboxLimits()
 
     async def serve(self, ctx: AgentContext) -> agents_pb2.RoleReply:
-        if ctx.profile.executor == "check" and ctx.kind in ("math", "multiple_choice"):
+        if ctx.profile.executor == "check" and ctx.profile.runs_executor(ctx.kind):
             result, checked = await run_check(ctx, self._limits)
             return self._reply(ctx, result, checked)
         t = ctx.task

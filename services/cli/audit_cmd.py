@@ -24,14 +24,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from services.evaluation.audit import AuditError, audit_run, markdown, summarize, write
+    from services.evaluation.audit import AuditError, audit_run, markdown, write
 
     try:
         audits = audit_run(args.run, args.archive, args.single)
     except AuditError as exc:
         print(f"conclave audit: {exc}")
         return 2
-    write(args.out or args.run, audits)
-    print(markdown(audits, summarize(audits)))
+    summary = write(args.out or args.run, audits)
+    print(markdown(audits, summary))
     print(f"written to {(args.out or args.run) / 'audit.md'} and audit.json")
     return 0

@@ -2,8 +2,8 @@
 
 The honest baseline for a team: the cheapest way to spend a team's tokens is to ask one agent K times.
 Each sample is an ordinary single-agent problem on the bus (id `<problem>-s<i>`), so the K calls of a
-problem are independent requests the gateway's pods batch. Sample ids do not depend on K: a run with
-K=8 after one with K=4 on the same stack reuses the first four samples.
+problem are independent requests the gateway's pods batch. Sample ids carry the run's id, so samples are
+shared only within one run (a resumed run skips the samples it already has).
 
 Answers are grouped into equivalence classes per task kind:
 - math: the boxed answers, compared symbolically (math-verify, as the grader does);

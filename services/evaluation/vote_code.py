@@ -35,7 +35,7 @@ def tests_problem(problem: problem_pb2.Problem, base_id: str) -> problem_pb2.Pro
 
 
 def split_asserts(text: str) -> tuple[str, list[str]]:
-    """The model's test block as (setup code, one source string per assert); ([], '') if it has none."""
+    """The model's test block as (setup code, one source string per assert); ('', []) if it has none."""
     code = extract_code(text) or ""
     try:
         tree = ast.parse(code)

@@ -226,7 +226,7 @@ class Gateway:
                 self.metrics.rejections.labels("admission").inc()
                 raise GatewayError("RESOURCE_EXHAUSTED", str(exc)) from None
             if prefer is None:  # a call's first segment; a continuation follows it to its pod
-                self.metrics.routed.labels(*placement(key, candidates[0] if key else None, pod)).inc()
+                self.metrics.routed.labels(*placement(key, candidates[0], pod)).inc()
             started = False
             pod_span = spans.pod_span(span, pod.name, attempt + 1)
             pod_outcome = "error"

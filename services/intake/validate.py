@@ -7,7 +7,6 @@ Bounds are operator settings (CONCLAVE_LIMIT_*); the defaults are documented in 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from functools import cache
 
@@ -20,7 +19,6 @@ from services.bus.subjects import valid_problem_id
 
 MAX_TEXT_CHARS = 200_000
 # A profile name is a file name without its extension: no separators, no dots, no way out of the dirs.
-_PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
 class Limits(BaseSettings):
@@ -78,7 +76,7 @@ def override_errors(metadata: Mapping[str, str], limits: Limits) -> list[str]:
 
 
 def profile_errors(p: problem_pb2.Problem, limits: Limits) -> list[str]:
-    if p.profile and not _PROFILE_NAME.match(p.profile):
+    if p.profile and not profiles.NAME_RE.match(p.profile):
         return [f"profile {p.profile[:40]!r} is not a profile name (letters, digits, _ and -, at most 64)"]
     errors = override_errors(p.metadata, limits)
     if errors:

@@ -142,10 +142,11 @@ class DoorService(Service[DoorSettings]):
             if req.stream:
                 return await self._stream(request, req, problem)
             result = await self._solve(problem)
-            self._count(req, result)
+            self.m.tokens.labels(req.model).inc(T.usage(result)["total_tokens"])
             err = T.result_error(result)
             if err is not None:
-                raise err
+                raise err  # counted once, by its code, below
+            self.m.requests.labels(req.model, stream, "ok").inc()
             return _json(T.completion(result, req.model, int(time.time())))
         except T.RequestError as exc:
             self.m.requests.labels(req.model, stream, exc.code if exc.status < 500 else "error").inc()

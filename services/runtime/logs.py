@@ -8,7 +8,7 @@ import logging
 import sys
 import time
 
-from opentelemetry import trace
+from services.runtime import tracing
 
 problem_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("problem_id", default="")
 
@@ -31,9 +31,9 @@ class JsonFormatter(logging.Formatter):
         pid = getattr(record, "problem_id", "") or problem_id_var.get()
         if pid:
             doc["problem_id"] = pid
-        span = trace.get_current_span().get_span_context()
-        if span.is_valid:
-            doc["trace_id"] = trace.format_trace_id(span.trace_id)
+        tid = tracing.trace_id_of()
+        if tid:
+            doc["trace_id"] = tid
         for key, value in record.__dict__.items():
             if key not in _RESERVED and key not in doc and not key.startswith("_"):
                 doc[key] = value if isinstance(value, (str, int, float, bool, type(None))) else str(value)

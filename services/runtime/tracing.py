@@ -33,7 +33,7 @@ ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPO
 
 # Span attribute names (one place, so the dashboard, tests and docs agree).
 ROLE, TURN, ROUND, INDEX = "conclave.role", "conclave.turn", "conclave.round", "conclave.index"
-TOKENS, OUTCOME, DELIVERY = "conclave.tokens", "conclave.outcome", "conclave.delivery"
+TOKENS, OUTCOME = "conclave.tokens", "conclave.outcome"
 POD, ATTEMPT = "conclave.pod", "conclave.attempt"
 
 

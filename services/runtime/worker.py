@@ -101,7 +101,7 @@ class JetStreamWorker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._sub = None
-        # Messages handled by this process, by outcome (ack, retry, rejected, dead, handed_back).
+        # Messages handled by this process, by outcome (ack, ack_lost, retry, rejected, dead, handed_back).
         self.handled: collections.Counter[str] = collections.Counter()
 
     @property

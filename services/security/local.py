@@ -99,9 +99,6 @@ class LocalSecurity:
     def pod_api_key_file(self) -> Path:
         return self.root / "pod-api-key"
 
-    def pod_api_key(self) -> str:
-        return self.pod_api_key_file.read_text(encoding="utf-8").strip()
-
     @classmethod
     def ensure(cls, root: Path) -> LocalSecurity:
         """Creates whatever is missing under `root` and returns it; idempotent and cheap once done."""

@@ -88,12 +88,14 @@ class Stack:
 
     async def _keep_nats(self, server: NatsServer, poll_s: float = 0.5, max_backoff_s: float = 30.0) -> None:
         backoff = 0.5
+        up_since = time.monotonic()
         while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), poll_s)
             if self._stopping.is_set() or server.proc is None or server.proc.poll() is None:
                 continue
-            started = time.monotonic()
+            if time.monotonic() - up_since > 60:
+                backoff = 0.5  # it ran a good while: a new fault, not a crash loop
             self.nats_restarts += 1
             log.warning("nats-server exited with %s; restarting it on %s with the same store (%s) in %.1fs",
                         server.proc.returncode, server.url, server.store_dir, backoff)
@@ -105,9 +107,10 @@ class Stack:
                 # On the loop's (main) thread: the server is tied to the thread that starts it.
                 server.start()
                 log.info("nats-server restarted at %s (restart %d)", server.url, self.nats_restarts)
+                up_since = time.monotonic()
             except (RuntimeError, TimeoutError, OSError) as exc:
                 log.error("nats-server did not restart: %s (log: %s)", exc, server.log_file)
-            backoff = 0.5 if time.monotonic() - started > 60 else min(backoff * 2, max_backoff_s)
+            backoff = min(backoff * 2, max_backoff_s)
 
     async def stop(self) -> None:
         self._stopping.set()
