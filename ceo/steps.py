@@ -133,11 +133,12 @@ class StepRunner:
                 log.info("reply %s read from the store (%s)", step, why)
                 await self._keep(stored)
 
-    async def _publish(self, task: agents_pb2.RoleTask, msg_id: str) -> None:
+    async def _publish(self, task: agents_pb2.RoleTask, msg_id: str, *, give_up_s: float | None = None) -> None:
         await retrying(
             lambda: self._js.publish(subjects.task(ROLE_QUEUE[task.role]), task.SerializeToString(),
                                      headers=self._spans.headers(step_of(task.task_id), {MSG_ID: msg_id})),
-            f"publish task {step_of(task.task_id)}", give_up_s=self._t.timeout_s,
+            f"publish task {step_of(task.task_id)}",
+            give_up_s=self._t.timeout_s if give_up_s is None else give_up_s,
         )
 
     async def run(self, tasks: list[agents_pb2.RoleTask]) -> list[agents_pb2.RoleReply]:
@@ -219,8 +220,10 @@ class StepRunner:
                             self._m.tasks_republished.labels(ROLE_QUEUE[task.role]).inc()
                         log.warning("re-publishing task %s after %.0fs without a reply",
                                     step_of(task.task_id), waited)
+                        # One attempt: in an outage the wait goes on (and keeps its timeout); the next
+                        # retry_s tick tries again.
                         with contextlib.suppress(*TRANSIENT):
-                            await self._publish(task, f"{task.task_id}#retry{retries}")
+                            await self._publish(task, f"{task.task_id}#retry{retries}", give_up_s=0)
         finally:
             if warned and self._m is not None:
                 self._m.waiting_slow.dec()
