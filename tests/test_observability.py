@@ -132,14 +132,21 @@ async def test_every_dashboard_query_returns_data_from_a_live_stack(nats_server,
         api = f"http://127.0.0.1:{port}/api/v1/query"
         try:
             async with httpx.AsyncClient(timeout=10) as http:
-                async def query(q: str) -> list:
+                async def ready() -> bool:
+                    # Prometheus answers 503 to queries until its TSDB is open; /-/ready says when.
                     try:
-                        body = (await http.get(api, params={"query": q})).json()
+                        return (await http.get(f"http://127.0.0.1:{port}/-/ready")).status_code == 200
                     except httpx.HTTPError:
-                        return []
+                        return False
+
+                async def query(q: str) -> list:
+                    response = await http.get(api, params={"query": q})
+                    assert response.status_code == 200, (q, response.status_code, response.text)
+                    body = response.json()
                     assert body["status"] == "success", (q, body)
                     return body["data"]["result"]
 
+                await eventually(ready, timeout=60, interval=0.2)
                 targets = sum(len(p) for p in stack.targets.values())
                 await eventually(lambda: _count_up(query, targets), timeout=60)
                 await stack.work()
