@@ -3,7 +3,8 @@
 Checks that every YAML file parses, that every service has a Deployment that probes, drains and is bounded,
 that the pieces that must be special are (headless model Service, locked-down executor), that kustomizations
 only name files that exist (and render, when kubectl is installed), and that the dashboard only queries
-metrics listed here.
+metrics listed here. The objects checked are the ones kustomize renders: the role Deployments exist only as
+a shared body plus a stub per role, so the tests that read them are skipped where kustomize is not installed.
 """
 
 from __future__ import annotations
