@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import nats  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 
+from benchmarks.common import pct  # noqa: E402
 from services.bus import permissions, subjects, topology  # noqa: E402
 from services.bus.deadletter import DeadLetters  # noqa: E402
 from services.bus.headers import MSG_ID  # noqa: E402
@@ -36,11 +37,6 @@ from services.security.local import LocalSecurity  # noqa: E402
 from services.stack.natsd import NatsServer  # noqa: E402
 
 TIMING = BusTiming(ack_wait_s=30, max_deliver=5, backoff_s=(30, 60), duplicate_window_s=120)
-
-
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))]
 
 
 async def run_queue(messages: int, window: int, workers: int) -> tuple[list[float], float]:

@@ -33,12 +33,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import nats  # noqa: E402
-import yaml  # noqa: E402
 
+from benchmarks.common import child_env, scripted_stack_env  # noqa: E402
 from benchmarks.protocol import RULES, problem  # noqa: E402
 from conclave.v1 import outcome_pb2  # noqa: E402
 from services.bus import subjects, topology  # noqa: E402
@@ -61,17 +60,6 @@ class Outcome:
     trajectories: int
     wall_s: float
     faults: int
-
-
-def stack_env(tmp: Path, nats_url: str, grpc_port: int, latency_s: float) -> dict[str, str]:
-    script = tmp / "script.yaml"
-    script.write_text(yaml.safe_dump(RULES))
-    return {"PYTHONPATH": str(REPO), "CONCLAVE_NATS_URL": nats_url,
-            "CONCLAVE_INFERENCE_ADDR": f"127.0.0.1:{grpc_port}", "CONCLAVE_GRPC_PORT": str(grpc_port),
-            "CONCLAVE_BACKEND": "scripted", "CONCLAVE_SCRIPTED_FILE": str(script),
-            "CONCLAVE_SCRIPTED_LATENCY_S": str(latency_s), "CONCLAVE_POD_MAX_INFLIGHT": "1000",
-            "CONCLAVE_POD_QUEUE_LIMIT": "1000", "CONCLAVE_LOG_LEVEL": "WARNING", "CONCLAVE_CONCURRENCY": "64",
-            "CONCLAVE_DRAIN_GRACE_S": "2"}
 
 
 async def wait_ready(nc, grpc_port: int, timeout_s: float = 90) -> None:
@@ -145,7 +133,7 @@ async def one_mode(mode: str, args: argparse.Namespace, tmp: Path) -> Outcome:
     else:
         server = NatsServer(store_dir=run_dir / "js", log_file=run_dir / "nats.log", tie_to_parent=False).start()
     grpc_port = free_port()
-    env = stack_env(run_dir, server.url, grpc_port, args.latency_s)
+    env = scripted_stack_env(run_dir, RULES, server.url, grpc_port, args.latency_s)
     if mode == "cluster":
         env["CONCLAVE_STREAM_REPLICAS"] = "3"
     sup = Supervisor(run_dir / "logs", max_backoff_s=2.0, stop_grace_s=5.0)
@@ -266,7 +254,7 @@ async def malformed_run(args: argparse.Namespace, tmp: Path) -> None:
     server = NatsServer(store_dir=run_dir / "js", log_file=run_dir / "nats.log", tie_to_parent=False).start()
     sup = Supervisor(run_dir / "logs", max_backoff_s=2.0, stop_grace_s=5.0)
     sup.add(ProcessSpec(name="intake-0", argv=service_argv("intake"),
-                        env={"PYTHONPATH": str(REPO), "CONCLAVE_NATS_URL": server.url, "CONCLAVE_LOG_LEVEL": "ERROR"}))
+                        env=child_env({"CONCLAVE_NATS_URL": server.url, "CONCLAVE_LOG_LEVEL": "ERROR"})))
     nc = await nats.connect(server.url)
     try:
         from services.stack.discovery import discover

@@ -32,21 +32,20 @@ import os
 import random
 import shlex
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import REPO, Run, Sample, child_env, closed_loop, generate, pct, stream_chat, wait_http  # noqa: E402
+from services.stack.natsd import die_with_parent, free_port  # noqa: E402
+
 SCRIPT = str(Path(__file__).resolve())
-for _p in (REPO / "proto", REPO):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
 
 DEFAULT_POD_CMD = (
     "{python} -m vllm.entrypoints.cli.main serve {model} --host 127.0.0.1 --port {port} "
@@ -71,33 +70,6 @@ WORDS = (
 
 # ----------------------------------------------------------------------------------------------- measurements
 
-@dataclass
-class Sample:
-    ttft: float  # client side: request sent -> first non-empty text
-    tokens: int  # completion tokens as the server counted them
-    total: float
-    pod: str = ""
-    prompt_tokens: int = 0
-    server_ttft: float = 0.0  # the gateway's own TTFT (Usage.ttft_s), when there is a gateway
-
-
-@dataclass
-class Run:
-    samples: list[Sample] = field(default_factory=list)
-    wall: float = 0.0
-
-    def add(self, other: Run) -> None:
-        self.samples += other.samples
-        self.wall += other.wall
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    v = sorted(values)
-    return v[min(len(v) - 1, int(q * len(v)))]
-
-
 def summarize(run: Run) -> dict[str, Any]:
     s = run.samples
     ttfts = [x.ttft for x in s]
@@ -117,97 +89,6 @@ def summarize(run: Run) -> dict[str, Any]:
     if server:
         out["gateway_ttft_p50_ms"] = round(pct(server, 0.5) * 1000, 2)
     return out
-
-
-def sse_events(buf: bytearray) -> list[bytes]:
-    """Complete `data:` payloads in buf (consumed); partial events stay."""
-    out = []
-    while True:
-        cut = buf.find(b"\n\n")
-        if cut < 0:
-            return out
-        event = bytes(buf[:cut])
-        del buf[:cut + 2]
-        for line in event.splitlines():
-            if line.startswith(b"data:"):
-                out.append(line[5:].strip())
-
-
-async def http_call(client: Any, url: str, model: str, messages: list[tuple[str, str]], max_tokens: int,
-                    ignore_eos: bool) -> Sample:
-    body: dict[str, Any] = {"messages": [{"role": r, "content": c} for r, c in messages],
-                            "max_tokens": max_tokens, "temperature": 0.0, "stream": True,
-                            "stream_options": {"include_usage": True}}
-    if model:
-        body["model"] = model
-    if ignore_eos:
-        body["ignore_eos"] = True
-    started = time.perf_counter()
-    ttft = 0.0
-    tokens = prompt_tokens = 0
-    buf = bytearray()
-    import httpx
-
-    request = client.build_request("POST", url + "/v1/chat/completions", json=body)
-    for attempt in range(3):
-        # llama.cpp closes the connection after each streamed response: a pooled one may be stale.
-        try:
-            resp = await client.send(request, stream=True)
-            break
-        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
-            if attempt == 2:
-                raise
-    try:
-        if resp.status_code != 200:
-            raise RuntimeError(f"{url} answered {resp.status_code}: {(await resp.aread())[:500]!r}")
-        async for piece in resp.aiter_raw():
-            buf += piece
-            for data in sse_events(buf):
-                if data == b"[DONE]":
-                    continue
-                obj = json.loads(data)
-                if not ttft and obj.get("choices") and (obj["choices"][0].get("delta") or {}).get("content"):
-                    ttft = time.perf_counter() - started
-                if obj.get("usage"):
-                    tokens = obj["usage"]["completion_tokens"]
-                    prompt_tokens = obj["usage"]["prompt_tokens"]
-    finally:
-        await resp.aclose()
-    return Sample(ttft, tokens, time.perf_counter() - started, url, prompt_tokens)
-
-
-async def grpc_call(stub: Any, messages: list[tuple[str, str]], max_tokens: int, session_key: str = "") -> Sample:
-    from conclave.v1 import inference_pb2
-
-    req = inference_pb2.GenerateRequest(
-        messages=[inference_pb2.ChatMessage(role=r, content=c) for r, c in messages],
-        max_tokens=max_tokens, temperature=0.0, session_key=session_key)
-    started = time.perf_counter()
-    ttft = 0.0
-    usage = None
-    async for resp in stub.Generate(req, timeout=600):
-        if resp.text and not ttft:
-            ttft = time.perf_counter() - started
-        if resp.HasField("usage"):
-            usage = resp.usage
-    if usage is None:
-        raise RuntimeError("gateway stream ended without usage")
-    return Sample(ttft, usage.completion_tokens, time.perf_counter() - started, usage.pod, usage.prompt_tokens,
-                  usage.ttft_s)
-
-
-async def closed_loop(call: Callable[[int], Awaitable[Sample]], requests: int, concurrency: int) -> Run:
-    todo = iter(range(requests))
-    run = Run()
-
-    async def worker() -> None:
-        for i in todo:
-            run.samples.append(await call(i))
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(min(concurrency, requests))))
-    run.wall = time.perf_counter() - started
-    return run
 
 
 def make_prompts(n: int, words: int) -> list[list[tuple[str, str]]]:
@@ -251,7 +132,7 @@ class ClientPool:
         for _ in range(a.client_procs):
             self.workers.append(await asyncio.create_subprocess_exec(
                 *argv, cwd=REPO, env=child_env({}), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                limit=64 << 20, preexec_fn=_die_with_parent))
+                limit=64 << 20, preexec_fn=die_with_parent))
         for w in self.workers:
             line = await asyncio.wait_for(w.stdout.readline(), 120)  # type: ignore[union-attr]
             if line.strip() != b"ready":
@@ -301,8 +182,8 @@ async def client_child(args: argparse.Namespace) -> None:
             max_connections=None, max_keepalive_connections=512, keepalive_expiry=30))
 
         def call(i: int, max_tokens: int) -> Awaitable[Sample]:
-            return http_call(client, args.client_target, args.client_model, prompts[i % len(prompts)], max_tokens,
-                             args.ignore_eos)
+            return stream_chat(client, args.client_target, prompts[i % len(prompts)], max_tokens,
+                               model=args.client_model, ignore_eos=args.ignore_eos)
     else:
         import grpc
 
@@ -312,7 +193,7 @@ async def client_child(args: argparse.Namespace) -> None:
         stub = inference_pb2_grpc.InferenceStub(channel)
 
         def call(i: int, max_tokens: int) -> Awaitable[Sample]:
-            return grpc_call(stub, prompts[i % len(prompts)], max_tokens)
+            return generate(stub, prompts[i % len(prompts)], max_tokens)
 
     loop = asyncio.get_running_loop()
     print("ready", flush=True)
@@ -383,7 +264,7 @@ async def run_discussions(stub: Any, affinity: bool, tag: str, args: argparse.Na
         key = f"problem-{seed}" if affinity else ""
         out = []
         for prompt in discussion(seed, args.turns, args.first_words, args.reply_words, args.turn_words):
-            out.append(await grpc_call(stub, prompt, args.turn_tokens, key))
+            out.append(await generate(stub, prompt, args.turn_tokens, session_key=key))
         return out
 
     return list(await asyncio.gather(*(one(d) for d in range(args.discussions))))
@@ -461,7 +342,7 @@ class Procs:
         log = self.logdir / f"{name}.log"
         out = open(log, "wb")  # noqa: SIM115 - the child owns it
         proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, preexec_fn=_die_with_parent)
+                                start_new_session=True, preexec_fn=die_with_parent)
         out.close()
         self.items.append((name, proc, log))
         with open(self.pidfile, "a") as f:
@@ -497,43 +378,6 @@ class Procs:
             text = [ln for ln in log.read_text(errors="replace").splitlines() if "it/s]" not in ln and "\r" not in ln]
             chunks.append(f"===== {log.name} (last {lines} of {len(text)} lines)\n" + "\n".join(text[-lines:]))
         return "\n".join(chunks)
-
-
-def _die_with_parent() -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def child_env(extra: dict[str, str]) -> dict[str, str]:
-    env = dict(os.environ)
-    path = [str(REPO), str(REPO / "proto")] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(path))
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
-
-
-async def wait_http(url: str, proc: subprocess.Popen[bytes], procs: Procs, timeout_s: float) -> float:
-    import httpx
-
-    t0 = time.monotonic()
-    async with httpx.AsyncClient() as client:
-        while time.monotonic() - t0 < timeout_s:
-            if proc.poll() is not None:
-                raise RuntimeError(f"pod {url} exited with {proc.returncode}")
-            with contextlib.suppress(httpx.HTTPError):
-                if (await client.get(url + "/health", timeout=2)).status_code == 200:
-                    return time.monotonic() - t0
-            await asyncio.sleep(0.5)
-    raise RuntimeError(f"pod {url} not healthy after {timeout_s:.0f}s")
 
 
 def start_gateway(procs: Procs, name: str, env: dict[str, str], args: argparse.Namespace,
@@ -739,7 +583,7 @@ async def steps_1_to_4(args: argparse.Namespace, rep: Report, procs: Procs) -> N
     startup = {}
     for k in pods:
         try:
-            startup[k] = round(await wait_http(urls[k], pods[k], procs, args.pod_timeout), 1)
+            startup[k] = round(await wait_http(urls[k], pods[k], args.pod_timeout, procs.log_of(pods[k])), 1)
             rep.log(f"pod {k} healthy after {startup[k]}s")
         except RuntimeError as exc:
             rep.log(f"pod {k} FAILED: {exc}")
@@ -913,23 +757,17 @@ async def orchestrate(args: argparse.Namespace) -> int:
     rep.data.setdefault("model", args.model)
     rep.log(f"environment: {rep.data['environment']}")
     rc = 0
+    parts = (("steps 1-4", "1234", steps_1_to_4, "steps_1_4_error"), ("step 5", "5", step_5, "step5_error"))
     try:
-        if set(args.steps) & set("1234"):
+        for name, numbers, part, error_key in parts:
+            if not set(args.steps) & set(numbers):
+                continue
             try:
-                await asyncio.wait_for(steps_1_to_4(args, rep, procs), args.budget_s)
+                await asyncio.wait_for(part(args, rep, procs), args.budget_s)
             except Exception as exc:
                 rc = 1
-                rep.log(f"steps 1-4 FAILED: {exc!r}")
-                rep.put("steps_1_4_error", repr(exc))
-            finally:
-                procs.stop_all()
-        if "5" in args.steps:
-            try:
-                await asyncio.wait_for(step_5(args, rep, procs), args.budget_s)
-            except Exception as exc:
-                rc = 1
-                rep.log(f"step 5 FAILED: {exc!r}")
-                rep.put("step5_error", repr(exc))
+                rep.log(f"{name} FAILED: {exc!r}")
+                rep.put(error_key, repr(exc))
             finally:
                 procs.stop_all()
     finally:

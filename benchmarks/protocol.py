@@ -22,19 +22,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import nats  # noqa: E402
-import yaml  # noqa: E402
 
+from benchmarks.common import REPO, child_env, scripted_stack_env  # noqa: E402
 from conclave.v1 import problem_pb2  # noqa: E402
 from services.bus import permissions  # noqa: E402
 from services.client.solve import solve  # noqa: E402
@@ -58,15 +56,8 @@ class Stack:
                  extra_env: dict[str, str] | None = None) -> None:
         self.tmp, self.ns, nats_url = tmp, ns, ns.url
         self.grpc_port = free_port()
-        script = tmp / "script.yaml"
-        script.write_text(yaml.safe_dump(RULES))
-        self.env = {**os.environ, "PYTHONPATH": str(REPO), "CONCLAVE_NATS_URL": nats_url,
-                    "CONCLAVE_INFERENCE_ADDR": f"127.0.0.1:{self.grpc_port}", "CONCLAVE_GRPC_PORT": str(self.grpc_port),
-                    "CONCLAVE_BACKEND": "scripted", "CONCLAVE_SCRIPTED_FILE": str(script),
-                    "CONCLAVE_SCRIPTED_LATENCY_S": str(latency_s), "CONCLAVE_POD_MAX_INFLIGHT": "1000",
-                    "CONCLAVE_POD_QUEUE_LIMIT": "1000", "CONCLAVE_SERIAL_CRITICS": str(serial).lower(),
-                    "CONCLAVE_LOG_LEVEL": "WARNING", "CONCLAVE_CONCURRENCY": "64", "CONCLAVE_DRAIN_GRACE_S": "2",
-                    **ns.env(), **(extra_env or {})}
+        self.env = {**scripted_stack_env(tmp, RULES, nats_url, self.grpc_port, latency_s),
+                    "CONCLAVE_SERIAL_CRITICS": str(serial).lower(), **ns.env(), **(extra_env or {})}
         for var in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
             if not (extra_env or {}).get(var):
                 self.env.pop(var, None)
@@ -130,7 +121,7 @@ async def tracing_runs(tmp: Path, args: argparse.Namespace) -> None:
     port = free_port()
     receiver = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tests.helpers.otlp", str(port), cwd=REPO, stdout=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(REPO)})
+        env=child_env({}))
     assert receiver.stdout is not None
     await receiver.stdout.readline()  # "ready"
     on_env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}"}

@@ -21,9 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import REPO, pct  # noqa: E402
 from services.sandbox import SandboxLimits, run_python  # noqa: E402
 
 PROGRAM = "import json\nprint(json.dumps(sum(range(1000))))"
@@ -75,8 +75,7 @@ async def main() -> None:
         print(file=sys.stderr)
     print(f"sandbox per-run wall time, {args.runs} runs per mode, program: {PROGRAM!r}")
     for name, values in times.items():
-        values.sort()
-        p90 = values[min(len(values) - 1, int(0.9 * len(values)))]
+        p90 = pct(values, 0.9)
         print(f"  {name:38s} [{isolation[name]:10s}] median {statistics.median(values) * 1000:7.1f} ms"
               f"  p90 {p90 * 1000:7.1f} ms")
     base = statistics.median(times["previous default"])

@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import REPO, child_env  # noqa: E402
 
 
 def launch(nproc: int) -> list[str]:
@@ -42,8 +41,7 @@ def run_sft(nproc: int, out: Path, train_args: list[str], timeout: float) -> dic
     t0 = time.perf_counter()
     with (out / "log.txt").open("w") as log:
         proc = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, timeout=timeout,
-                              env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO),
-                                                                                               os.environ.get("PYTHONPATH")]))})
+                              env=child_env({}))
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         tail = (out / "log.txt").read_text(errors="replace")[-3000:]

@@ -3,11 +3,14 @@
 Checks that every YAML file parses, that every service has a Deployment that probes, drains and is bounded,
 that the pieces that must be special are (headless model Service, locked-down executor), that kustomizations
 only name files that exist (and render, when kubectl is installed), and that the dashboard only queries
-metrics listed here.
+metrics listed here. The objects checked are the ones kustomize renders: the role Deployments exist only as
+a shared body plus a stub per role, so the tests that read them are skipped where kustomize is not installed.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import re
 import shutil
@@ -110,7 +113,31 @@ def resource_files(kdir: Path) -> list[Path]:
     return files
 
 
+KUBECTL = shutil.which("kubectl")
+KUSTOMIZE = shutil.which("kustomize")
+# The role Deployments are one base plus a patch each (deploy/k8s/base/roles/): only kustomize's own engine
+# makes them whole, so the tests that read them need it and are skipped without it.
+RENDERS = bool(KUBECTL or KUSTOMIZE)
+needs_kustomize = pytest.mark.skipif(not RENDERS, reason="neither kubectl nor kustomize is installed: the role "
+                                     "Deployments are rendered from deploy/k8s/base/roles by kustomize")
+
+
+def kustomize_build(kdir: Path) -> list[dict[str, Any]]:
+    cmd = [KUSTOMIZE, "build", str(kdir)] if KUSTOMIZE else [KUBECTL, "kustomize", str(kdir)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, f"{' '.join(cmd)}:\n{proc.stderr[-2000:]}"
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+@functools.cache
+def _rendered(kdir: Path) -> tuple[dict[str, Any], ...]:
+    return tuple(kustomize_build(kdir))
+
+
 def objects(kdir: Path) -> list[dict[str, Any]]:
+    """What the kustomization renders; without kustomize, the manifests it names (role Deployments are stubs)."""
+    if RENDERS:
+        return copy.deepcopy(list(_rendered(kdir)))
     return [d for f in resource_files(kdir) for d in load_docs(f)]
 
 
@@ -151,9 +178,17 @@ def secret_env_of(container: dict[str, Any]) -> dict[str, tuple[str, str]]:
 
 
 BASE_OBJECTS = objects(BASE)
+# The role Deployments: deploy/k8s/base/roles/<name>/ (a stub) + roles/role/ (the body every role shares).
+ROLES = {Path(e).name for e in kustomization(BASE)["resources"] if e.startswith("roles/")}
+
+
+def names(candidates: Any) -> list[Any]:
+    """Parameters for a per-service test: a role's only where kustomize can make its Deployment whole."""
+    return [pytest.param(n, marks=needs_kustomize) if n in ROLES else n for n in sorted(candidates)]
+
 BASE_DEPLOYMENTS = by_kind(BASE_OBJECTS, "Deployment")
-ALL_DEPLOYMENTS = {**BASE_DEPLOYMENTS,
-                   **{n: d for o in OVERLAYS.values() for n, d in by_kind(objects(o), "Deployment").items()}}
+ALL_DEPLOYMENTS = {**{n: d for o in OVERLAYS.values() for n, d in by_kind(objects(o), "Deployment").items()},
+                   **BASE_DEPLOYMENTS}
 
 
 # --- every file ---------------------------------------------------------------------------------------------
@@ -179,7 +214,10 @@ def test_kustomizations_reference_existing_files() -> None:
     referenced: set[Path] = set()
     for kdir in kustomization_dirs():
         k = kustomization(kdir)
-        assert k.get("kind") == "Kustomization", kdir
+        assert k.get("kind") in ("Kustomization", "Component"), kdir
+        for entry in k.get("components", []):
+            target = (kdir / entry).resolve()
+            assert kustomization(target).get("kind") == "Component", f"{kdir}: component {entry} is not a Component"
         for entry in k.get("resources", []):
             target = (kdir / entry).resolve()
             assert target.exists(), f"{kdir}/kustomization.yaml: resource {entry} does not exist"
@@ -206,19 +244,9 @@ def test_kustomizations_reference_existing_files() -> None:
     assert OVERLAYS["gpu"].resolve() in top
 
 
-KUBECTL = shutil.which("kubectl")
-KUSTOMIZE = shutil.which("kustomize")
-
-
-def kustomize_build(kdir: Path) -> list[dict[str, Any]]:
-    cmd = [KUSTOMIZE, "build", str(kdir)] if KUSTOMIZE else [KUBECTL, "kustomize", str(kdir)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, f"{' '.join(cmd)}:\n{proc.stderr[-2000:]}"
-    return [d for d in yaml.safe_load_all(proc.stdout) if d]
-
-
 @pytest.mark.skipif(not (KUBECTL or KUSTOMIZE), reason="neither kubectl nor kustomize is installed")
-@pytest.mark.parametrize("kdir", kustomization_dirs(), ids=lambda p: str(p.relative_to(K8S)) or ".")
+@pytest.mark.parametrize("kdir", [d for d in kustomization_dirs() if kustomization(d)["kind"] == "Kustomization"],
+                         ids=lambda p: str(p.relative_to(K8S)) or ".")
 def test_kustomization_builds(kdir: Path) -> None:
     rendered = kustomize_build(kdir)
     assert rendered
@@ -254,10 +282,11 @@ def test_every_registered_service_has_a_manifest() -> None:
 
     missing = set(SERVICES) - EXPECTED
     assert not missing, (f"services {sorted(missing)} are in services/registry.py but have no Deployment: add "
-                         "deploy/k8s/base/<name>.yaml (args: [serve, <name>]) and the name to EXPECTED")
+                         "deploy/k8s/base/<name>.yaml (args: [serve, <name>]), or a role in deploy/k8s/base/roles/<name>/, "
+                         "and the name to EXPECTED")
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.parametrize("name", names(EXPECTED))
 def test_service_has_a_deployment(name: str) -> None:
     assert name in BASE_DEPLOYMENTS, f"no Deployment {name} in deploy/k8s/base"
     dep = BASE_DEPLOYMENTS[name]
@@ -282,7 +311,7 @@ def test_service_has_a_deployment(name: str) -> None:
         assert dep["spec"]["replicas"] >= 2, f"{name}: one replica crash must not stop work"
 
 
-@pytest.mark.parametrize("name", sorted(ALL_DEPLOYMENTS))
+@pytest.mark.parametrize("name", names(ALL_DEPLOYMENTS))
 def test_deployment_probes_drains_and_is_bounded(name: str) -> None:
     spec = ALL_DEPLOYMENTS[name]["spec"]["template"]["spec"]
     assert spec.get("terminationGracePeriodSeconds", 30) > drain_grace_s(), \
@@ -291,6 +320,42 @@ def test_deployment_probes_drains_and_is_bounded(name: str) -> None:
         assert c.get("readinessProbe") and c.get("livenessProbe"), f"{name}/{c['name']}: probes"
         limits, requests = c["resources"]["limits"], c["resources"]["requests"]
         assert {"cpu", "memory"} <= set(limits) and {"cpu", "memory"} <= set(requests), f"{name}/{c['name']}"
+
+
+def _with_placeholder(node: Any, name: str) -> Any:
+    """The rendered object with the role's own name written back as the shared body's placeholder."""
+    if isinstance(node, dict):
+        return {k: _with_placeholder(v, name) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_with_placeholder(v, name) for v in node]
+    return "role" if node == name else node
+
+
+@needs_kustomize
+def test_each_role_deployment_is_the_base_plus_its_name() -> None:
+    """A role's directory names the role and its component and nothing else (the CEO adds its resources): every
+    other line of the seven Deployments is the shared body, with no placeholder left behind."""
+    (body,) = load_docs(BASE / "roles" / "role" / "deployment.yaml")
+    assert ROLES == {"intake", "ceo", "recruiter", "solver", "critic", "evaluator", "single"}
+    for name in ROLES:
+        (stub,) = load_docs(BASE / "roles" / name / "deployment.yaml")
+        assert set(stub) == {"apiVersion", "kind", "metadata"} and stub["metadata"]["name"] == name
+        assert set(stub["metadata"]["labels"]) == {"app.kubernetes.io/component"}, name
+        component = stub["metadata"]["labels"]["app.kubernetes.io/component"]
+        dep = copy.deepcopy(BASE_DEPLOYMENTS[name])
+        assert dep["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == component
+        assert '"role"' not in json.dumps(dep), f"{name}: a placeholder of the body was not replaced"
+        # Back to the body: the placeholder for the name, no component, no namespace or base-wide labels.
+        dep = _with_placeholder(dep, name)
+        meta, pod = dep["metadata"], dep["spec"]["template"]
+        del meta["namespace"], meta["labels"]["app.kubernetes.io/component"], meta["labels"]["app.kubernetes.io/version"]
+        pod["metadata"]["labels"]["app.kubernetes.io/component"] = "role"
+        expected = copy.deepcopy(body)
+        if name == "ceo":
+            (c,) = containers(dep)
+            assert c["resources"] != containers(body)[0]["resources"], "the CEO's patch sets its own resources"
+            c["resources"] = containers(body)[0]["resources"]
+        assert dep == expected, name
 
 
 def test_configmap_settings() -> None:
@@ -331,6 +396,7 @@ def test_nats_cluster() -> None:
 
 # --- inference ----------------------------------------------------------------------------------------------
 
+@needs_kustomize
 def test_inference_gateway_service_and_pods() -> None:
     services = by_kind(BASE_OBJECTS, "Service")
     gw = BASE_DEPLOYMENTS["inference"]
@@ -491,7 +557,7 @@ def test_nats_reads_every_users_password_and_mounts_its_certificate() -> None:
     assert {s["configMap"]["name"] for s in sources} == {"nats-config", "nats-auth"}
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.parametrize("name", names(EXPECTED))
 def test_each_service_logs_in_as_itself_over_tls(name: str) -> None:
     """Its own key of the users' Secret and no other; the client certificate that trusts the cluster CA."""
     (c,) = containers(BASE_DEPLOYMENTS[name])
@@ -517,6 +583,7 @@ def test_gateway_serves_mtls_and_sends_the_pod_api_key() -> None:
     assert "--api-key-file" in llama["command"]
 
 
+@needs_kustomize
 def test_cert_manager_issues_the_secrets_the_manifests_mount() -> None:
     from services.security.k8s import TLS_SECRETS
 
@@ -529,6 +596,7 @@ def test_cert_manager_issues_the_secrets_the_manifests_mount() -> None:
     assert mounted == set(TLS_SECRETS)
 
 
+@needs_kustomize
 def test_namespace_is_default_deny_and_every_pod_has_its_flows() -> None:
     policies = list(by_kind(BASE_OBJECTS, "NetworkPolicy").values())
     deny = [p for p in policies if p["spec"]["podSelector"] == {} and not p["spec"].get("ingress")
