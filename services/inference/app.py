@@ -162,4 +162,6 @@ class InferenceApp:
 
     async def close(self, grace_s: float = 0.0) -> None:
         await self.drain(grace_s)
+        if self.gateway is not None:
+            await self.gateway.settled()
         await self.backend.close()

@@ -187,7 +187,9 @@ class Gateway:
                 model=req.model,
             )
             if reservation is not None:
-                await self._settle(reservation, prompt_tokens + generated)
+                # Settled off the caller's path: until the commit lands the call's worst case stays
+                # reserved, so the entry over-counts for a round trip and never under-counts.
+                self._settle_later(reservation, prompt_tokens + generated)
                 reservation = None
             outcome = "ok"
             yield result
@@ -202,10 +204,7 @@ class Gateway:
             if reservation is not None:
                 # Cancelled or failed: count what the pod did produce (one streamed delta is one token),
                 # free the rest. In the background, because a cancelled task cannot await reliably.
-                used = self._estimate_prompt(call) + n_chunks if n_chunks else 0
-                task = asyncio.get_running_loop().create_task(self._settle(reservation, used))
-                self._settling.add(task)
-                task.add_done_callback(self._settling.discard)
+                self._settle_later(reservation, self._estimate_prompt(call) + n_chunks if n_chunks else 0)
             self._observe(call, label, outcome, result, t0, ttft, t_last, n_chunks)
             spans.end_gateway_span(span, outcome, result)
 
@@ -303,6 +302,16 @@ class Gateway:
             raise GatewayError("UNAVAILABLE", str(exc)) from None
         except Exception as exc:  # KV unavailable, invalid key
             raise GatewayError("UNAVAILABLE", f"token ledger unavailable: {exc!r}") from exc
+
+    def _settle_later(self, reservation: Reservation, used: int) -> None:
+        task = asyncio.get_running_loop().create_task(self._settle(reservation, used))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def settled(self) -> None:
+        """Waits for the ledger commits still in flight (before the process stops)."""
+        while self._settling:
+            await asyncio.gather(*self._settling, return_exceptions=True)
 
     async def _settle(self, reservation: Reservation, used: int) -> None:
         assert self.ledger is not None

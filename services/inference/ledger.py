@@ -7,6 +7,10 @@ update on the entry's last revision, retried on conflict, so gateway replicas an
 an entry without a lock. A Ledger remembers the revision it last wrote for each key and first tries
 its update on that (one round trip instead of a read and a write); a conflict, or a ceiling reached
 on what it remembers, falls back to reading the entry, so a stale memory never decides anything.
+Changes one instance makes to one key go one at a time (a lock per key, held only while the key has
+writers), so concurrent calls of a problem on one gateway queue for one round trip each instead of
+colliding and re-reading. `open` first tries to create the entry (a fresh problem has none: one round
+trip), and reads it only when it exists.
 
 The CEO opens the entry with the problem's ceiling (`Ledger.open`); a call whose reservation would cross
 it gets "token ceiling reached".
@@ -15,10 +19,12 @@ it gets "token ceiling reached".
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, replace
 
 from nats.js import JetStreamContext
@@ -78,6 +84,23 @@ class Ledger:
         # key -> (entry, revision) this instance last wrote; bounded, oldest forgotten first.
         self._written: OrderedDict[str, tuple[LedgerEntry, int]] = OrderedDict()
         self._remember_max = remember_max
+        # key -> (lock, writers waiting or holding it); an entry lives only while the key has writers.
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def _one_at_a_time(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (None, 0))
+        lock = lock or asyncio.Lock()
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
 
     def _remember(self, key: str, entry: LedgerEntry, revision: int) -> None:
         self._written[key] = (replace(entry), revision)
@@ -109,7 +132,7 @@ class Ledger:
             e.ceiling = ceiling
             return e
 
-        return await self._change(key, change)
+        return await self._change(key, change, expect_new=True)
 
     async def reserve(self, key: str, tokens: int) -> Reservation:
         def change(e: LedgerEntry) -> LedgerEntry:
@@ -137,7 +160,11 @@ class Ledger:
     async def release(self, reservation: Reservation) -> LedgerEntry:
         return await self.commit(reservation, 0)
 
-    async def _change(self, key: str, change) -> LedgerEntry:  # type: ignore[no-untyped-def]
+    async def _change(self, key: str, change, *, expect_new: bool = False) -> LedgerEntry:  # type: ignore[no-untyped-def]
+        async with self._one_at_a_time(key):
+            return await self._change_now(key, change, expect_new)
+
+    async def _change_now(self, key: str, change, expect_new: bool) -> LedgerEntry:  # type: ignore[no-untyped-def]
         kv = await self._store()
         written = self._written.pop(key, None)
         if written is not None:
@@ -147,6 +174,13 @@ class Ledger:
                 return new
             except (KeyWrongLastSequenceError, CeilingReached):
                 pass  # someone else wrote since, or the memory is stale: decide on the entry as it is
+        elif expect_new:
+            new = change(LedgerEntry())
+            try:
+                self._remember(key, new, await kv.create(key, new.encode()))
+                return new
+            except KeyWrongLastSequenceError:
+                pass  # it exists (a resumed problem): read it and change it as it is
         for attempt in range(self._max_attempts):
             try:
                 got = await kv.get(key)
