@@ -110,7 +110,10 @@ class Ledger:
 
     async def _store(self) -> KeyValue:
         if self._kv is None:
-            self._kv = await self._js.key_value(self._bucket)
+            # The bucket is declared at start-up (services/stack/declare.py); `js.key_value` would ask the
+            # server for its stream first, a round trip for every Ledger the CEO makes (one per problem).
+            self._kv = KeyValue(name=self._bucket, stream=f"KV_{self._bucket}", pre=f"$KV.{self._bucket}.",
+                                js=self._js, direct=False)
         return self._kv
 
     async def entry(self, key: str) -> LedgerEntry | None:

@@ -18,6 +18,7 @@ Attributes are bounded facts (role, turn, round, tokens, outcome); never the pro
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import secrets
@@ -83,8 +84,11 @@ def shutdown() -> None:
         provider.shutdown()  # type: ignore[attr-defined]
 
 
+@functools.cache
 def tracer(service: str) -> trace.Tracer:
-    """The tracer of one service: its instrumentation scope names the service even when several share a process."""
+    """The tracer of one service: its instrumentation scope names the service even when several share a process.
+    Made once per service: the SDK builds a new Tracer on every get_tracer. One made before `configure` is
+    the API's proxy, which uses the provider installed later."""
     return trace.get_tracer(f"conclave.{service}")
 
 
