@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -236,11 +238,33 @@ def baseline_run(base: Path, args: argparse.Namespace) -> tuple[float, float, fl
     if args.security == "on" and "--security" not in usage:
         print(f"note: the baseline {base.name} has no --security option: it runs open", flush=True)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=base, env=env, check=False)
-    row = re.search(r"^concurrent critics \(ours\)\s+([\d.]+)\s+([\d.]+)", out.stdout, re.M)
-    rate = re.search(r"= (\d+) agent calls/s", out.stdout)
-    if out.returncode or not row or not rate:
-        raise SystemExit(f"baseline run failed ({out.returncode}):\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
+    env["PYTHONUNBUFFERED"] = "1"
+    stdout, row, rate = "", None, None
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=base, env=env,
+                          start_new_session=True) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            stdout += line
+            row = row or re.match(r"concurrent critics \(ours\)\s+([\d.]+)\s+([\d.]+)", line)
+            rate = rate or re.search(r"= (\d+) agent calls/s", line)
+            if row and rate:
+                # Done with flows 1-3; a version without --skip-tracing would go on to flow 4: stop it (its
+                # services are in its process group, its nats-servers die with their parent).
+                os.killpg(proc.pid, signal.SIGTERM)
+                break
+        proc.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:  # its services drain; what is left of the group after that is killed
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.5)
+    else:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    if not row or not rate:
+        raise SystemExit(f"baseline run failed ({proc.returncode}):\n{stdout[-2000:]}")
     return float(row.group(1)) / 1e3, float(row.group(2)) / 1e3, float(rate.group(1))
 
 

@@ -109,6 +109,40 @@ async def test_a_fresh_ledger_reopening_an_entry_keeps_what_was_spent(bus) -> No
     assert (entry.ceiling, entry.reserved, entry.committed) == (200, 0, 30)
 
 
+async def test_a_settlement_rides_on_the_next_reservation_and_never_under_counts(bus) -> None:  # type: ignore[no-untyped-def]
+    ledger = Ledger(bus, settle_linger_s=60)  # no flush in this test: only reservations and settle_all write
+    await ledger.open("p9", 100)
+    first = await ledger.reserve("p9", 60)
+    ledger.commit_later(first, 20)
+    entry = await ledger.entry("p9")
+    assert entry is not None and (entry.reserved, entry.committed) == (60, 0)  # over-counts until written
+    # 70 more fit only with the settlement applied (20 + 70 <= 100): the reservation writes both at once.
+    second = await ledger.reserve("p9", 70)
+    entry = await ledger.entry("p9")
+    assert entry is not None and (entry.reserved, entry.committed) == (70, 20)
+    ledger.commit_later(second, 10)
+    with pytest.raises(CeilingReached):
+        await ledger.reserve("p9", 71)  # 30 committed + 71 > 100 even with the settlement applied
+    entry = await ledger.entry("p9")
+    assert entry is not None and (entry.reserved, entry.committed) == (70, 20)  # a refusal writes nothing
+    await ledger.settle_all()
+    entry = await ledger.entry("p9")
+    assert entry is not None and (entry.reserved, entry.committed) == (0, 30)
+
+
+async def test_a_settlement_is_written_after_the_linger(bus) -> None:  # type: ignore[no-untyped-def]
+    ledger = Ledger(bus, settle_linger_s=0.05)
+    await ledger.open("p10", 100)
+    ledger.commit_later(await ledger.reserve("p10", 50), 5)
+
+    async def settled() -> bool:
+        e = await ledger.entry("p10")
+        return e is not None and (e.reserved, e.committed) == (0, 5)
+
+    await eventually(settled, timeout=10)
+    assert not ledger._flushes and not ledger._unsettled
+
+
 @contextlib.asynccontextmanager
 async def serving(nats_server: NatsServer, tmp_path: Path, **overrides) -> AsyncIterator[InferenceService]:  # type: ignore[no-untyped-def]
     script = tmp_path / "script.json"

@@ -12,6 +12,14 @@ writers), so concurrent calls of a problem on one gateway queue for one round tr
 colliding and re-reading. `open` first tries to create the entry (a fresh problem has none: one round
 trip), and reads it only when it exists.
 
+`commit_later` (the gateway, once a call's last message is out) settles in the background: it waits
+`settle_linger_s`, and a reservation of the same key in the meantime carries the settlement in its own
+write (one round trip where there were two). Until it is written the entry holds the call's worst case:
+it over-counts, never under-counts, so the ceiling still bounds every problem; this instance decides its
+own reservations with its pending settlements applied, and other replicas see the over-count for at most
+`settle_linger_s` plus a round trip. `settle_all` writes what is pending (before the process stops); a
+crash loses only settlements, leaving their reservations in place (the entry expires with the bucket TTL).
+
 The CEO opens the entry with the problem's ceiling (`Ledger.open`); a call whose reservation would cross
 it gets "token ceiling reached".
 """
@@ -68,6 +76,12 @@ class LedgerEntry:
         return cls(int(doc.get("ceiling", 0)), int(doc.get("reserved", 0)), int(doc.get("committed", 0)))
 
 
+def _settled(e: LedgerEntry, settlement: tuple[int, int]) -> LedgerEntry:
+    """The entry with a settlement (reserved tokens to free, tokens used) applied."""
+    e.reserved, e.committed = max(0, e.reserved - settlement[0]), e.committed + settlement[1]
+    return e
+
+
 @dataclass(frozen=True)
 class Reservation:
     key: str
@@ -76,7 +90,7 @@ class Reservation:
 
 class Ledger:
     def __init__(self, js: JetStreamContext, bucket: str = TOKEN_LEDGER.bucket, *, max_attempts: int = 50,
-                 remember_max: int = 4096) -> None:
+                 remember_max: int = 4096, settle_linger_s: float = 0.5) -> None:
         self._js = js
         self._bucket = bucket
         self._kv: KeyValue | None = None
@@ -86,6 +100,10 @@ class Ledger:
         self._remember_max = remember_max
         # key -> (lock, writers waiting or holding it); an entry lives only while the key has writers.
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        # key -> (reserved tokens to free, tokens used) of settlements not written yet, and their flush.
+        self._unsettled: dict[str, tuple[int, int]] = {}
+        self._flushes: dict[str, asyncio.Task[None]] = {}
+        self._settle_linger_s = settle_linger_s
 
     @contextlib.asynccontextmanager
     async def _one_at_a_time(self, key: str) -> AsyncIterator[None]:
@@ -138,7 +156,20 @@ class Ledger:
         return await self._change(key, change, expect_new=True)
 
     async def reserve(self, key: str, tokens: int) -> Reservation:
+        async with self._one_at_a_time(key):
+            pending = self._unsettled.pop(key, None)
+            try:
+                await self._change_now(key, self._reserving(key, tokens, pending), False)
+            except BaseException:
+                self._unsettle(key, pending)  # not written: the flush that is scheduled writes it
+                raise
+        return Reservation(key, tokens)
+
+    @staticmethod
+    def _reserving(key: str, tokens: int, pending: tuple[int, int] | None):  # type: ignore[no-untyped-def]
         def change(e: LedgerEntry) -> LedgerEntry:
+            if pending is not None:
+                e = _settled(e, pending)
             if e.ceiling and e.committed + e.reserved + tokens > e.ceiling:
                 raise CeilingReached(
                     f"token ceiling reached: {e.committed} committed + {e.reserved} reserved + {tokens} "
@@ -147,8 +178,7 @@ class Ledger:
             e.reserved += tokens
             return e
 
-        await self._change(key, change)
-        return Reservation(key, tokens)
+        return change
 
     async def commit(self, reservation: Reservation, used: int) -> LedgerEntry:
         """Records `used` tokens and frees the reservation."""
@@ -162,6 +192,53 @@ class Ledger:
 
     async def release(self, reservation: Reservation) -> LedgerEntry:
         return await self.commit(reservation, 0)
+
+    def commit_later(self, reservation: Reservation, used: int) -> None:
+        """As `commit`, written within `settle_linger_s` or with the key's next reservation, if sooner."""
+        self._unsettle(reservation.key, (reservation.tokens, used))
+
+    def _unsettle(self, key: str, settlement: tuple[int, int] | None, *, schedule: bool = True) -> None:
+        if settlement is None:
+            return
+        freed, used = self._unsettled.get(key, (0, 0))
+        self._unsettled[key] = (freed + settlement[0], used + settlement[1])
+        if schedule and key not in self._flushes:
+            self._flushes[key] = asyncio.get_running_loop().create_task(self._flush(key, self._settle_linger_s))
+
+    async def _flush(self, key: str, after_s: float) -> None:
+        await asyncio.sleep(after_s)
+        self._flushes.pop(key, None)  # from here on, a new settlement schedules a flush of its own
+        async with self._one_at_a_time(key):
+            pending = self._unsettled.pop(key, None)
+            if pending is None:
+                return  # a reservation carried it
+            try:
+                await self._change_now(key, lambda e: _settled(e, pending), False)
+            except asyncio.CancelledError:
+                self._unsettle(key, pending, schedule=False)  # settle_all writes it
+                raise
+            except Exception as exc:
+                # NATS away (or the entry contended): kept, and tried again after another linger.
+                log.warning("could not settle ledger entry %s yet: %r", key, exc)
+                self._unsettle(key, pending)
+
+    async def settle_all(self) -> None:
+        """Writes every pending settlement now (before the process stops)."""
+        flushes = list(self._flushes.values())
+        self._flushes.clear()
+        for task in flushes:
+            task.cancel()
+        await asyncio.gather(*flushes, return_exceptions=True)
+        for key in list(self._unsettled):
+            async with self._one_at_a_time(key):
+                pending = self._unsettled.pop(key, None)
+                if pending is None:
+                    continue
+                try:
+                    await self._change_now(key, lambda e, p=pending: _settled(e, p), False)
+                except Exception as exc:
+                    log.error("could not settle ledger entry %s: its reservation stays until the entry "
+                              "expires: %r", key, exc)
 
     async def _change(self, key: str, change, *, expect_new: bool = False) -> LedgerEntry:  # type: ignore[no-untyped-def]
         async with self._one_at_a_time(key):
