@@ -19,6 +19,8 @@ it over-counts, never under-counts, so the ceiling still bounds every problem; t
 own reservations with its pending settlements applied, and other replicas see the over-count for at most
 `settle_linger_s` plus a round trip. `settle_all` writes what is pending (before the process stops); a
 crash loses only settlements, leaving their reservations in place (the entry expires with the bucket TTL).
+A settlement whose write may have landed without its acknowledgement (a timeout) is never written again
+(that could free another call's reservation): it is dropped, and its reservation stays, over-counting.
 
 The CEO opens the entry with the problem's ceiling (`Ledger.open`); a call whose reservation would cross
 it gets "token ceiling reached".
@@ -35,6 +37,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, replace
 
+from nats import errors as nats_errors
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
@@ -50,6 +53,14 @@ class CeilingReached(Exception):
 
 class LedgerConflict(Exception):
     """Too many concurrent writers on one entry; retrying later may succeed."""
+
+
+# Failures of a ledger write that certainly wrote nothing (refused, or never sent); any other failure,
+# such as a timeout, may have written it.
+NOT_WRITTEN: tuple[type[BaseException], ...] = (
+    CeilingReached, LedgerConflict, nats_errors.ConnectionClosedError, nats_errors.ConnectionReconnectingError,
+    nats_errors.NoRespondersError, nats_errors.OutboundBufferLimitError,
+)
 
 
 @dataclass
@@ -102,7 +113,8 @@ class Ledger:
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
         # key -> (reserved tokens to free, tokens used) of settlements not written yet, and their flush.
         self._unsettled: dict[str, tuple[int, int]] = {}
-        self._flushes: dict[str, asyncio.Task[None]] = {}
+        self._flushes: dict[str, asyncio.Task[None]] = {}  # still lingering
+        self._flush_tasks: set[asyncio.Task[None]] = set()  # lingering or writing
         self._settle_linger_s = settle_linger_s
 
     @contextlib.asynccontextmanager
@@ -160,8 +172,11 @@ class Ledger:
             pending = self._unsettled.pop(key, None)
             try:
                 await self._change_now(key, self._reserving(key, tokens, pending), False)
+            except NOT_WRITTEN:
+                self._unsettle(key, pending)  # nothing was written: the settlement waits for its flush
+                raise
             except BaseException:
-                self._unsettle(key, pending)  # not written: the flush that is scheduled writes it
+                self._drop(key, pending)
                 raise
         return Reservation(key, tokens)
 
@@ -203,7 +218,10 @@ class Ledger:
         freed, used = self._unsettled.get(key, (0, 0))
         self._unsettled[key] = (freed + settlement[0], used + settlement[1])
         if schedule and key not in self._flushes:
-            self._flushes[key] = asyncio.get_running_loop().create_task(self._flush(key, self._settle_linger_s))
+            task = asyncio.get_running_loop().create_task(self._flush(key, self._settle_linger_s))
+            self._flushes[key] = task
+            self._flush_tasks.add(task)
+            task.add_done_callback(self._flush_tasks.discard)
 
     async def _flush(self, key: str, after_s: float) -> None:
         await asyncio.sleep(after_s)
@@ -214,21 +232,27 @@ class Ledger:
                 return  # a reservation carried it
             try:
                 await self._change_now(key, lambda e: _settled(e, pending), False)
-            except asyncio.CancelledError:
-                self._unsettle(key, pending, schedule=False)  # settle_all writes it
-                raise
-            except Exception as exc:
+            except NOT_WRITTEN as exc:
                 # NATS away (or the entry contended): kept, and tried again after another linger.
                 log.warning("could not settle ledger entry %s yet: %r", key, exc)
                 self._unsettle(key, pending)
+            except BaseException:
+                self._drop(key, pending)
+                raise
+
+    def _drop(self, key: str, settlement: tuple[int, int] | None) -> None:
+        """A write that may or may not have landed (a lost acknowledgement): writing the settlement again
+        could free another call's reservation, so it is dropped and its reservation stays (over-counts)."""
+        if settlement is not None:
+            log.warning("ledger entry %s: a settlement of %d reserved tokens may not have been written; the "
+                        "reservation stays until the entry expires", key, settlement[0])
 
     async def settle_all(self) -> None:
         """Writes every pending settlement now (before the process stops)."""
-        flushes = list(self._flushes.values())
+        for task in self._flushes.values():
+            task.cancel()  # still lingering: written below instead
         self._flushes.clear()
-        for task in flushes:
-            task.cancel()
-        await asyncio.gather(*flushes, return_exceptions=True)
+        await asyncio.gather(*self._flush_tasks, return_exceptions=True)  # those writing finish
         for key in list(self._unsettled):
             async with self._one_at_a_time(key):
                 pending = self._unsettled.pop(key, None)
