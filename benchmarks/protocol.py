@@ -16,13 +16,25 @@ scripted backend, so model time is exactly what we set and everything else is Co
 Security (TLS and per-role users on NATS, mTLS to the gateway) is on, as `conclave up` runs it; --security off
 runs flows 1-3 open. --compare-security runs flows 1 and 3 with security off and on, alternating, in one run,
 and prints the ratios on/off (goal: at most 3% more wall time).
+--baseline DIR runs flows 1 and 3 of an earlier checkout (DIR, with its own `make setup`, run through its own
+benchmarks/protocol.py) and of this one, alternating (baseline, ours, baseline, ours, ... --rounds times), and
+prints both against the critical path and ours / baseline. For example, against the commit before the
+protocol hardening of issue 9:
+    git worktree add /tmp/base 3d6c055 && make -C /tmp/base setup
+    python benchmarks/protocol.py --baseline /tmp/base --security off --rounds 3
+--skip-tracing leaves out flow 4.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
+import re
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -204,6 +216,81 @@ async def compare_security(args: argparse.Namespace, tmp: Path) -> None:
           f"throughput {rate:.3f} (goal: at most +3% wall time)")
 
 
+def baseline_run(base: Path, args: argparse.Namespace) -> tuple[float, float, float]:
+    """Flows 1 and 3 of the checkout `base`, by its own benchmark in its own venv: (p50 s, max s, calls/s)."""
+    python = base / ".venv" / "bin" / "python"
+    script = base / "benchmarks" / "protocol.py"
+    if not python.exists() or not script.exists():
+        raise SystemExit(f"--baseline {base}: needs {script} and {python} (run `make setup` there)")
+    usage = subprocess.run([str(python), str(script), "--help"], capture_output=True, text=True, cwd=base).stdout
+    cmd = [str(python), str(script), "--problems", str(args.problems), "--throughput-problems",
+           str(args.throughput_problems), "--latency-ms", str(args.latency_ms)]
+    cmd += ["--security", args.security] if "--security" in usage else []
+    cmd += ["--skip-tracing"] if "--skip-tracing" in usage else []
+    if args.security == "on" and "--security" not in usage:
+        print(f"note: the baseline {base.name} has no --security option: it runs open", flush=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["PYTHONUNBUFFERED"] = "1"
+    stdout, row, rate = "", None, None
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=base, env=env,
+                          start_new_session=True) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            stdout += line
+            row = row or re.match(r"concurrent critics \(ours\)\s+([\d.]+)\s+([\d.]+)", line)
+            rate = rate or re.search(r"= (\d+) agent calls/s", line)
+            if row and rate:
+                # Done with flows 1-3; a version without --skip-tracing would go on to flow 4: stop it (its
+                # services are in its process group, its nats-servers die with their parent).
+                os.killpg(proc.pid, signal.SIGTERM)
+                break
+        proc.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:  # its services drain; what is left of the group after that is killed
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.5)
+    else:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    if not row or not rate:
+        raise SystemExit(f"baseline run failed ({proc.returncode}):\n{stdout[-2000:]}")
+    return float(row.group(1)) / 1e3, float(row.group(2)) / 1e3, float(rate.group(1))
+
+
+async def compare_baseline(args: argparse.Namespace, tmp: Path) -> None:
+    """The baseline and this checkout alternate, so that a busy neighbour on a shared machine hurts both alike."""
+    base = Path(args.baseline).resolve()
+    lat = args.latency_ms / 1000
+    critical = 5 * lat
+    sec = LocalSecurity.ensure(tmp / "security") if args.security == "on" else None
+    runs: dict[str, list[tuple[float, float, float]]] = {"baseline": [], "ours": []}
+    for r in range(args.rounds):
+        runs["baseline"].append(await asyncio.to_thread(baseline_run, base, args))
+        walls = await run_latency(tmp, f"lat-{r}", sec, lat, args.problems)
+        elapsed, calls = await run_throughput(tmp, f"tp-{r}", sec, args.throughput_problems)
+        runs["ours"].append((statistics.median(walls), max(walls), calls / elapsed))
+        print(f"round {r + 1}: baseline p50 {runs['baseline'][-1][0] * 1e3:.1f} ms, {runs['baseline'][-1][2]:.0f} "
+              f"calls/s; ours p50 {runs['ours'][-1][0] * 1e3:.1f} ms, {runs['ours'][-1][2]:.0f} calls/s", flush=True)
+    print(f"baseline {base} vs this checkout, flows 1 and 3, security {args.security}, {args.rounds} alternating "
+          f"rounds of {args.problems} problems (medians over rounds; the max is the worst problem of all rounds)")
+    print(f"{'':<10} {'p50 wall ms':>12} {'max ms':>9} {'vs 5-stage critical path':>25} {'agent calls/s':>14}")
+    med = {}
+    for name, rows in runs.items():
+        p50 = statistics.median(r[0] for r in rows)
+        worst = max(r[1] for r in rows)
+        rate = statistics.median(r[2] for r in rows)
+        med[name] = (p50, rate)
+        print(f"{name:<10} {p50 * 1e3:>12.1f} {worst * 1e3:>9.1f} {(p50 / critical - 1) * 100:>+24.1f}% {rate:>14.0f}")
+    p50_ratio = med["ours"][0] / med["baseline"][0]
+    rate_ratio = med["ours"][1] / med["baseline"][1]
+    print(f"ours / baseline: p50 wall time {p50_ratio:.3f} ({(p50_ratio - 1) * 100:+.1f}%), throughput "
+          f"{rate_ratio:.3f}; per-round p50 ratios "
+          f"{[round(o[0] / b[0], 3) for o, b in zip(runs['ours'], runs['baseline'], strict=True)]}")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--problems", type=int, default=20, help="problems per latency run")
@@ -214,7 +301,12 @@ async def main() -> None:
                         help="TLS and per-role users (on, as `conclave up`), or an open bus and gateway")
     parser.add_argument("--compare-security", action="store_true",
                         help="run only flows 1 and 3 with security off and on in this run and print the ratios")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating off/on rounds of --compare-security")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="alternating rounds of --compare-security (off/on) and --baseline (baseline/ours)")
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="a checkout of an earlier commit, set up (`make setup`): run only flows 1 and 3 of it "
+                             "and of this checkout, alternating, and print the ratios")
+    parser.add_argument("--skip-tracing", action="store_true", help="leave out flow 4 (tracing off vs on)")
     args = parser.parse_args()
     lat = args.latency_ms / 1000
     rows = []
@@ -225,6 +317,9 @@ async def main() -> None:
             return
         if args.compare_security:
             await compare_security(args, tmp)
+            return
+        if args.baseline:
+            await compare_baseline(args, tmp)
             return
         sec = LocalSecurity.ensure(tmp / "security") if args.security == "on" else None
         for label, serial, stages in (("concurrent critics (ours)", False, 5), ("serial critics (paper's order)", True, 6)):
@@ -254,8 +349,9 @@ async def main() -> None:
           f"{(rows[0][1] / critical5 - 1) * 100:+.1f}%")
     print(f"zero-latency model, 2 replicas per role: {args.throughput_problems} problems, {calls} agent calls in "
           f"{elapsed:.2f}s = {calls / elapsed:.0f} agent calls/s ({args.throughput_problems / elapsed:.1f} problems/s)")
-    with tempfile.TemporaryDirectory() as tmp_s:
-        await tracing_runs(Path(tmp_s), args)
+    if not args.skip_tracing:
+        with tempfile.TemporaryDirectory() as tmp_s:
+            await tracing_runs(Path(tmp_s), args)
 
 
 if __name__ == "__main__":

@@ -438,7 +438,10 @@ class ProblemRun:
         return (raw.headers or {}).get(MSG_ID) == RESULT_KEY.format(problem_id=self.p.id)
 
     async def finish(self, st: ProblemState) -> None:
-        already = await retrying(self.result_stored, "look up the result", give_up_s=self.cfg.step.timeout_s)
+        # Only a problem that ran before (its state was stored) can have a stored result: a fresh one skips
+        # the look-up's round trip.
+        already = await retrying(self.result_stored, "look up the result", give_up_s=self.cfg.step.timeout_s) \
+            if self.resuming or st.published else False
         if st.published and already:
             return
         extracted = parsing.extract_answer(st.plan, self.kind) if st.plan else ""

@@ -89,6 +89,60 @@ async def test_a_ledger_that_remembers_a_stale_entry_still_decides_on_the_real_o
         await a.reserve("p6", 36)  # 60 + 5 + 36 > 100 on the real entry
 
 
+async def test_one_ledger_queues_its_own_writers_instead_of_colliding(bus) -> None:  # type: ignore[no-untyped-def]
+    """Concurrent calls of one problem on one gateway write one at a time on the revision it remembers:
+    with a single attempt allowed, a collision would raise LedgerConflict."""
+    ledger = Ledger(bus, max_attempts=1)
+    await ledger.open("p7", 1000)
+    reservations = await asyncio.gather(*(ledger.reserve("p7", 10) for _ in range(20)))
+    await asyncio.gather(*(ledger.commit(r, 5) for r in reservations))
+    entry = await ledger.entry("p7")
+    assert entry is not None and (entry.reserved, entry.committed) == (0, 100)
+    assert not ledger._locks  # no lock outlives its writers
+
+
+async def test_a_fresh_ledger_reopening_an_entry_keeps_what_was_spent(bus) -> None:  # type: ignore[no-untyped-def]
+    first = Ledger(bus)
+    await first.open("p8", 100)
+    await first.commit(await first.reserve("p8", 50), 30)
+    entry = await Ledger(bus).open("p8", 200)  # a restarted CEO: create fails, the entry is read and kept
+    assert (entry.ceiling, entry.reserved, entry.committed) == (200, 0, 30)
+
+
+async def test_a_settlement_rides_on_the_next_reservation_and_never_under_counts(bus) -> None:  # type: ignore[no-untyped-def]
+    ledger = Ledger(bus, settle_linger_s=60)  # no flush in this test: only reservations and settle_all write
+    await ledger.open("p9", 100)
+    first = await ledger.reserve("p9", 60)
+    ledger.commit_later(first, 20)
+    entry = await ledger.entry("p9")
+    assert entry is not None and (entry.reserved, entry.committed) == (60, 0)  # over-counts until written
+    # 70 more fit only with the settlement applied (20 + 70 <= 100): the reservation writes both at once.
+    second = await ledger.reserve("p9", 70)
+    entry = await ledger.entry("p9")
+    assert entry is not None and (entry.reserved, entry.committed) == (70, 20)
+    ledger.commit_later(second, 10)
+    with pytest.raises(CeilingReached):
+        await ledger.reserve("p9", 71)  # 30 committed + 71 > 100 even with the settlement applied
+    entry = await ledger.entry("p9")
+    assert entry is not None and (entry.reserved, entry.committed) == (70, 20)  # a refusal writes nothing
+    await ledger.settle_all()
+    entry = await ledger.entry("p9")
+    assert entry is not None and (entry.reserved, entry.committed) == (0, 30)
+
+
+async def test_a_settlement_is_written_after_the_linger(bus) -> None:  # type: ignore[no-untyped-def]
+    ledger = Ledger(bus, settle_linger_s=0.05)
+    await ledger.open("p10", 100)
+    ledger.commit_later(await ledger.reserve("p10", 50), 5)
+
+    async def settled() -> bool:
+        e = await ledger.entry("p10")
+        return e is not None and (e.reserved, e.committed) == (0, 5)
+
+    await eventually(settled, timeout=10)
+    assert not ledger._flushes and not ledger._unsettled
+
+
 @contextlib.asynccontextmanager
 async def serving(nats_server: NatsServer, tmp_path: Path, **overrides) -> AsyncIterator[InferenceService]:  # type: ignore[no-untyped-def]
     script = tmp_path / "script.json"
@@ -121,9 +175,18 @@ async def test_service_accounts_calls_and_enforces_the_ceiling(nats_server: Nats
             async for resp in stub.Generate(chat("how are you", 20, ledger_key="prob-1"), timeout=10):
                 usage = resp.usage if resp.HasField("usage") else usage
             assert usage is not None and usage.visible_text == "fine thanks"
+            used = usage.prompt_tokens + usage.completion_tokens
+
+            # The gateway commits after the call's last message (off the caller's path): until then the
+            # worst case stays reserved, so the entry over-counts for a moment and never under-counts.
+            async def committed() -> bool:
+                e = await ledger.entry("prob-1")
+                assert e is not None and e.committed + e.reserved >= used
+                return (e.reserved, e.committed) == (0, used)
+
+            await eventually(committed, timeout=5)
             entry = await ledger.entry("prob-1")
             assert entry is not None
-            assert (entry.reserved, entry.committed) == (0, usage.prompt_tokens + usage.completion_tokens)
 
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 async for _ in stub.Generate(chat("how are you", 500, ledger_key="prob-1"), timeout=10):

@@ -8,7 +8,10 @@ from dataclasses import dataclass, field
 import grpc
 
 from conclave.v1 import agents_pb2, inference_pb2, inference_pb2_grpc
-from services.runtime.tracing import grpc_client_interceptors
+from services.runtime.tracing import grpc_client_span
+
+# The full gRPC method name: the client span's name, as OTel's gRPC instrumentation names it.
+GENERATE = "/conclave.v1.Inference/Generate"
 
 
 class LlmError(RuntimeError):
@@ -51,11 +54,9 @@ class LlmClient:
 
     def __init__(self, address: str, credentials: grpc.ChannelCredentials | None = None) -> None:
         self.address = address
-        # The OTel interceptors make each call a client span and carry its context in the metadata.
         options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
-        interceptors = grpc_client_interceptors()
-        self._channel = grpc.aio.secure_channel(address, credentials, options=options, interceptors=interceptors) \
-            if credentials else grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
+        self._channel = grpc.aio.secure_channel(address, credentials, options=options) \
+            if credentials else grpc.aio.insecure_channel(address, options=options)
         self._stub = inference_pb2_grpc.InferenceStub(self._channel)
 
     async def close(self) -> None:
@@ -85,16 +86,18 @@ class LlmClient:
         started = time.perf_counter()
         chunks: list[str] = []
         usage: inference_pb2.Usage | None = None
-        try:
-            # The deadline bounds the whole stream, not only its start.
-            call = self._stub.Generate(req, timeout=opts.timeout_s)
-            async for resp in call:
-                if resp.text:
-                    chunks.append(resp.text)
-                if resp.HasField("usage"):
-                    usage = resp.usage
-        except grpc.aio.AioRpcError as exc:
-            raise LlmError(exc.code().name, exc.details() or "") from exc
+        # A client span per call; its context goes to the gateway in the metadata.
+        with grpc_client_span("llm", GENERATE) as metadata:
+            try:
+                # The deadline bounds the whole stream, not only its start.
+                call = self._stub.Generate(req, timeout=opts.timeout_s, metadata=metadata)
+                async for resp in call:
+                    if resp.text:
+                        chunks.append(resp.text)
+                    if resp.HasField("usage"):
+                        usage = resp.usage
+            except grpc.aio.AioRpcError as exc:
+                raise LlmError(exc.code().name, exc.details() or "") from exc
         raw = "".join(chunks)
         if usage is None:
             raise LlmError("INTERNAL", "the gateway closed the stream without a usage record")

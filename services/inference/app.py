@@ -65,7 +65,7 @@ class InferenceApp:
         self.pool.set_urls(initial_pods(settings))
         self.router = Router(self.pool, settings.virtual_nodes)
         self.metrics = InferenceMetrics(self.registry, self.pool)
-        self.ledger = Ledger(js) if js is not None else None
+        self.ledger = Ledger(js, settle_linger_s=settings.ledger_settle_linger_s) if js is not None else None
         self.health = HealthChecker(self.pool, self.backend, interval_s=settings.health_interval_s,
                                     on_change=self._publish_health)
         self.gateway: Gateway | None = None
@@ -162,4 +162,6 @@ class InferenceApp:
 
     async def close(self, grace_s: float = 0.0) -> None:
         await self.drain(grace_s)
+        if self.gateway is not None:
+            await self.gateway.settled()
         await self.backend.close()

@@ -98,7 +98,6 @@ class Gateway:
     known_models: set[str] = field(default_factory=set)
     # Mutable: with DNS discovery the pods (and so the default model) may appear after start-up.
     default_model: str = ""
-    _settling: set[asyncio.Task[None]] = field(default_factory=set)
 
     def learn_models(self, pools_models: set[str]) -> None:
         self.known_models |= pools_models
@@ -187,7 +186,9 @@ class Gateway:
                 model=req.model,
             )
             if reservation is not None:
-                await self._settle(reservation, prompt_tokens + generated)
+                # Settled off the caller's path (ledger.py: commit_later): until then the call's worst
+                # case stays reserved, so the entry over-counts for a while and never under-counts.
+                self._settle_later(reservation, prompt_tokens + generated)
                 reservation = None
             outcome = "ok"
             yield result
@@ -201,11 +202,8 @@ class Gateway:
         finally:
             if reservation is not None:
                 # Cancelled or failed: count what the pod did produce (one streamed delta is one token),
-                # free the rest. In the background, because a cancelled task cannot await reliably.
-                used = self._estimate_prompt(call) + n_chunks if n_chunks else 0
-                task = asyncio.get_running_loop().create_task(self._settle(reservation, used))
-                self._settling.add(task)
-                task.add_done_callback(self._settling.discard)
+                # free the rest. Later, because a cancelled task cannot await reliably.
+                self._settle_later(reservation, self._estimate_prompt(call) + n_chunks if n_chunks else 0)
             self._observe(call, label, outcome, result, t0, ttft, t_last, n_chunks)
             spans.end_gateway_span(span, outcome, result)
 
@@ -304,14 +302,14 @@ class Gateway:
         except Exception as exc:  # KV unavailable, invalid key
             raise GatewayError("UNAVAILABLE", f"token ledger unavailable: {exc!r}") from exc
 
-    async def _settle(self, reservation: Reservation, used: int) -> None:
+    def _settle_later(self, reservation: Reservation, used: int) -> None:
         assert self.ledger is not None
-        try:
-            await self.ledger.commit(reservation, used)
-        except Exception as exc:
-            # The reservation expires with the entry (bucket TTL); the call itself is not failed for it.
-            log.error("could not settle a ledger reservation", extra={"ledger_key": reservation.key,
-                                                                      "error": repr(exc)})
+        self.ledger.commit_later(reservation, used)
+
+    async def settled(self) -> None:
+        """Writes the ledger settlements still pending (before the process stops)."""
+        if self.ledger is not None:
+            await self.ledger.settle_all()
 
     def _observe(self, call: Call, label: str, outcome: str, result: Result | None, t0: float, ttft: float,
                  t_last: float, n_chunks: int) -> None:

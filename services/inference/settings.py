@@ -39,6 +39,10 @@ class InferenceSettings(RuntimeSettings):
     unledgered_max_tokens: int = Field(
         49152, ge=1, description="Token ceiling of one call that names no ledger_key (prompt + completion).")
 
+    ledger_settle_linger_s: float = Field(
+        0.5, ge=0, description="How long a finished call's ledger commit may wait to ride on the problem's next "
+        "reservation (one KV write instead of two); until written the entry over-counts, never under-counts.")
+
     default_model: str = Field("", description="Model for requests that name none; empty: the pods' first model.")
     context_length: int = Field(4096, description="Context window of one pod slot, for budget forcing.")
 

@@ -1,19 +1,24 @@
 """OpenTelemetry tracing: one trace per problem, carried in NATS headers and gRPC metadata at every hop.
 
 intake.submit -> ceo.problem -> ceo.turn -> ceo.<phase> -> step.<role> (one per task published; ceo/spans.py)
--> <role>.task (the role worker) -> /conclave.v1.Inference/Generate (gRPC client, OTel instrumentation)
+-> <role>.task (the role worker) -> /conclave.v1.Inference/Generate (gRPC client span, `grpc_client_span`)
 -> gateway.generate -> pod.request (each attempt on a model pod; services/inference/spans.py).
 
 `configure` (called once per process by lifecycle.main) installs the SDK's TracerProvider, so trace ids
 are real and reach the logs, the Result and the trajectory even when nothing is exported. Spans are
 exported over OTLP only when the standard OTEL_EXPORTER_OTLP_ENDPOINT (or _TRACES_ENDPOINT) is set; the
 exporter reads the other OTEL_* variables itself, and OTEL_TRACES_EXPORTER=none turns export off.
+Without an exporter the sampler records nothing (ALWAYS_OFF): spans still get real ids, which propagate,
+but no attributes, events or timings are kept for spans nobody reads. A trace is recorded from the service
+that starts it (intake) on, so set the endpoint on every service of a deployment, as deploy/ does.
+With an exporter the SDK's sampler applies (OTEL_TRACES_SAMPLER; default: parent-based, always on).
 Attributes are bounded facts (role, turn, round, tokens, outcome); never the problem text.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import secrets
@@ -45,7 +50,7 @@ def export_endpoint(environ: Mapping[str, str] | None = None) -> str:
 def configure(service: str, environ: Mapping[str, str] | None = None) -> Any | None:
     """Installs the SDK TracerProvider for this process; returns it (None when OTEL_SDK_DISABLED=true).
 
-    With no OTLP endpoint the provider records ids but exports nothing."""
+    With no OTLP endpoint the provider gives spans real ids but records and exports nothing."""
     env = os.environ if environ is None else environ
     if env.get("OTEL_SDK_DISABLED", "").lower() == "true":
         return None
@@ -54,12 +59,17 @@ def configure(service: str, environ: Mapping[str, str] | None = None) -> Any | N
 
     resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME") or f"conclave-{service}",
                                 "service.namespace": "conclave"})
-    provider = TracerProvider(resource=resource)
     endpoint = export_endpoint(env)
-    if endpoint and env.get("OTEL_TRACES_EXPORTER", "otlp").lower() != "none":
+    if not endpoint or env.get("OTEL_TRACES_EXPORTER", "otlp").lower() == "none":
+        from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+        # Ids only: recording spans that no exporter will read costs every hop CPU on the critical path.
+        provider = TracerProvider(resource=resource, sampler=ALWAYS_OFF)
+    else:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+        provider = TracerProvider(resource=resource)
         # The exporter reads OTEL_EXPORTER_OTLP_* (endpoint, headers, insecure, timeout) itself.
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         log.info("exporting traces over OTLP", extra={"endpoint": endpoint})
@@ -74,8 +84,11 @@ def shutdown() -> None:
         provider.shutdown()  # type: ignore[attr-defined]
 
 
+@functools.cache
 def tracer(service: str) -> trace.Tracer:
-    """The tracer of one service: its instrumentation scope names the service even when several share a process."""
+    """The tracer of one service: its instrumentation scope names the service even when several share a process.
+    Made once per service: the SDK builds a new Tracer on every get_tracer. One made before `configure` is
+    the API's proxy, which uses the provider installed later."""
     return trace.get_tracer(f"conclave.{service}")
 
 
@@ -94,11 +107,17 @@ def new_traceparent() -> str:
     return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
 
 
-def grpc_client_interceptors() -> list[Any]:
-    """OTel's gRPC client instrumentation: a CLIENT span per call, its context sent as metadata."""
-    from opentelemetry.instrumentation.grpc import aio_client_interceptors
-
-    return list(aio_client_interceptors())
+@contextlib.contextmanager
+def grpc_client_span(service: str, method: str) -> Iterator[list[tuple[str, str]]]:
+    """A CLIENT span around one gRPC call, named by its full method as OTel's gRPC instrumentation names it;
+    yields the span's context as the call's metadata. The instrumentation's grpc.aio interceptor does the
+    same but puts every streamed message through an intercepted call, which costs each model call more
+    than the whole span."""
+    rpc_service, _, rpc_method = method.strip("/").partition("/")
+    with tracer(service).start_as_current_span(
+            method, kind=SpanKind.CLIENT,
+            attributes={"rpc.system": "grpc", "rpc.service": rpc_service, "rpc.method": rpc_method}):
+        yield grpc_metadata()
 
 
 def grpc_metadata() -> list[tuple[str, str]]:
