@@ -723,7 +723,7 @@ async def steps_1_to_4(args: argparse.Namespace, rep: Report, procs: Procs) -> N
     import httpx
 
     from conclave.v1 import inference_pb2_grpc
-    from services.agents.llm import CallOptions, LlmClient
+    from services.inference.client import CallOptions, LlmClient
 
     steps = args.steps
     two = "4" in steps

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from ceo.profile import Profile, cut_menu
 from ceo.state import ProblemState
 from conclave.v1 import agents_pb2
-from services.agents import parsing
-from services.agents.calling import StepOutcome, call_and_parse
-from services.agents.context import problem_text
-from services.agents.llm import CallOptions, LlmClient
+from services.inference.client import CallOptions, LlmClient
+from services.protocol import parsing
+from services.protocol.calling import StepOutcome, call_and_parse
+from services.protocol.context import problem_text
+from services.protocol.profile import Profile, cut_menu
 
 A = agents_pb2.CeoDecision
 

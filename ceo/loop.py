@@ -22,20 +22,21 @@ from ceo import state as S
 from ceo.decide import decide
 from ceo.grading import MathGrader
 from ceo.metrics import CeoMetrics
-from ceo.profile import Profile
 from ceo.spans import TurnSpans
 from ceo.state import ProblemState
 from ceo.steps import StepRunner, StepTiming, task_id
 from conclave.v1 import agents_pb2, outcome_pb2, problem_pb2
-from services.agents import check, parsing
-from services.agents.context import kind_name
-from services.agents.llm import LlmClient, LlmError
 from services.bus import subjects, topology
 from services.bus.headers import MSG_ID
 from services.bus.replies import RESULT_KEY, answer, publish_event, store_result
 from services.bus.retry import retrying
 from services.evaluation.graders import grade_choice
+from services.inference.client import LlmClient, LlmError
 from services.inference.ledger import Ledger
+from services.protocol import answers, parsing
+from services.protocol.context import evaluator_note
+from services.protocol.kinds import kind_name
+from services.protocol.profile import Profile
 from services.runtime import tracing
 
 log = logging.getLogger(__name__)
@@ -240,7 +241,7 @@ class ProblemRun:
         """The outcome of the check that ran on the current plan, for the next turn's team ('' if none)."""
         if st.execution.get("kind") != "check" or st.execution_plan != st.plan or not st.plan:
             return ""
-        return check.evaluator_note(self.execution_of(st), parsing.extract_answer(st.plan, self.kind)).strip()
+        return evaluator_note(self.execution_of(st), answers.extract_answer(st.plan, self.kind)).strip()
 
     def solver_persona(self, st: ProblemState) -> str:
         return st.experts[0] if st.experts else "an expert problem solver"
@@ -441,7 +442,7 @@ class ProblemRun:
         already = await retrying(self.result_stored, "look up the result", give_up_s=self.cfg.step.timeout_s)
         if st.published and already:
             return
-        extracted = parsing.extract_answer(st.plan, self.kind) if st.plan else ""
+        extracted = answers.extract_answer(st.plan, self.kind) if st.plan else ""
         result = outcome_pb2.Result(
             problem_id=self.p.id, status="error" if st.stop_reason == "error" else "ok", answer=st.plan,
             extracted_answer=extracted, turns=min(st.turn, self.max_turns), total_tokens=st.tokens_used,

@@ -13,18 +13,18 @@ import time
 
 from pydantic import Field
 
-from ceo import profile as profiles
 from ceo.grading import MathGrader
 from ceo.loop import ProblemRun, RunConfig
 from ceo.metrics import CeoMetrics
 from ceo.steps import StepTiming
 from conclave.v1 import problem_pb2
-from services.agents.llm import LlmClient
 from services.bus import topology
 from services.bus.codec import PayloadError, decode
 from services.bus.headers import REPLY_TO
 from services.bus.replies import answer, error_result
+from services.inference.client import LlmClient
 from services.intake.validate import default_limits, problem_errors
+from services.protocol import profile as profiles
 from services.runtime import tracing
 from services.runtime.lifecycle import Runtime, Service
 from services.runtime.logs import problem_id_var

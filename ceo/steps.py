@@ -33,23 +33,16 @@ from conclave.v1 import agents_pb2
 from services.bus import subjects, topology
 from services.bus.headers import MSG_ID
 from services.bus.retry import TRANSIENT, retrying
+from services.protocol.roles import role_name
 
 log = logging.getLogger(__name__)
 
-ROLE_QUEUE = {
-    agents_pb2.ROLE_RECRUITER: "recruiter",
-    agents_pb2.ROLE_SOLVER: "solver",
-    agents_pb2.ROLE_CRITIC: "critic",
-    agents_pb2.ROLE_EXECUTOR: "executor",
-    agents_pb2.ROLE_EVALUATOR: "evaluator",
-    agents_pb2.ROLE_SINGLE: "single",
-}
 # Prefix of the error text of a reply that never came (the loop fails the step on any error).
 NO_REPLY = "no reply"
 
 
 def task_id(problem_id: str, turn: int, round_: int, role: int, index: int = 0) -> str:
-    return f"{problem_id}/t{turn}-r{round_}-{ROLE_QUEUE[role]}-{index}"
+    return f"{problem_id}/t{turn}-r{round_}-{role_name(role)}-{index}"
 
 
 def step_of(tid: str) -> str:
@@ -135,7 +128,7 @@ class StepRunner:
 
     async def _publish(self, task: agents_pb2.RoleTask, msg_id: str, *, give_up_s: float | None = None) -> None:
         await retrying(
-            lambda: self._js.publish(subjects.task(ROLE_QUEUE[task.role]), task.SerializeToString(),
+            lambda: self._js.publish(subjects.task(role_name(task.role)), task.SerializeToString(),
                                      headers=self._spans.headers(step_of(task.task_id), {MSG_ID: msg_id})),
             f"publish task {step_of(task.task_id)}",
             give_up_s=self._t.timeout_s if give_up_s is None else give_up_s,
@@ -164,7 +157,7 @@ class StepRunner:
             reply = self._replies.get(step)
             if reply is None:
                 if self._m is not None:
-                    self._m.step_timeouts.labels(ROLE_QUEUE[task.role]).inc()
+                    self._m.step_timeouts.labels(role_name(task.role)).inc()
                 log.error("no reply to %s within %.0fs", step, self._t.timeout_s)
                 reply = agents_pb2.RoleReply(task_id=task.task_id, problem_id=self._pid, role=task.role,
                                              turn=task.turn, round=task.round, index=task.index,
@@ -207,7 +200,7 @@ class StepRunner:
                 if not warned and waited >= t.warn_s:
                     warned = True
                     if self._m is not None:
-                        self._m.slow_steps.labels(ROLE_QUEUE[missing[0].role]).inc()
+                        self._m.slow_steps.labels(role_name(missing[0].role)).inc()
                         self._m.waiting_slow.inc()
                     log.warning("step waiting %.0fs for %d replies: %s", waited, len(missing),
                                 ", ".join(step_of(m.task_id) for m in missing))
@@ -217,7 +210,7 @@ class StepRunner:
                     # the duplicate window. Should both run, the store keeps one reply (same task id).
                     for task in missing:
                         if self._m is not None:
-                            self._m.tasks_republished.labels(ROLE_QUEUE[task.role]).inc()
+                            self._m.tasks_republished.labels(role_name(task.role)).inc()
                         log.warning("re-publishing task %s after %.0fs without a reply",
                                     step_of(task.task_id), waited)
                         # One attempt: in an outage the wait goes on (and keeps its timeout); the next

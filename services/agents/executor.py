@@ -7,11 +7,13 @@ import logging
 import re
 
 from conclave.v1 import agents_pb2
-from services.agents import parsing
-from services.agents.calling import StepOutcome, call_and_parse
 from services.agents.check import run_check
-from services.agents.context import AgentContext, problem_text
-from services.evaluation.graders import extract_code, grade_code
+from services.agents.context import AgentContext
+from services.evaluation.graders import grade_code
+from services.protocol import parsing
+from services.protocol.answers import extract_code
+from services.protocol.calling import StepOutcome, call_and_parse
+from services.protocol.context import problem_text
 from services.sandbox import SandboxLimits
 
 log = logging.getLogger(__name__)

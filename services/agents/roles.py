@@ -9,9 +9,10 @@ from __future__ import annotations
 from typing import Protocol
 
 from conclave.v1 import agents_pb2
-from services.agents import check, parsing
-from services.agents.calling import StepOutcome, call_and_parse
-from services.agents.context import AgentContext, history_block, problem_text
+from services.agents.context import AgentContext
+from services.protocol import answers, parsing
+from services.protocol.calling import StepOutcome, call_and_parse
+from services.protocol.context import evaluator_note, history_block, problem_text
 
 R = agents_pb2
 
@@ -128,7 +129,7 @@ class Evaluator:
         ex = t.execution
         note = ""
         if t.HasField("execution") and ex.kind == "check":
-            note = "\n" + check.evaluator_note(ex, parsing.extract_answer(t.solution, ctx.kind))
+            note = "\n" + evaluator_note(ex, answers.extract_answer(t.solution, ctx.kind))
         elif t.HasField("execution") and ex.status:
             source = "the dataset's tests" if ex.dataset_tests else "tests written by the team"
             note = (f"\nThe code was run against {source}: {ex.status}, {ex.tests_failed} failing.\n"

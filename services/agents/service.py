@@ -13,16 +13,16 @@ from nats.js.errors import NotFoundError
 from prometheus_client import Counter, Histogram
 from pydantic import Field
 
-from ceo import profile as profiles
 from conclave.v1 import agents_pb2
 from services.agents.context import AgentContext
 from services.agents.executor import Executor
-from services.agents.llm import LlmClient, LlmError
 from services.agents.roles import Agent, Critic, Evaluator, Recruiter, SingleAgent, Solver
 from services.bus import subjects, topology
 from services.bus.codec import PayloadError, decode
 from services.bus.headers import MSG_ID
 from services.bus.retry import retrying
+from services.inference.client import LlmClient, LlmError
+from services.protocol import profile as profiles
 from services.runtime import tracing
 from services.runtime.lifecycle import Runtime, Service
 from services.runtime.logs import problem_id_var

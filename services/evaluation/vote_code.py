@@ -13,10 +13,11 @@ import ast
 import asyncio
 import hashlib
 
-from ceo import profile as profiles
 from conclave.v1 import problem_pb2
-from services.agents.context import problem_text
-from services.evaluation.graders import extract_code, grade_code
+from services.evaluation.graders import grade_code
+from services.protocol import profile as profiles
+from services.protocol.answers import extract_code
+from services.protocol.context import problem_text
 
 
 def tests_problem(problem: problem_pb2.Problem, base_id: str) -> problem_pb2.Problem:

@@ -1,7 +1,7 @@
 """Profiles: the protocol's per-task settings and prompt sets, read from YAML files.
 
 Users add a profile by dropping a YAML file into a directory named by CONCLAVE_PROFILES_DIRS (searched
-before the built-in `ceo/profiles/`); no code changes. A profile's prompts come from the first of its
+before the built-in `services/protocol/profiles/`); no code changes. A profile's prompts come from the first of its
 `prompts` sets that has the role's file, under `prompts/` beside the profile files.
 """
 
