@@ -31,6 +31,7 @@ from services.bus.headers import MSG_ID
 from services.bus.replies import RESULT_KEY, answer, publish_event, store_result
 from services.bus.retry import retrying
 from services.evaluation.graders import grade_choice
+from services.inference import failures
 from services.inference.client import LlmClient, LlmError
 from services.inference.ledger import Ledger
 from services.protocol import answers, parsing
@@ -161,9 +162,9 @@ class ProblemRun:
                         else:
                             await getattr(self, f"_{phase}")(st, steps)
                 except LlmError as exc:
-                    if "ceiling" in str(exc).lower():
+                    if exc.reason in failures.OUT_OF_TOKENS:
                         self.stop(st, "token_ceiling", str(exc))
-                    elif exc.code == "UNAVAILABLE" and st.phase == phase:
+                    elif exc.reason == agents_pb2.FAILURE_REASON_POD_UNAVAILABLE and st.phase == phase:
                         # The gateway (or its ledger, during a NATS restart) is back soon: repeat the phase
                         # here rather than fail the message into its BackOff.
                         unavailable_since = unavailable_since or time.monotonic()
@@ -410,7 +411,7 @@ class ProblemRun:
 
     def fail_step(self, st: ProblemState, reply: agents_pb2.RoleReply) -> None:
         role = R.Role.Name(reply.role)
-        if "ceiling" in reply.error.lower():
+        if reply.failure in failures.OUT_OF_TOKENS:
             self.stop(st, "token_ceiling", f"{role}: {reply.error}")
         else:
             self.stop(st, "error", f"{role} failed: {reply.error}")

@@ -19,8 +19,7 @@ from ceo.metrics import CeoMetrics
 from ceo.steps import StepTiming
 from conclave.v1 import problem_pb2
 from services.bus import topology
-from services.bus.codec import PayloadError, decode
-from services.bus.headers import REPLY_TO
+from services.bus.headers import REPLY_JSON, REPLY_TO
 from services.bus.replies import answer, error_result
 from services.inference.client import LlmClient
 from services.intake.validate import default_limits, problem_errors
@@ -81,16 +80,12 @@ class CeoService(Service[CeoSettings]):
                               honour_stop=self.settings.honour_stop, default_model=self.settings.default_model,
                               serial_critics=self.settings.serial_critics,
                               max_total_tokens=self._limits.max_total_tokens)
-        rt.add_worker(topology.CEO_CONSUMER, self.handle)
+        rt.add_worker(topology.CEO_CONSUMER, problem_pb2.Problem, self.handle)
 
-    async def handle(self, ctx: WorkContext) -> None:
+    async def handle(self, ctx: WorkContext, problem: problem_pb2.Problem) -> None:
         headers = dict(ctx.msg.headers or {})
         reply_to = headers.get(REPLY_TO, "")
-        as_json = headers.get("Conclave-Reply-Json") == "1"
-        try:
-            problem = decode(problem_pb2.Problem, ctx.msg.data, headers)
-        except PayloadError as exc:
-            raise Rejected("bad_payload", str(exc)) from exc
+        as_json = headers.get(REPLY_JSON) == "1"
         problem_id_var.set(problem.id)
         # Publishers may write to the queue directly; check again what intake checks.
         errors = problem_errors(problem, self._limits)

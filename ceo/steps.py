@@ -162,7 +162,8 @@ class StepRunner:
                 reply = agents_pb2.RoleReply(task_id=task.task_id, problem_id=self._pid, role=task.role,
                                              turn=task.turn, round=task.round, index=task.index,
                                              persona=task.persona,
-                                             error=f"{NO_REPLY} within {self._t.timeout_s:.0f}s")
+                                             error=f"{NO_REPLY} within {self._t.timeout_s:.0f}s",
+                                             failure=agents_pb2.FAILURE_REASON_TIMEOUT)
             out.append(reply)
         self._spans.timed_out(steps)
         return out

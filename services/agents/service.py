@@ -18,9 +18,9 @@ from services.agents.context import AgentContext
 from services.agents.executor import Executor
 from services.agents.roles import Agent, Critic, Evaluator, Recruiter, SingleAgent, Solver
 from services.bus import subjects, topology
-from services.bus.codec import PayloadError, decode
 from services.bus.headers import MSG_ID
 from services.bus.retry import retrying
+from services.inference import failures
 from services.inference.client import LlmClient, LlmError
 from services.protocol import profile as profiles
 from services.runtime import tracing
@@ -31,9 +31,6 @@ from services.runtime.worker import Rejected, WorkContext
 from services.security.grpc_tls import gateway_credentials
 
 log = logging.getLogger(__name__)
-
-# Gateway answers that retrying cannot fix: report them to the CEO instead of redelivering.
-FINAL_CODES = {"RESOURCE_EXHAUSTED_CEILING", "FAILED_PRECONDITION", "INVALID_ARGUMENT"}
 
 
 class AgentSettings(RuntimeSettings):
@@ -66,19 +63,15 @@ class RoleService(Service[AgentSettings]):
                                ["role", "kind"], registry=rt.registry)
         self._seconds = Histogram("conclave_agent_task_seconds", "Time to serve a role task.", ["role"],
                                   registry=rt.registry, buckets=(0.01, 0.05, 0.2, 1, 5, 15, 60, 180, 600))
-        rt.add_worker(topology.ROLE_CONSUMERS[self.agent.role], self.handle)
+        rt.add_worker(topology.ROLE_CONSUMERS[self.agent.role], agents_pb2.RoleTask, self.handle)
 
-    async def handle(self, ctx: WorkContext) -> None:
+    async def handle(self, ctx: WorkContext, task: agents_pb2.RoleTask) -> None:
         # A child of the CEO's step span; the gateway call below is a child of this one.
         with tracing.consuming(self.agent.role, f"{self.agent.role}.task", ctx.msg.headers,
                                role=self.agent.role, delivery=ctx.deliveries) as span:
-            await self._handle(ctx, span)
+            await self._handle(ctx, task, span)
 
-    async def _handle(self, ctx: WorkContext, span: tracing.Span) -> None:
-        try:
-            task = decode(agents_pb2.RoleTask, ctx.msg.data, ctx.msg.headers)
-        except PayloadError as exc:
-            raise Rejected("bad_payload", str(exc)) from exc
+    async def _handle(self, ctx: WorkContext, task: agents_pb2.RoleTask, span: tracing.Span) -> None:
         problem_id_var.set(task.problem_id)
         span.set_attributes({tracing.TURN: task.turn, tracing.ROUND: task.round, tracing.INDEX: task.index})
         if not subjects.valid_problem_id(task.problem_id) or "/" not in task.task_id:
@@ -114,21 +107,21 @@ class RoleService(Service[AgentSettings]):
             base = profiles.load(task.profile) if task.profile else profiles.for_problem(task.problem)
             profile = profiles.with_overrides(base, dict(task.problem.metadata))
         except profiles.ProfileError as exc:
-            return self._error_reply(task, f"profile: {exc}")
+            return self._error_reply(task, f"profile: {exc}", agents_pb2.FAILURE_REASON_INVALID_REQUEST)
         try:
             return await self.agent.serve(AgentContext(task=task, profile=profile, llm=self._llm))
         except LlmError as exc:
-            final = exc.code in FINAL_CODES or "ceiling" in str(exc).lower()
-            if final or ctx.last_attempt:
-                # The CEO must hear about it: it decides what a failed step means for the problem.
-                return self._error_reply(task, str(exc))
+            # A failure that retrying cannot fix goes to the CEO at once, instead of being redelivered: it
+            # decides what a failed step means for the problem.
+            if exc.reason in failures.FINAL or ctx.last_attempt:
+                return self._error_reply(task, str(exc), exc.reason)
             raise
 
-    def _error_reply(self, task: agents_pb2.RoleTask, error: str) -> agents_pb2.RoleReply:
-        log.warning("task failed: %s", error)
+    def _error_reply(self, task: agents_pb2.RoleTask, error: str, reason: int) -> agents_pb2.RoleReply:
+        log.warning("task failed: %s", error, extra={"failure": agents_pb2.FailureReason.Name(reason)})
         return agents_pb2.RoleReply(task_id=task.task_id, problem_id=task.problem_id, role=task.role,
                                     turn=task.turn, round=task.round, index=task.index, persona=task.persona,
-                                    error=error)
+                                    error=error, failure=reason)
 
 
 def _build(agent: Agent):

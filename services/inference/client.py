@@ -8,15 +8,18 @@ from dataclasses import dataclass, field
 import grpc
 
 from conclave.v1 import agents_pb2, inference_pb2, inference_pb2_grpc
+from services.inference import failures
 from services.runtime.tracing import grpc_client_interceptors
 
 
 class LlmError(RuntimeError):
-    """The gateway could not serve the call; `code` is the gRPC status name."""
+    """The gateway could not serve the call; `code` is the gRPC status name, `reason` the typed
+    FailureReason callers act on (services/inference/failures.py)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, reason: int | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
+        self.reason = failures.for_code(code) if reason is None else reason
 
 
 @dataclass
@@ -94,10 +97,12 @@ class LlmClient:
                 if resp.HasField("usage"):
                     usage = resp.usage
         except grpc.aio.AioRpcError as exc:
-            raise LlmError(exc.code().name, exc.details() or "") from exc
+            code = exc.code().name
+            raise LlmError(code, exc.details() or "", failures.from_metadata(exc.trailing_metadata(), code)) from exc
         raw = "".join(chunks)
         if usage is None:
-            raise LlmError("INTERNAL", "the gateway closed the stream without a usage record")
+            raise LlmError("INTERNAL", "the gateway closed the stream without a usage record",
+                           agents_pb2.FAILURE_REASON_BAD_REPLY)
         return Completion(
             raw_text=usage.raw_text or raw,
             visible_text=usage.visible_text or usage.raw_text or raw,

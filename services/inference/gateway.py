@@ -10,7 +10,8 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 
-from services.inference import admission, spans
+from conclave.v1 import agents_pb2
+from services.inference import admission, failures, spans
 from services.inference.backends.base import Backend, GenRequest, PodError, PodUsage
 from services.inference.budget import (
     ReasoningSpec,
@@ -30,15 +31,17 @@ log = logging.getLogger(__name__)
 
 
 class GatewayError(Exception):
-    """A call that cannot be served; `code` is the gRPC status name the client gets."""
+    """A call that cannot be served; `code` is the gRPC status name the client gets, `reason` the typed
+    FailureReason it gets with it (by default the one the code implies)."""
 
     OUTCOMES = {"RESOURCE_EXHAUSTED": "rejected", "FAILED_PRECONDITION": "ceiling", "INVALID_ARGUMENT": "invalid",
                 "DEADLINE_EXCEEDED": "deadline"}
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, reason: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.reason = failures.for_code(code) if reason is None else reason
 
     @property
     def outcome(self) -> str:
@@ -287,7 +290,7 @@ class Gateway:
             self.metrics.rejections.labels("unledgered_ceiling").inc()
             raise GatewayError("FAILED_PRECONDITION", f"token ceiling reached: a call without a ledger_key may use "
                                f"at most {ceiling} tokens, this one up to {tokens}; lower max_tokens or pass the "
-                               "ledger_key of a problem")
+                               "ledger_key of a problem", reason=agents_pb2.FAILURE_REASON_BUDGET_EXHAUSTED)
 
     async def _reserve(self, call: Call) -> Reservation | None:
         if self.ledger is None:
