@@ -20,7 +20,10 @@ def budget_menu(profile: Profile, k_cap: int) -> tuple[int, ...]:
 
 async def decide(
     llm: LlmClient, problem, profile: Profile, st: ProblemState, *, ceiling: int, k_cap: int, model: str,
+    timeout_s: float,
 ) -> tuple[agents_pb2.CeoDecision, StepOutcome]:
+    """The decision, parsed (retried up to the profile's parse_retries), else the protocol's fallback.
+    The model call may take `timeout_s` (its gRPC deadline); an LlmError reaches the caller."""
     menu = budget_menu(profile, k_cap)
     # Before the first solution there is nothing to stop with: stop is not offered, and one said anyway
     # is read as continue (decision.stop_set_aside), not acted on.
@@ -37,7 +40,7 @@ async def decide(
         stop_rule=("Say stop only when the latest solution is correct and complete." if has_solution
                    else "There is no solution yet, so the team must continue."),
     )
-    opts = CallOptions(max_tokens=profile.max_tokens_for("ceo"), temperature=profile.temperature,
+    opts = CallOptions(max_tokens=profile.max_tokens_for("ceo"), timeout_s=timeout_s, temperature=profile.temperature,
                        top_p=profile.top_p, session_key=st.problem_id,
                        ledger_key=st.problem_id if ceiling else "", role=agents_pb2.ROLE_CEO, model=model)
     out = await call_and_parse(

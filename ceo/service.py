@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 
 
 class CeoSettings(RuntimeSettings):
-    inference_addr: str = Field("127.0.0.1:50051", description="host:port of the inference gateway")
     concurrency: int = Field(32, description="problems one replica runs at once")
     step_timeout_s: float = Field(900.0, description="how long a step waits for its role replies before it "
                                   "fails (the problem ends with stop_reason error, never a silent verdict)")
@@ -79,7 +78,8 @@ class CeoService(Service[CeoSettings]):
         self._cfg = RunConfig(step=step, k_cap=self.settings.k_cap,
                               honour_stop=self.settings.honour_stop, default_model=self.settings.default_model,
                               serial_critics=self.settings.serial_critics,
-                              max_total_tokens=self._limits.max_total_tokens)
+                              max_total_tokens=self._limits.max_total_tokens,
+                              model_call_timeout_s=self.settings.model_call_timeout_s)
         rt.add_worker(topology.CEO_CONSUMER, problem_pb2.Problem, self.handle)
 
     async def handle(self, ctx: WorkContext, problem: problem_pb2.Problem) -> None:

@@ -29,7 +29,7 @@ async def test_the_gateway_names_the_reason_of_each_refusal() -> None:
     async with running_gateway(backend=ScriptedBackend(lambda req: "ok"), unledgered_max_tokens=1000) as gw:
         client = LlmClient(gw.app.address)
         try:
-            assert (await client.generate([("user", "small")], CallOptions(max_tokens=100))).completion_tokens > 0
+            assert (await client.generate([("user", "small")], CallOptions(max_tokens=100, timeout_s=30))).completion_tokens > 0
         finally:
             await client.close()
         # Over the cap of a call without a ledger key: the same status code as the problem's ceiling, told

@@ -15,6 +15,8 @@ class AgentContext:
     task: agents_pb2.RoleTask
     profile: Profile
     llm: LlmClient
+    # The gRPC deadline of each model call (RuntimeSettings.model_call_timeout_s).
+    call_timeout_s: float
 
     @property
     def kind(self) -> str:
@@ -31,6 +33,7 @@ class AgentContext:
             role=role,
             reasoning=t.reasoning,
             model=t.model,
+            timeout_s=self.call_timeout_s,
         )
 
     @property

@@ -11,7 +11,6 @@ import logging
 
 from nats.js.errors import NotFoundError
 from prometheus_client import Counter, Histogram
-from pydantic import Field
 
 from conclave.v1 import agents_pb2
 from services.agents.context import AgentContext
@@ -34,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 class AgentSettings(RuntimeSettings):
-    inference_addr: str = Field("127.0.0.1:50051", description="host:port of the inference gateway")
+    """A role service needs only what every service does (the gateway's address and deadline included)."""
 
 
 def step_of(task_id: str) -> str:
@@ -97,7 +96,8 @@ class RoleService(Service[AgentSettings]):
             self._fallbacks.labels(self.agent.role).inc()
         # Through a NATS restart too: failing here would redeliver the task, and call the model again.
         await retrying(lambda: self._rt.js.publish(reply_subject, reply.SerializeToString(),
-                                                   headers={MSG_ID: task.task_id}), "publish reply")
+                                                   headers={MSG_ID: task.task_id}), "publish reply",
+                       give_up_s=self.settings.bus_give_up_s)
         self._served.labels(self.agent.role, "error" if reply.error else "ok").inc()
         tracing.set_outcome(span, "error" if reply.error else "ok", error=bool(reply.error), fallback=reply.fallback,
                             tokens=sum(c.prompt_tokens + c.completion_tokens for c in reply.calls))
@@ -109,7 +109,10 @@ class RoleService(Service[AgentSettings]):
         except profiles.ProfileError as exc:
             return self._error_reply(task, f"profile: {exc}", agents_pb2.FAILURE_REASON_INVALID_REQUEST)
         try:
-            return await self.agent.serve(AgentContext(task=task, profile=profile, llm=self._llm))
+            # Each model call may stream for model_call_timeout_s; the worker redelivers a failure that
+            # retrying can fix (BackOff), up to max_deliver, and the CEO hears of the rest.
+            return await self.agent.serve(AgentContext(task=task, profile=profile, llm=self._llm,
+                                                       call_timeout_s=self.settings.model_call_timeout_s))
         except LlmError as exc:
             # A failure that retrying cannot fix goes to the CEO at once, instead of being redelivered: it
             # decides what a failed step means for the problem.

@@ -37,6 +37,8 @@ class Completion:
 @dataclass
 class CallOptions:
     max_tokens: int
+    # The gRPC deadline of the whole stream (RuntimeSettings.model_call_timeout_s).
+    timeout_s: float
     temperature: float | None = None
     top_p: float | None = None
     seed: int | None = None
@@ -46,7 +48,6 @@ class CallOptions:
     role: int = agents_pb2.ROLE_UNSPECIFIED
     reasoning: bool = False
     model: str = ""
-    timeout_s: float = 600.0
 
 
 class LlmClient:

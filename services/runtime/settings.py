@@ -40,10 +40,16 @@ class RuntimeSettings(BaseSettings):
     nats_tls_ca: Path | None = Field(None, description="CA certificate of the NATS server; set means TLS.")
     nats_tls_hostname: str = Field(
         "", description="Name to verify the NATS certificate against, when the URL's host differs (a port-forward).")
-    # Towards the inference gateway (CEO and agents): TLS when the CA is set, mTLS with cert and key.
+    # Towards the inference gateway (CEO and agents): where, how long a call may take, and TLS when the CA
+    # is set, mTLS with cert and key.
+    inference_addr: str = Field("127.0.0.1:50051", description="host:port of the inference gateway")
+    model_call_timeout_s: float = Field(600.0, description="gRPC deadline of one model call, its whole "
+                                        "stream; past it the call fails with FAILURE_REASON_TIMEOUT")
     gateway_tls_ca: Path | None = Field(None, description="CA certificate of the gateway; set means TLS.")
     gateway_tls_cert: Path | None = Field(None, description="This service's client certificate (mTLS).")
     gateway_tls_key: Path | None = Field(None, description="Private key of gateway_tls_cert.")
+    bus_give_up_s: float = Field(120.0, description="how long a bus operation (publish, KV read or write) is "
+                                 "retried through a NATS outage before it fails (services/bus/retry.py)")
     # Reconnect forever with backoff: a bus outage must not kill a service.
     nats_max_reconnect_attempts: int = -1
     nats_reconnect_wait_s: float = 1.0
