@@ -33,6 +33,7 @@ from conclave.v1 import agents_pb2
 from services.bus import subjects, topology
 from services.bus.headers import MSG_ID
 from services.bus.retry import TRANSIENT, retrying
+from services.protocol.envelopes import reply_to
 from services.protocol.roles import role_name
 
 log = logging.getLogger(__name__)
@@ -165,11 +166,8 @@ class StepRunner:
                 if self._m is not None:
                     self._m.step_timeouts.labels(role_name(task.role)).inc()
                 log.error("no reply to %s within %.0fs", step, timeout_s)
-                reply = agents_pb2.RoleReply(task_id=task.task_id, problem_id=self._pid, role=task.role,
-                                             turn=task.turn, round=task.round, index=task.index,
-                                             persona=task.persona,
-                                             error=f"{NO_REPLY} within {timeout_s:.0f}s",
-                                             failure=agents_pb2.FAILURE_REASON_TIMEOUT)
+                reply = reply_to(task, error=f"{NO_REPLY} within {timeout_s:.0f}s",
+                                 failure=agents_pb2.FAILURE_REASON_TIMEOUT)
             out.append(reply)
         self._spans.timed_out(steps)
         return out

@@ -14,6 +14,7 @@ from services.protocol import parsing
 from services.protocol.answers import extract_code
 from services.protocol.calling import StepOutcome, call_and_parse
 from services.protocol.context import problem_text
+from services.protocol.envelopes import reply_to
 from services.sandbox import SandboxLimits
 
 log = logging.getLogger(__name__)
@@ -70,11 +71,7 @@ class Executor:
         return self._reply(ctx, result, outcome)
 
     def _reply(self, ctx: AgentContext, result: agents_pb2.ExecutionResult, outcome: StepOutcome) -> agents_pb2.RoleReply:
-        t = ctx.task
-        reply = agents_pb2.RoleReply(
-            task_id=t.task_id, problem_id=t.problem_id, role=self.role_enum, turn=t.turn, round=t.round,
-            index=t.index, content=f"{result.status}: {result.output[-500:]}", calls=outcome.calls,
-            fallback=outcome.fallback, fallback_reason=outcome.fallback_reason,
-        )
+        reply = reply_to(ctx.task, role=self.role_enum, content=f"{result.status}: {result.output[-500:]}",
+                         calls=outcome.calls, fallback=outcome.fallback, fallback_reason=outcome.fallback_reason)
         reply.execution.CopyFrom(result)
         return reply

@@ -13,6 +13,7 @@ from services.agents.context import AgentContext
 from services.protocol import answers, parsing
 from services.protocol.calling import StepOutcome, call_and_parse
 from services.protocol.context import evaluator_note, history_block, problem_text
+from services.protocol.envelopes import reply_to
 
 R = agents_pb2
 
@@ -25,12 +26,8 @@ class Agent(Protocol):
 
 
 def _reply(ctx: AgentContext, role_enum: int, outcome: StepOutcome, content: str) -> agents_pb2.RoleReply:
-    t = ctx.task
-    return agents_pb2.RoleReply(
-        task_id=t.task_id, problem_id=t.problem_id, role=role_enum, turn=t.turn, round=t.round, index=t.index,
-        persona=t.persona, content=content, calls=outcome.calls, fallback=outcome.fallback,
-        fallback_reason=outcome.fallback_reason,
-    )
+    return reply_to(ctx.task, role=role_enum, content=content, calls=outcome.calls, fallback=outcome.fallback,
+                    fallback_reason=outcome.fallback_reason)
 
 
 class Recruiter:

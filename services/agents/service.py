@@ -22,6 +22,7 @@ from services.bus.retry import retrying
 from services.inference import failures
 from services.inference.client import LlmClient, LlmError
 from services.protocol import profile as profiles
+from services.protocol.envelopes import reply_to
 from services.runtime import tracing
 from services.runtime.lifecycle import Runtime, Service
 from services.runtime.logs import problem_id_var
@@ -122,9 +123,7 @@ class RoleService(Service[AgentSettings]):
 
     def _error_reply(self, task: agents_pb2.RoleTask, error: str, reason: int) -> agents_pb2.RoleReply:
         log.warning("task failed: %s", error, extra={"failure": agents_pb2.FailureReason.Name(reason)})
-        return agents_pb2.RoleReply(task_id=task.task_id, problem_id=task.problem_id, role=task.role,
-                                    turn=task.turn, round=task.round, index=task.index, persona=task.persona,
-                                    error=error, failure=reason)
+        return reply_to(task, error=error, failure=reason)
 
 
 def _build(agent: Agent):
