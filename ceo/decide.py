@@ -30,15 +30,16 @@ async def decide(
     has_solution = bool(st.plan)
     feedback = st.evaluation.get("advice", "") if st.evaluation else ""
     if st.evaluation:
-        feedback = f"judged {'correct' if st.evaluation.get('correctness') else 'not correct'}. {feedback}"
+        feedback = profile.fragment("ceo_feedback", advice=feedback,
+                                    verdict="correct" if st.evaluation.get("correctness") else "not correct")
+    with_solution = "with_solution" if has_solution else "without_solution"
     messages = profile.prompt("ceo").render(
         problem=problem_text(problem), turn=st.turn, max_turns=profile.max_turns,
         solution=st.plan or "(none yet)", feedback=feedback or "(none yet)", tokens_used=st.tokens_used,
-        ceiling_note=f" of a ceiling of {ceiling}" if ceiling else "", n_min=profile.n_min, n_max=profile.n_cap,
-        budget_menu=", ".join(str(k) for k in menu),
-        decision_options="continue or stop" if has_solution else "continue",
-        stop_rule=("Say stop only when the latest solution is correct and complete." if has_solution
-                   else "There is no solution yet, so the team must continue."),
+        ceiling_note=" " + profile.fragment("ceo_ceiling_note", ceiling=ceiling) if ceiling else "",
+        n_min=profile.n_min, n_max=profile.n_cap, budget_menu=", ".join(str(k) for k in menu),
+        decision_options=profile.fragment(f"ceo_options_{with_solution}"),
+        stop_rule=profile.fragment(f"ceo_stop_rule_{with_solution}"),
     )
     opts = CallOptions(max_tokens=profile.max_tokens_for("ceo"), timeout_s=timeout_s, temperature=profile.temperature,
                        top_p=profile.top_p, session_key=st.problem_id,

@@ -41,8 +41,6 @@ log = logging.getLogger(__name__)
 _EXECUTION_FIELDS = ("passed", "status", "dataset_tests", "kind", "output", "tests_run", "tests_failed",
                      "check_answer", "contradicts")
 CeoDecision = agents_pb2.CeoDecision
-# The neutral-persona ablation (profile.neutral_personas): what the solver and critics are called instead.
-NEUTRAL_SOLVER, NEUTRAL_CRITIC = "an expert problem solver", "a careful reviewer"
 
 
 @dataclass
@@ -215,7 +213,8 @@ class ProblemRun:
 
     async def _recruit(self, st: ProblemState, steps: StepRunner) -> None:
         if self.profile.neutral_personas:
-            experts = [NEUTRAL_SOLVER] + [NEUTRAL_CRITIC] * (st.n - 1)  # ablation: no recruiter call
+            # The neutral-persona ablation: no recruiter call, the generic personas of the prompt set.
+            experts = [self.profile.fragment("solver_persona")] + [self.profile.fragment("critic_persona")] * (st.n - 1)
         else:
             advice = st.evaluation.get("recruit_suggestion", "") or st.evaluation.get("advice", "")
             task = self.base_task(st, agents_pb2.ROLE_RECRUITER, recruit_number=st.n, advice=advice)
@@ -245,10 +244,10 @@ class ProblemRun:
         """The outcome of the check that ran on the current plan, for the next turn's team ('' if none)."""
         if st.execution.get("kind") != "check" or st.execution_plan != st.plan or not st.plan:
             return ""
-        return evaluator_note(self.execution_of(st), answers.extract_answer(st.plan, self.kind)).strip()
+        return evaluator_note(self.profile, self.execution_of(st), answers.extract_answer(st.plan, self.kind)).strip()
 
     def solver_persona(self, st: ProblemState) -> str:
-        return st.experts[0] if st.experts else "an expert problem solver"
+        return st.experts[0] if st.experts else self.profile.fragment("solver_persona")
 
     async def _solve(self, st: ProblemState, steps: StepRunner) -> None:
         await self._ask_solver(st, steps)
@@ -288,7 +287,7 @@ class ProblemRun:
         return reply
 
     async def _review(self, st: ProblemState, steps: StepRunner) -> None:
-        critics = st.experts[1:] or ["a careful reviewer"]
+        critics = st.experts[1:] or [self.profile.fragment("critic_persona")]
         if self.would_cross_ceiling(st, len(critics), st.k):
             self.stop(st, "token_ceiling", f"{st.tokens_used} of {self.ceiling} tokens used; a review round could cross it")
             return
@@ -388,11 +387,12 @@ class ProblemRun:
         if blocked:
             self.metrics.overruled.labels(execution.kind or "tests").inc()
             st.evaluation["correctness"] = 0  # the CEO hears the turn was not accepted, and why
-            st.evaluation["advice"] = f"Not accepted: {blocked}. {ev.advice}".strip()
+            st.evaluation["advice"] = self.profile.fragment("not_accepted", why=blocked, advice=ev.advice).strip()
             await self.event(st, "evaluation", role=agents_pb2.ROLE_EXECUTOR, text=f"not accepted: {blocked}")
         gaps = "; ".join(reports.parse(st.plan).problems) if self.profile.structured_report else ""
         if gaps:  # the next turn's CEO and solver learn what the report lacks, whatever the evaluator said
-            st.evaluation.update(correctness=0, advice=f"Complete the report: {gaps}. {ev.advice}".strip())
+            st.evaluation.update(correctness=0,
+                                 advice=self.profile.fragment("complete_report", gaps=gaps, advice=ev.advice).strip())
         if ev.correctness == 1 and gaps and not blocked:
             self.metrics.reports_rejected.inc()
             await self.event(st, "evaluation", role=agents_pb2.ROLE_EVALUATOR,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from conclave.v1 import agents_pb2, problem_pb2
 from services.protocol.answers import CHOICE_LETTERS
+from services.protocol.profile import Profile
 
 
 def problem_text(problem: problem_pb2.Problem) -> str:
@@ -18,20 +19,17 @@ def problem_text(problem: problem_pb2.Problem) -> str:
     return text
 
 
-def history_block(memory: list[agents_pb2.MemoryLine]) -> str:
+def history_block(profile: Profile, memory: list[agents_pb2.MemoryLine]) -> str:
     if not memory:
         return ""
     lines = "\n".join(f"[{m.sender}]: {m.content}" for m in memory)
-    return f"Discussion so far:\n{lines}\n\n"
+    return profile.fragment("history", lines=lines) + "\n\n"
 
 
-def evaluator_note(ex: agents_pb2.ExecutionResult, solution_answer: str) -> str:
+def evaluator_note(profile: Profile, ex: agents_pb2.ExecutionResult, solution_answer: str) -> str:
     """How the evaluator (and next turn's solver and critics) hear about a check."""
-    if ex.contradicts:
-        verdict = "CONTRADICTS the solution"
-    elif ex.passed:
-        verdict = "agrees with the solution"
-    else:
-        verdict = "was inconclusive"
-    computed = f" It computed {ex.check_answer}; the solution's answer is {solution_answer}." if ex.check_answer else ""
-    return f"An independent check program was run in a sandbox: it {verdict}.{computed}\nOutput:\n{ex.output[-1000:]}\n"
+    verdict = profile.fragment("check_contradicts" if ex.contradicts else "check_agrees" if ex.passed
+                               else "check_inconclusive")
+    computed = " " + profile.fragment("check_computed", check_answer=ex.check_answer, answer=solution_answer) \
+        if ex.check_answer else ""
+    return profile.fragment("check_note", verdict=verdict, computed=computed, output=ex.output[-1000:]) + "\n"
