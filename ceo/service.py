@@ -96,7 +96,7 @@ class CeoService(Service[CeoSettings]):
                 await answer(self._rt.nc, reply_to, error_result(problem.id, "invalid_problem", message,
                              ctx.msg.subject), as_json=as_json)
             raise Rejected("invalid_problem", message, problem.id)
-        profile = profiles.with_overrides(profiles.for_problem(problem), dict(problem.metadata))
+        profile = profiles.resolve(problem)
         running = self._running.get(problem.id)
         if running is not None:
             self._metrics.duplicate_deliveries.inc()

@@ -105,8 +105,8 @@ class RoleService(Service[AgentSettings]):
 
     async def _serve(self, task: agents_pb2.RoleTask, ctx: WorkContext) -> agents_pb2.RoleReply:
         try:
-            base = profiles.load(task.profile) if task.profile else profiles.for_problem(task.problem)
-            profile = profiles.with_overrides(base, dict(task.problem.metadata))
+            # The profile the CEO chose, named in the task: roles run in other processes, so each resolves it.
+            profile = profiles.resolve(task.problem, task.profile)
         except profiles.ProfileError as exc:
             return self._error_reply(task, f"profile: {exc}", agents_pb2.FAILURE_REASON_INVALID_REQUEST)
         try:

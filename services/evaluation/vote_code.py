@@ -22,7 +22,7 @@ from services.protocol.context import problem_text
 
 def tests_problem(problem: problem_pb2.Problem, base_id: str) -> problem_pb2.Problem:
     """A single-agent problem whose answer is the asserts (open-ended: its text asks for a code block)."""
-    prof = profiles.load(problem.profile) if problem.profile else profiles.for_problem(problem)
+    prof = profiles.for_problem(problem)
     (_, _), (_, text) = prof.prompt("executor").render(problem=problem_text(problem),
                                                        entry_point=problem.code.entry_point or "the function")
     pid = f"{base_id}-tests"

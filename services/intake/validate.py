@@ -82,7 +82,7 @@ def profile_errors(p: problem_pb2.Problem, limits: Limits) -> list[str]:
     if errors:
         return errors
     try:
-        profiles.with_overrides(profiles.for_problem(p), dict(p.metadata))
+        profiles.resolve(p)
     except profiles.ProfileError as exc:
         errors.append(str(exc))
     return errors

@@ -209,7 +209,15 @@ def available() -> list[str]:
 
 
 def for_problem(problem: problem_pb2.Problem) -> Profile:
+    """The profile a problem names, else its kind's default (without its metadata overrides)."""
     return load(problem.profile or DEFAULT_FOR_KIND.get(problem.kind, "open"))
+
+
+def resolve(problem: problem_pb2.Problem, name: str = "") -> Profile:
+    """The profile a problem runs under, its `profile.<field>` metadata applied: the one rule intake, the
+    CEO and the roles share. `name` (a role task's profile, the one the CEO chose) wins over the problem's.
+    Files are read once per change (load is cached by mtime), so a role resolving it per task is cheap."""
+    return with_overrides(load(name) if name else for_problem(problem), dict(problem.metadata))
 
 
 def cut_menu(menu: tuple[int, ...], cap: int) -> tuple[int, ...]:
