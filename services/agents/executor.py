@@ -15,6 +15,7 @@ from services.protocol.answers import extract_code
 from services.protocol.calling import StepOutcome, call_and_parse
 from services.protocol.context import problem_text
 from services.protocol.envelopes import reply_to
+from services.protocol.roles import WORKER_ROLE_BY_NAME
 from services.sandbox import SandboxLimits
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,8 @@ def _count_asserts(tests: str) -> int:
 
 
 class Executor:
-    role, role_enum = "executor", agents_pb2.ROLE_EXECUTOR
+    role = "executor"
+    role_enum = WORKER_ROLE_BY_NAME[role]
 
     def __init__(self, limits: SandboxLimits | None = None) -> None:
         self._limits = limits or SandboxLimits()

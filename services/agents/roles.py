@@ -14,8 +14,7 @@ from services.protocol import answers, parsing
 from services.protocol.calling import StepOutcome, call_and_parse
 from services.protocol.context import evaluator_note, history_block, problem_text
 from services.protocol.envelopes import reply_to
-
-R = agents_pb2
+from services.protocol.roles import WORKER_ROLE_BY_NAME
 
 
 class Agent(Protocol):
@@ -31,7 +30,8 @@ def _reply(ctx: AgentContext, role_enum: int, outcome: StepOutcome, content: str
 
 
 class Recruiter:
-    role, role_enum = "recruiter", R.ROLE_RECRUITER
+    role = "recruiter"
+    role_enum = WORKER_ROLE_BY_NAME[role]
 
     async def serve(self, ctx: AgentContext) -> agents_pb2.RoleReply:
         t = ctx.task
@@ -49,7 +49,8 @@ class Recruiter:
 
 
 class Solver:
-    role, role_enum = "solver", R.ROLE_SOLVER
+    role = "solver"
+    role_enum = WORKER_ROLE_BY_NAME[role]
     prompt_name = "solver"
 
     async def serve(self, ctx: AgentContext) -> agents_pb2.RoleReply:
@@ -82,12 +83,14 @@ class Solver:
 class SingleAgent(Solver):
     """The paper's baseline: one model call per turn, no CEO, no critics."""
 
-    role, role_enum = "single", R.ROLE_SINGLE
+    role = "single"
+    role_enum = WORKER_ROLE_BY_NAME[role]
     prompt_name = "single"
 
 
 class Critic:
-    role, role_enum = "critic", R.ROLE_CRITIC
+    role = "critic"
+    role_enum = WORKER_ROLE_BY_NAME[role]
 
     async def serve(self, ctx: AgentContext) -> agents_pb2.RoleReply:
         t = ctx.task
@@ -116,7 +119,8 @@ class Critic:
 
 
 class Evaluator:
-    role, role_enum = "evaluator", R.ROLE_EVALUATOR
+    role = "evaluator"
+    role_enum = WORKER_ROLE_BY_NAME[role]
 
     async def serve(self, ctx: AgentContext) -> agents_pb2.RoleReply:
         t = ctx.task
