@@ -2,6 +2,9 @@
 
 decide → recruit → solve → (review → revise)* → execute → evaluate, turn after turn, until the
 evaluator accepts, the CEO stops, the turns run out, the token ceiling or the deadline is reached.
+Each step waits at most step_timeout_s for its replies (ceo/steps.py); a failed step ends the problem with
+stop_reason error, a call refused for the ceiling (FailureReason, never the message text) with
+token_ceiling. The end of the run, grading and publishing the result, is ceo/finish.py.
 """
 
 from __future__ import annotations
