@@ -567,7 +567,7 @@ async def steps_1_to_4(args: argparse.Namespace, rep: Report, procs: Procs) -> N
     import httpx
 
     from conclave.v1 import inference_pb2_grpc
-    from services.agents.llm import CallOptions, LlmClient
+    from services.inference.client import CallOptions, LlmClient
 
     steps = args.steps
     two = "4" in steps
@@ -611,7 +611,7 @@ async def steps_1_to_4(args: argparse.Namespace, rep: Report, procs: Procs) -> N
                 rep.log(f"gateway (openai backend, pod a) on :{info['port']}, models {info['models']}")
                 # The agents' own client, once, as plumbing proof.
                 llm = LlmClient(f"127.0.0.1:{info['port']}")
-                comp = await llm.generate([("user", "Say hello.")], CallOptions(max_tokens=16, session_key="p-1"))
+                comp = await llm.generate([("user", "Say hello.")], CallOptions(max_tokens=16, timeout_s=60, session_key="p-1"))
                 await llm.close()
                 rep.put("llmclient_check", {"pod": comp.pod, "completion_tokens": comp.completion_tokens,
                                             "finish": comp.finish_reason, "ttft_s": round(comp.ttft_s, 4),

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from ceo.profile import Profile, cut_menu
 from ceo.state import ProblemState
 from conclave.v1 import agents_pb2
-from services.agents import parsing
-from services.agents.calling import StepOutcome, call_and_parse
-from services.agents.context import problem_text
-from services.agents.llm import CallOptions, LlmClient
+from services.inference.client import CallOptions, LlmClient
+from services.protocol import parsing
+from services.protocol.calling import StepOutcome, call_and_parse
+from services.protocol.context import problem_text
+from services.protocol.profile import Profile, cut_menu
 
 A = agents_pb2.CeoDecision
 
@@ -20,24 +20,28 @@ def budget_menu(profile: Profile, k_cap: int) -> tuple[int, ...]:
 
 async def decide(
     llm: LlmClient, problem, profile: Profile, st: ProblemState, *, ceiling: int, k_cap: int, model: str,
+    timeout_s: float,
 ) -> tuple[agents_pb2.CeoDecision, StepOutcome]:
+    """The decision, parsed (retried up to the profile's parse_retries), else the protocol's fallback.
+    The model call may take `timeout_s` (its gRPC deadline); an LlmError reaches the caller."""
     menu = budget_menu(profile, k_cap)
     # Before the first solution there is nothing to stop with: stop is not offered, and one said anyway
     # is read as continue (decision.stop_set_aside), not acted on.
     has_solution = bool(st.plan)
     feedback = st.evaluation.get("advice", "") if st.evaluation else ""
     if st.evaluation:
-        feedback = f"judged {'correct' if st.evaluation.get('correctness') else 'not correct'}. {feedback}"
+        feedback = profile.fragment("ceo_feedback", advice=feedback,
+                                    verdict="correct" if st.evaluation.get("correctness") else "not correct")
+    with_solution = "with_solution" if has_solution else "without_solution"
     messages = profile.prompt("ceo").render(
         problem=problem_text(problem), turn=st.turn, max_turns=profile.max_turns,
         solution=st.plan or "(none yet)", feedback=feedback or "(none yet)", tokens_used=st.tokens_used,
-        ceiling_note=f" of a ceiling of {ceiling}" if ceiling else "", n_min=profile.n_min, n_max=profile.n_cap,
-        budget_menu=", ".join(str(k) for k in menu),
-        decision_options="continue or stop" if has_solution else "continue",
-        stop_rule=("Say stop only when the latest solution is correct and complete." if has_solution
-                   else "There is no solution yet, so the team must continue."),
+        ceiling_note=" " + profile.fragment("ceo_ceiling_note", ceiling=ceiling) if ceiling else "",
+        n_min=profile.n_min, n_max=profile.n_cap, budget_menu=", ".join(str(k) for k in menu),
+        decision_options=profile.fragment(f"ceo_options_{with_solution}"),
+        stop_rule=profile.fragment(f"ceo_stop_rule_{with_solution}"),
     )
-    opts = CallOptions(max_tokens=profile.max_tokens_for("ceo"), temperature=profile.temperature,
+    opts = CallOptions(max_tokens=profile.max_tokens_for("ceo"), timeout_s=timeout_s, temperature=profile.temperature,
                        top_p=profile.top_p, session_key=st.problem_id,
                        ledger_key=st.problem_id if ceiling else "", role=agents_pb2.ROLE_CEO, model=model)
     out = await call_and_parse(

@@ -15,7 +15,8 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from services.evaluation.graders import extract_boxed, grade_math
+from services.evaluation.graders import grade_math
+from services.protocol.answers import extract_boxed
 
 log = logging.getLogger(__name__)
 

@@ -2,6 +2,9 @@
 
 decide → recruit → solve → (review → revise)* → execute → evaluate, turn after turn, until the
 evaluator accepts, the CEO stops, the turns run out, the token ceiling or the deadline is reached.
+Each step waits at most step_timeout_s for its replies (ceo/steps.py); a failed step ends the problem with
+stop_reason error, a call refused for the ceiling (FailureReason, never the message text) with
+token_ceiling. The end of the run, grading and publishing the result, is ceo/finish.py.
 """
 
 from __future__ import annotations
@@ -18,34 +21,29 @@ from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from ceo import report as reports
-from ceo import state as S
 from ceo.decide import decide
+from ceo.finish import finish
 from ceo.grading import MathGrader
 from ceo.metrics import CeoMetrics
-from ceo.profile import Profile
 from ceo.spans import TurnSpans
-from ceo.state import ProblemState
+from ceo.state import DECIDE, EVALUATE, EXECUTE, FINISH, RECRUIT, REVIEW, REVISE, SOLVE, ProblemState
 from ceo.steps import StepRunner, StepTiming, task_id
 from conclave.v1 import agents_pb2, outcome_pb2, problem_pb2
-from services.agents import check, parsing
-from services.agents.context import kind_name
-from services.agents.llm import LlmClient, LlmError
-from services.bus import subjects, topology
-from services.bus.headers import MSG_ID
-from services.bus.replies import RESULT_KEY, answer, publish_event, store_result
+from services.bus.replies import publish_event
 from services.bus.retry import retrying
-from services.evaluation.graders import grade_choice
+from services.inference import failures
+from services.inference.client import LlmClient, LlmError
 from services.inference.ledger import Ledger
-from services.runtime import tracing
+from services.protocol import answers, parsing
+from services.protocol.context import evaluator_note
+from services.protocol.kinds import kind_name
+from services.protocol.profile import Profile
 
 log = logging.getLogger(__name__)
 # The ExecutionResult fields a problem's state keeps (as a dict in KV) and gives back to the evaluator.
 _EXECUTION_FIELDS = ("passed", "status", "dataset_tests", "kind", "output", "tests_run", "tests_failed",
                      "check_answer", "contradicts")
-R = agents_pb2
-A = agents_pb2.CeoDecision
-# The neutral-persona ablation (profile.neutral_personas): what the solver and critics are called instead.
-NEUTRAL_SOLVER, NEUTRAL_CRITIC = "an expert problem solver", "a careful reviewer"
+CeoDecision = agents_pb2.CeoDecision
 
 
 @dataclass
@@ -54,6 +52,8 @@ class RunConfig:
     k_cap: int
     honour_stop: bool | None
     default_model: str
+    # The gRPC deadline of the CEO's own model call (RuntimeSettings.model_call_timeout_s).
+    model_call_timeout_s: float
     # The paper's code asks critics one after another; we ask them concurrently unless this is set.
     serial_critics: bool = False
     # The operator maximum of a problem's token ceiling (services/intake/validate.py Limits).
@@ -64,8 +64,8 @@ class ProblemRun:
     def __init__(self, *, nc: Client, js: JetStreamContext, kv: KeyValue, llm: LlmClient, metrics: CeoMetrics,
                  cfg: RunConfig, problem: problem_pb2.Problem, profile: Profile, reply_to: str, as_json: bool,
                  keepalive, grader: MathGrader) -> None:
-        self.nc, self.js, self.kv, self.llm, self.m, self.cfg = nc, js, kv, llm, metrics, cfg
-        self.p, self.profile, self.reply_to, self.as_json = problem, profile, reply_to, as_json
+        self.nc, self.js, self.kv, self.llm, self.metrics, self.cfg = nc, js, kv, llm, metrics, cfg
+        self.problem, self.profile, self.reply_to, self.as_json = problem, profile, reply_to, as_json
         self.kind = kind_name(problem)
         self.keepalive = keepalive
         self.grader = grader
@@ -74,30 +74,34 @@ class ProblemRun:
         if cfg.max_total_tokens:
             self.ceiling = min(self.ceiling, cfg.max_total_tokens)
         self.model = problem.model or cfg.default_model
+        # How long each step waits for its replies (CeoSettings.step_timeout_s): past it, a missing reply
+        # becomes an error reply (FAILURE_REASON_TIMEOUT) and the problem ends as a failed step. Bus
+        # operations (state saves, the ledger, the result) ride out a NATS outage for as long.
+        self.step_timeout_s = cfg.step.timeout_s
 
     # ------------------------------------------------------------------ state and events
     async def load(self) -> ProblemState:
         try:
-            entry = await self.kv.get(self.p.id)
+            entry = await self.kv.get(self.problem.id)
             st = ProblemState.from_bytes(entry.value)
             self.resuming = True
             log.info("resuming problem at turn %d, phase %s", st.turn, st.phase)
-            self.m.resumed.inc()
+            self.metrics.resumed.inc()
             return st
         except (KeyNotFoundError, NotFoundError):
             self.resuming = False
-            return ProblemState(problem_id=self.p.id, n=self.profile.initial_n)
+            return ProblemState(problem_id=self.problem.id, n=self.profile.initial_n)
 
     async def save(self, st: ProblemState) -> None:
         # Rides out a NATS restart: failing here would retry the whole message after its BackOff.
-        await retrying(lambda: self.kv.put(self.p.id, st.to_bytes()), "save problem state",
-                       give_up_s=self.cfg.step.timeout_s)
+        await retrying(lambda: self.kv.put(self.problem.id, st.to_bytes()), "save problem state",
+                       give_up_s=self.step_timeout_s)
         with contextlib.suppress(Exception):
             await self.keepalive()
 
     async def event(self, st: ProblemState, type_: str, **fields) -> None:
         fields = {"turn": st.turn, "round": st.round, **fields}
-        ev = outcome_pb2.ProgressEvent(problem_id=self.p.id, type=type_, t_s=time.time() - st.started_at, **fields)
+        ev = outcome_pb2.ProgressEvent(problem_id=self.problem.id, type=type_, t_s=time.time() - st.started_at, **fields)
         await publish_event(self.nc, ev, as_json=self.as_json)
 
     async def message_events(self, st: ProblemState, replies: list[agents_pb2.RoleReply]) -> None:
@@ -108,8 +112,8 @@ class ProblemRun:
 
     def base_task(self, st: ProblemState, role: int, index: int = 0, **fields) -> agents_pb2.RoleTask:
         t = agents_pb2.RoleTask(
-            task_id=task_id(self.p.id, st.turn, st.round, role, index), problem_id=self.p.id, role=role,
-            problem=self.p, turn=st.turn, round=st.round, index=index, profile=self.profile.name,
+            task_id=task_id(self.problem.id, st.turn, st.round, role, index), problem_id=self.problem.id, role=role,
+            problem=self.problem, turn=st.turn, round=st.round, index=index, profile=self.profile.name,
             temperature=self.profile.temperature, top_p=self.profile.top_p, reasoning=self.profile.reasoning,
             tokens_used=st.tokens_used, token_ceiling=self.ceiling, max_turns=self.max_turns,
             parse_retries=self.profile.parse_retries, model=self.model,
@@ -129,46 +133,46 @@ class ProblemRun:
         if not self.ceiling:
             return False
         # Worst case of the next step: every call spends its whole budget on top of a prompt.
-        prompt_estimate = (len(self.p.text) + len(st.plan)) // 3 + 200
+        prompt_estimate = (len(self.problem.text) + len(st.plan)) // 3 + 200
         return st.tokens_used + calls * (max_tokens + prompt_estimate) > self.ceiling
 
     def out_of_time(self, st: ProblemState) -> bool:
-        return bool(self.p.limits.deadline_s) and time.time() - st.started_at > self.p.limits.deadline_s
+        return bool(self.problem.limits.deadline_s) and time.time() - st.started_at > self.problem.limits.deadline_s
 
     def stop(self, st: ProblemState, reason: str, note: str = "") -> None:
-        st.phase, st.stop_reason, st.stop_note = S.FINISH, reason, note
+        st.phase, st.stop_reason, st.stop_note = FINISH, reason, note
 
     # ------------------------------------------------------------------ the loop
     async def run(self) -> None:
         st = await self.load()
         if self.ceiling:
             # The gateway enforces the ceiling on every call of this problem from this ledger entry.
-            await retrying(lambda: Ledger(self.js).open(self.p.id, self.ceiling), "open token ledger",
-                           give_up_s=self.cfg.step.timeout_s)
+            await retrying(lambda: Ledger(self.js).open(self.problem.id, self.ceiling), "open token ledger",
+                           give_up_s=self.step_timeout_s)
         unavailable_since = 0.0
-        async with StepRunner(self.nc, self.js, self.p.id, self.cfg.step, resuming=self.resuming,
-                              metrics=self.m) as steps, TurnSpans() as spans:
-            while st.phase != S.FINISH:
+        async with StepRunner(self.nc, self.js, self.problem.id, self.cfg.step, resuming=self.resuming,
+                              metrics=self.metrics) as steps, TurnSpans() as spans:
+            while st.phase != FINISH:
                 if self.out_of_time(st):
-                    self.stop(st, "deadline", f"deadline of {self.p.limits.deadline_s:.0f}s passed")
+                    self.stop(st, "deadline", f"deadline of {self.problem.limits.deadline_s:.0f}s passed")
                     break
                 phase = st.phase
                 try:
-                    with spans.phase(st.turn, st.round, "single" if self.p.single_agent else phase):
-                        if self.p.single_agent:
+                    with spans.phase(st.turn, st.round, "single" if self.problem.single_agent else phase):
+                        if self.problem.single_agent:
                             await self.single_turn(st, steps)
                         else:
                             await getattr(self, f"_{phase}")(st, steps)
                 except LlmError as exc:
-                    if "ceiling" in str(exc).lower():
+                    if exc.reason in failures.OUT_OF_TOKENS:
                         self.stop(st, "token_ceiling", str(exc))
-                    elif exc.code == "UNAVAILABLE" and st.phase == phase:
+                    elif exc.reason == agents_pb2.FAILURE_REASON_POD_UNAVAILABLE and st.phase == phase:
                         # The gateway (or its ledger, during a NATS restart) is back soon: repeat the phase
                         # here rather than fail the message into its BackOff.
                         unavailable_since = unavailable_since or time.monotonic()
                         if time.monotonic() - unavailable_since > self.cfg.step.timeout_s:
                             raise
-                        self.m.transient_retries.labels("model_call").inc()
+                        self.metrics.transient_retries.labels("model_call").inc()
                         log.warning("model call unavailable, repeating the %s phase: %s", phase, exc)
                         await asyncio.sleep(1.0)
                         continue
@@ -176,7 +180,7 @@ class ProblemRun:
                         raise
                 unavailable_since = 0.0
                 await self.save(st)
-        await self.finish(st)
+        await finish(self, st)
 
     async def _decide(self, st: ProblemState, steps: StepRunner) -> None:
         if st.turn > self.max_turns:
@@ -185,44 +189,47 @@ class ProblemRun:
         if self.would_cross_ceiling(st, 1, self.profile.max_tokens_for("ceo")):
             self.stop(st, "token_ceiling", f"{st.tokens_used} of {self.ceiling} tokens used; no room for a decision")
             return
-        decision, out = await decide(self.llm, self.p, self.profile, st, ceiling=self.ceiling,
-                                     k_cap=self.cfg.k_cap, model=self.model)
+        decision, out = await decide(self.llm, self.problem, self.profile, st, ceiling=self.ceiling,
+                                     k_cap=self.cfg.k_cap, model=self.model,
+                                     timeout_s=self.cfg.model_call_timeout_s)
         st.record_decision(decision, out.calls, out.fallback_reason)
-        self.m.decisions.labels(A.Action.Name(decision.action).removeprefix("ACTION_").lower()).inc()
-        self.m.team_size.observe(decision.recruit_number)
-        self.m.budget.observe(decision.max_tokens)
+        self.metrics.decisions.labels(CeoDecision.Action.Name(decision.action).removeprefix("ACTION_").lower()).inc()
+        self.metrics.team_size.observe(decision.recruit_number)
+        self.metrics.budget.observe(decision.max_tokens)
         if out.fallback:
-            self.m.fallbacks.labels("ceo").inc()
+            self.metrics.fallbacks.labels("ceo").inc()
         honour = self.profile.honour_stop if self.cfg.honour_stop is None else self.cfg.honour_stop
         set_aside = ""
-        if decision.stop_set_aside or (decision.action == A.ACTION_STOP and not st.plan):
-            self.m.decisions.labels("stop_set_aside").inc()
+        if decision.stop_set_aside or (decision.action == CeoDecision.ACTION_STOP and not st.plan):
+            self.metrics.decisions.labels("stop_set_aside").inc()
             log.info("the CEO said stop before any solution existed; set aside, the team continues")
             set_aside = "stop set aside: there is no solution yet, so the team carries on"
-        elif decision.action == A.ACTION_STOP and not honour:
+        elif decision.action == CeoDecision.ACTION_STOP and not honour:
             set_aside = "stop set aside: this deployment ignores the CEO's stop (honour_stop is off)"
-        await self.event(st, "decision", role=R.ROLE_CEO, decision=decision, text=decision.direction,
+        await self.event(st, "decision", role=agents_pb2.ROLE_CEO, decision=decision, text=decision.direction,
                          fallback=out.fallback, fallback_reason=out.fallback_reason, set_aside=set_aside)
-        if decision.action == A.ACTION_STOP and honour and st.plan:
+        if decision.action == CeoDecision.ACTION_STOP and honour and st.plan:
             self.stop(st, "ceo_stop", "the CEO judged the latest solution final")
             return
         st.n, st.k, st.direction = decision.recruit_number, decision.max_tokens, decision.direction
-        st.round, st.phase = 0, S.RECRUIT
+        st.round, st.phase = 0, RECRUIT
 
     async def _recruit(self, st: ProblemState, steps: StepRunner) -> None:
         if self.profile.neutral_personas:
-            experts = [NEUTRAL_SOLVER] + [NEUTRAL_CRITIC] * (st.n - 1)  # ablation: no recruiter call
+            # The neutral-persona ablation: no recruiter call, the generic personas of the prompt set.
+            experts = [self.profile.fragment("solver_persona")] + [self.profile.fragment("critic_persona")] * (st.n - 1)
         else:
             advice = st.evaluation.get("recruit_suggestion", "") or st.evaluation.get("advice", "")
-            (reply,) = await steps.run([self.base_task(st, R.ROLE_RECRUITER, recruit_number=st.n, advice=advice)])
+            task = self.base_task(st, agents_pb2.ROLE_RECRUITER, recruit_number=st.n, advice=advice)
+            (reply,) = await steps.run([task], timeout_s=self.step_timeout_s)
             st.record_reply(reply)
             experts = list(reply.experts) or [parsing.FALLBACK_EXPERTS[i % 5] for i in range(st.n)]
         st.experts = experts[: st.n]
         st.critic_memory = [[] for _ in range(st.n - 1)]  # critics start every turn with empty memory
         if self.profile.neutral_personas:
-            await self.event(st, "recruited", role=R.ROLE_RECRUITER, experts=st.experts)
+            await self.event(st, "recruited", role=agents_pb2.ROLE_RECRUITER, experts=st.experts)
         else:
-            await self.event(st, "recruited", role=R.ROLE_RECRUITER, experts=st.experts,
+            await self.event(st, "recruited", role=agents_pb2.ROLE_RECRUITER, experts=st.experts,
                              fallback=reply.fallback or not reply.experts,
                              fallback_reason=reply.fallback_reason or reply.error)
         checked = self.check_note(st)
@@ -234,20 +241,20 @@ class ProblemRun:
         for mem in st.critic_memory:
             mem.extend([("executor", checked)] if checked else [])
             mem.extend([("CEO", st.direction)] if st.direction else [])
-        st.phase = S.SOLVE
+        st.phase = SOLVE
 
     def check_note(self, st: ProblemState) -> str:
         """The outcome of the check that ran on the current plan, for the next turn's team ('' if none)."""
         if st.execution.get("kind") != "check" or st.execution_plan != st.plan or not st.plan:
             return ""
-        return check.evaluator_note(self.execution_of(st), parsing.extract_answer(st.plan, self.kind)).strip()
+        return evaluator_note(self.profile, self.execution_of(st), answers.extract_answer(st.plan, self.kind)).strip()
 
     def solver_persona(self, st: ProblemState) -> str:
-        return st.experts[0] if st.experts else "an expert problem solver"
+        return st.experts[0] if st.experts else self.profile.fragment("solver_persona")
 
     async def _solve(self, st: ProblemState, steps: StepRunner) -> None:
         await self._ask_solver(st, steps)
-        st.round, st.phase = 1, S.REVIEW
+        st.round, st.phase = 1, REVIEW
 
     async def _ask_solver(self, st: ProblemState, steps: StepRunner) -> None:
         if self.would_cross_ceiling(st, 1, st.k):
@@ -255,7 +262,7 @@ class ProblemRun:
             return
         memory = st.solver_memory[-self.profile.solver_memory:]
         direction = st.direction if self.profile.solver_sees_direction else ""
-        task = self.base_task(st, R.ROLE_SOLVER, persona=self.solver_persona(st), max_tokens=st.k,
+        task = self.base_task(st, agents_pb2.ROLE_SOLVER, persona=self.solver_persona(st), max_tokens=st.k,
                               direction=direction, memory=memory)
         reply = await self._new_plan(st, steps, task, self.solver_persona(st))
         if reply is not None and reply.content == st.plan:
@@ -265,7 +272,7 @@ class ProblemRun:
     async def _new_plan(self, st: ProblemState, steps: StepRunner, task: agents_pb2.RoleTask,
                         sender: str) -> agents_pb2.RoleReply | None:
         """Runs a solver-like task; its answer becomes the plan and joins the solver's memory."""
-        (reply,) = await steps.run([task])
+        (reply,) = await steps.run([task], timeout_s=self.step_timeout_s)
         st.record_reply(reply)
         await self.message_events(st, [reply])
         if reply.error:
@@ -283,19 +290,20 @@ class ProblemRun:
         return reply
 
     async def _review(self, st: ProblemState, steps: StepRunner) -> None:
-        critics = st.experts[1:] or ["a careful reviewer"]
+        critics = st.experts[1:] or [self.profile.fragment("critic_persona")]
         if self.would_cross_ceiling(st, len(critics), st.k):
             self.stop(st, "token_ceiling", f"{st.tokens_used} of {self.ceiling} tokens used; a review round could cross it")
             return
         tasks = [
-            self.base_task(st, R.ROLE_CRITIC, i, persona=persona, max_tokens=st.k, solution=st.plan,
+            self.base_task(st, agents_pb2.ROLE_CRITIC, i, persona=persona, max_tokens=st.k, solution=st.plan,
                            direction=st.direction, memory=st.critic_memory[i][-self.profile.critic_memory:])
             for i, persona in enumerate(critics)
         ]
         if self.cfg.serial_critics:
-            replies = [(await steps.run([t]))[0] for t in tasks]
+            replies = [(await steps.run([t], timeout_s=self.step_timeout_s))[0] for t in tasks]
         else:
-            replies = await steps.run(tasks)  # the critics of one round run concurrently
+            # The critics of one round run concurrently.
+            replies = await steps.run(tasks, timeout_s=self.step_timeout_s)
         for r in replies:
             st.record_reply(r)
         await self.message_events(st, replies)
@@ -311,37 +319,38 @@ class ProblemRun:
             by_fallback = sum(1 for r in replies if r.fallback or r.error)
             note = f" ({by_fallback} counted as agreeing by fallback)" if by_fallback else ""
             await self.event(st, "consensus", text=f"all {len(replies)} critics agree{note}")
-            st.phase = S.EXECUTE
+            st.phase = EXECUTE
         elif st.round >= self.profile.critic_rounds or not self.profile.critic_revision:
             st.consensus.append(False)
-            st.phase = S.EXECUTE
+            st.phase = EXECUTE
         else:
             st.pending_reviews = objections
-            st.phase = S.REVISE
+            st.phase = REVISE
 
     async def _revise(self, st: ProblemState, steps: StepRunner) -> None:
         st.solver_memory.extend(st.pending_reviews)
         st.pending_reviews = []
         await self._ask_solver(st, steps)
-        if st.phase == S.REVISE:
+        if st.phase == REVISE:
             st.round += 1
-            st.phase = S.REVIEW
+            st.phase = REVIEW
 
     async def _execute(self, st: ProblemState, steps: StepRunner) -> None:
         if self.profile.runs_executor(self.kind):
-            (reply,) = await steps.run([self.base_task(st, R.ROLE_EXECUTOR, solution=st.plan)])
+            task = self.base_task(st, agents_pb2.ROLE_EXECUTOR, solution=st.plan)
+            (reply,) = await steps.run([task], timeout_s=self.step_timeout_s)
             st.record_reply(reply)
             if not reply.error:
                 ex = reply.execution
                 st.execution = {f: getattr(ex, f) for f in _EXECUTION_FIELDS}
                 st.execution_plan = st.plan
                 if ex.kind == "check":
-                    self.m.checks.labels("contradicts" if ex.contradicts else "agrees" if ex.passed
+                    self.metrics.checks.labels("contradicts" if ex.contradicts else "agrees" if ex.passed
                                          else "inconclusive").inc()
                 st.append(outcome_pb2.Trajectory(executions=[reply.execution]))
-                await self.event(st, "execution", role=R.ROLE_EXECUTOR, execution=reply.execution,
+                await self.event(st, "execution", role=agents_pb2.ROLE_EXECUTOR, execution=reply.execution,
                                  text=reply.execution.status)
-        st.phase = S.EVALUATE
+        st.phase = EVALUATE
 
     @staticmethod
     def execution_of(st: ProblemState) -> agents_pb2.ExecutionResult:
@@ -364,7 +373,8 @@ class ProblemRun:
         execution = None
         if st.execution and st.execution_plan == st.plan:
             execution = self.execution_of(st)
-        (reply,) = await steps.run([self.base_task(st, R.ROLE_EVALUATOR, solution=st.plan, execution=execution)])
+        task = self.base_task(st, agents_pb2.ROLE_EVALUATOR, solution=st.plan, execution=execution)
+        (reply,) = await steps.run([task], timeout_s=self.step_timeout_s)
         st.record_reply(reply)
         if reply.error:
             # No verdict is not "incorrect": the problem ends as a failed step, and says why.
@@ -375,25 +385,26 @@ class ProblemRun:
         ev.blocked = bool(blocked)
         st.evaluation = {"correctness": ev.correctness, "advice": ev.advice, "recruit_suggestion": ev.recruit_suggestion}
         st.append(outcome_pb2.Trajectory(evaluations=[ev]))
-        await self.event(st, "evaluation", role=R.ROLE_EVALUATOR, evaluation=ev, text=ev.advice,
+        await self.event(st, "evaluation", role=agents_pb2.ROLE_EVALUATOR, evaluation=ev, text=ev.advice,
                          fallback=ev.fallback, fallback_reason=reply.fallback_reason or reply.error)
         if blocked:
-            self.m.overruled.labels(execution.kind or "tests").inc()
+            self.metrics.overruled.labels(execution.kind or "tests").inc()
             st.evaluation["correctness"] = 0  # the CEO hears the turn was not accepted, and why
-            st.evaluation["advice"] = f"Not accepted: {blocked}. {ev.advice}".strip()
-            await self.event(st, "evaluation", role=R.ROLE_EXECUTOR, text=f"not accepted: {blocked}")
+            st.evaluation["advice"] = self.profile.fragment("not_accepted", why=blocked, advice=ev.advice).strip()
+            await self.event(st, "evaluation", role=agents_pb2.ROLE_EXECUTOR, text=f"not accepted: {blocked}")
         gaps = "; ".join(reports.parse(st.plan).problems) if self.profile.structured_report else ""
         if gaps:  # the next turn's CEO and solver learn what the report lacks, whatever the evaluator said
-            st.evaluation.update(correctness=0, advice=f"Complete the report: {gaps}. {ev.advice}".strip())
+            st.evaluation.update(correctness=0,
+                                 advice=self.profile.fragment("complete_report", gaps=gaps, advice=ev.advice).strip())
         if ev.correctness == 1 and gaps and not blocked:
-            self.m.reports_rejected.inc()
-            await self.event(st, "evaluation", role=R.ROLE_EVALUATOR,
+            self.metrics.reports_rejected.inc()
+            await self.event(st, "evaluation", role=agents_pb2.ROLE_EVALUATOR,
                              text=f"not accepted: the evaluator said correct, but the report is incomplete ({gaps})")
         elif ev.correctness == 1 and not blocked and not gaps:
             self.stop(st, "accepted", "the evaluator accepted the solution")
             return
         st.turn += 1
-        st.phase = S.DECIDE
+        st.phase = DECIDE
 
     async def single_turn(self, st: ProblemState, steps: StepRunner) -> None:
         if st.turn > self.max_turns:
@@ -403,96 +414,13 @@ class ProblemRun:
         if self.would_cross_ceiling(st, 1, k):
             self.stop(st, "token_ceiling", f"{st.tokens_used} of {self.ceiling} tokens used")
             return
-        task = self.base_task(st, R.ROLE_SINGLE, max_tokens=k, memory=st.solver_memory[-self.profile.solver_memory:])
+        task = self.base_task(st, agents_pb2.ROLE_SINGLE, max_tokens=k, memory=st.solver_memory[-self.profile.solver_memory:])
         if await self._new_plan(st, steps, task, "assistant") is not None:
             st.turn += 1
 
     def fail_step(self, st: ProblemState, reply: agents_pb2.RoleReply) -> None:
-        role = R.Role.Name(reply.role)
-        if "ceiling" in reply.error.lower():
+        role = agents_pb2.Role.Name(reply.role)
+        if reply.failure in failures.OUT_OF_TOKENS:
             self.stop(st, "token_ceiling", f"{role}: {reply.error}")
         else:
             self.stop(st, "error", f"{role} failed: {reply.error}")
-
-    # ------------------------------------------------------------------ the end
-    async def grade(self, extracted: str, st: ProblemState) -> int:
-        if self.kind == "code":
-            if st.execution and st.execution_plan == st.plan and st.execution.get("dataset_tests"):
-                return 1 if st.execution["passed"] else 0
-            return -1
-        if not self.p.reference_answer:
-            return -1
-        if self.kind == "math":
-            return await self.grader.grade(st.plan, self.p.reference_answer)
-        if self.kind == "multiple_choice":
-            return int(grade_choice(st.plan, self.p.reference_answer))
-        return -1
-
-    async def result_stored(self) -> bool:
-        """Whether this problem's result is in RESULTS: only a message under its own key counts, so
-        nothing another publisher put on the subject can stand in for it (or suppress it)."""
-        try:
-            raw = await self.js.get_last_msg(topology.RESULTS.name, subjects.result(self.p.id))
-        except NotFoundError:
-            return False
-        return (raw.headers or {}).get(MSG_ID) == RESULT_KEY.format(problem_id=self.p.id)
-
-    async def finish(self, st: ProblemState) -> None:
-        # Only a problem that ran before (its state was stored) can have a stored result: a fresh one skips
-        # the look-up's round trip.
-        already = await retrying(self.result_stored, "look up the result", give_up_s=self.cfg.step.timeout_s) \
-            if self.resuming or st.published else False
-        if st.published and already:
-            return
-        extracted = parsing.extract_answer(st.plan, self.kind) if st.plan else ""
-        result = outcome_pb2.Result(
-            problem_id=self.p.id, status="error" if st.stop_reason == "error" else "ok", answer=st.plan,
-            extracted_answer=extracted, turns=min(st.turn, self.max_turns), total_tokens=st.tokens_used,
-            wall_s=time.time() - st.started_at, stop_reason=st.stop_reason, correct=await self.grade(extracted, st),
-            consensus=bool(st.consensus) and all(st.consensus), metadata=dict(self.p.metadata),
-            profile=self.profile.name, single_agent=self.p.single_agent, fallbacks=st.fallbacks,
-            stop_detail=st.stop_note, trace_id=tracing.trace_id_of(),
-        )
-        tracing.set_outcome(tracing.current_span(), st.stop_reason, error=st.stop_reason == "error",
-                            tokens=st.tokens_used, turns=result.turns)
-        if self.profile.structured_report and st.plan:
-            result.report.CopyFrom(reports.parse(st.plan))
-        if st.stop_reason == "error":
-            result.error.CopyFrom(outcome_pb2.Error(code="step_failed", message=st.stop_note, problem_id=self.p.id))
-        for role, (prompt, completion, calls) in sorted(st.tokens.items()):
-            result.tokens.add(role=R.Role.Value(role), prompt_tokens=prompt, completion_tokens=completion, calls=calls)
-        traj = st.trajectory()
-        traj.problem.CopyFrom(self.p)
-        traj.result.CopyFrom(result)
-        traj.consensus = result.consensus
-        traj.format_ok = st.fallbacks == 0
-        traj.trace_id = result.trace_id
-        if not already:
-            # Trajectory first: a crash between the two re-publishes it (deduplicated), never loses it.
-            give_up = self.cfg.step.timeout_s
-            await retrying(lambda: self.js.publish(subjects.trajectory(self.p.id), traj.SerializeToString(),
-                                                   headers={MSG_ID: f"trajectory:{self.p.id}"}),
-                           "publish the trajectory", give_up_s=give_up)
-            attempts = 0
-
-            async def store_once() -> None:
-                nonlocal attempts
-                attempts += 1
-                # A retry looks first: if the last attempt was stored and only its PubAck was lost,
-                # publishing again would reach live subscribers twice (the store deduplicates by key).
-                if attempts == 1 or not await self.result_stored():
-                    await store_result(self.js, result, as_json=self.as_json)
-
-            await retrying(store_once, "publish the result", give_up_s=give_up)
-            if self.reply_to:
-                await answer(self.nc, self.reply_to, result, as_json=self.as_json, keyed=True)
-            # The done event counts turns as the Result does (st.turn may already point at the next one).
-            await self.event(st, "done", text=f"{st.stop_reason}: {st.stop_note}", turn=result.turns)
-            self.m.finished.labels(st.stop_reason or "unknown").inc()
-            self.m.seconds.observe(result.wall_s)
-            self.m.turns.observe(result.turns)
-            self.m.consensus.labels(str(result.consensus).lower()).inc()
-            log.info("problem done", extra={"stop_reason": st.stop_reason, "tokens": st.tokens_used})
-        st.published = True
-        await retrying(lambda: self.kv.put(self.p.id, st.to_bytes()), "save problem state",
-                       give_up_s=self.cfg.step.timeout_s)

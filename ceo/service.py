@@ -13,18 +13,17 @@ import time
 
 from pydantic import Field
 
-from ceo import profile as profiles
 from ceo.grading import MathGrader
 from ceo.loop import ProblemRun, RunConfig
 from ceo.metrics import CeoMetrics
 from ceo.steps import StepTiming
 from conclave.v1 import problem_pb2
-from services.agents.llm import LlmClient
 from services.bus import topology
-from services.bus.codec import PayloadError, decode
-from services.bus.headers import REPLY_TO
+from services.bus.headers import REPLY_JSON, REPLY_TO
 from services.bus.replies import answer, error_result
+from services.inference.client import LlmClient
 from services.intake.validate import default_limits, problem_errors
+from services.protocol import profile as profiles
 from services.runtime import tracing
 from services.runtime.lifecycle import Runtime, Service
 from services.runtime.logs import problem_id_var
@@ -36,7 +35,6 @@ log = logging.getLogger(__name__)
 
 
 class CeoSettings(RuntimeSettings):
-    inference_addr: str = Field("127.0.0.1:50051", description="host:port of the inference gateway")
     concurrency: int = Field(32, description="problems one replica runs at once")
     step_timeout_s: float = Field(900.0, description="how long a step waits for its role replies before it "
                                   "fails (the problem ends with stop_reason error, never a silent verdict)")
@@ -80,17 +78,14 @@ class CeoService(Service[CeoSettings]):
         self._cfg = RunConfig(step=step, k_cap=self.settings.k_cap,
                               honour_stop=self.settings.honour_stop, default_model=self.settings.default_model,
                               serial_critics=self.settings.serial_critics,
-                              max_total_tokens=self._limits.max_total_tokens)
-        rt.add_worker(topology.CEO_CONSUMER, self.handle)
+                              max_total_tokens=self._limits.max_total_tokens,
+                              model_call_timeout_s=self.settings.model_call_timeout_s)
+        rt.add_worker(topology.CEO_CONSUMER, problem_pb2.Problem, self.handle)
 
-    async def handle(self, ctx: WorkContext) -> None:
+    async def handle(self, ctx: WorkContext, problem: problem_pb2.Problem) -> None:
         headers = dict(ctx.msg.headers or {})
         reply_to = headers.get(REPLY_TO, "")
-        as_json = headers.get("Conclave-Reply-Json") == "1"
-        try:
-            problem = decode(problem_pb2.Problem, ctx.msg.data, headers)
-        except PayloadError as exc:
-            raise Rejected("bad_payload", str(exc)) from exc
+        as_json = headers.get(REPLY_JSON) == "1"
         problem_id_var.set(problem.id)
         # Publishers may write to the queue directly; check again what intake checks.
         errors = problem_errors(problem, self._limits)
@@ -101,7 +96,7 @@ class CeoService(Service[CeoSettings]):
                 await answer(self._rt.nc, reply_to, error_result(problem.id, "invalid_problem", message,
                              ctx.msg.subject), as_json=as_json)
             raise Rejected("invalid_problem", message, problem.id)
-        profile = profiles.with_overrides(profiles.for_problem(problem), dict(problem.metadata))
+        profile = profiles.resolve(problem)
         running = self._running.get(problem.id)
         if running is not None:
             self._metrics.duplicate_deliveries.inc()

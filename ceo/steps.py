@@ -33,23 +33,17 @@ from conclave.v1 import agents_pb2
 from services.bus import subjects, topology
 from services.bus.headers import MSG_ID
 from services.bus.retry import TRANSIENT, retrying
+from services.protocol.envelopes import reply_to
+from services.protocol.roles import role_name
 
 log = logging.getLogger(__name__)
 
-ROLE_QUEUE = {
-    agents_pb2.ROLE_RECRUITER: "recruiter",
-    agents_pb2.ROLE_SOLVER: "solver",
-    agents_pb2.ROLE_CRITIC: "critic",
-    agents_pb2.ROLE_EXECUTOR: "executor",
-    agents_pb2.ROLE_EVALUATOR: "evaluator",
-    agents_pb2.ROLE_SINGLE: "single",
-}
 # Prefix of the error text of a reply that never came (the loop fails the step on any error).
 NO_REPLY = "no reply"
 
 
 def task_id(problem_id: str, turn: int, round_: int, role: int, index: int = 0) -> str:
-    return f"{problem_id}/t{turn}-r{round_}-{ROLE_QUEUE[role]}-{index}"
+    return f"{problem_id}/t{turn}-r{round_}-{role_name(role)}-{index}"
 
 
 def step_of(tid: str) -> str:
@@ -58,12 +52,13 @@ def step_of(tid: str) -> str:
 
 @dataclass(frozen=True)
 class StepTiming:
-    """How long a step waits, and what it does while it waits (CeoSettings documents each)."""
+    """How long a step waits, and what it does while it waits (CeoSettings has the defaults and documents
+    each: step_timeout_s, step_warn_s, step_retry_s, reply_recheck_s)."""
 
-    timeout_s: float = 900.0
-    warn_s: float = 60.0
-    retry_s: float = 300.0
-    recheck_s: float = 5.0
+    timeout_s: float
+    warn_s: float
+    retry_s: float
+    recheck_s: float
     # How often the wait loop wakes to look for a reconnect; replies themselves wake it at once.
     tick_s: float = 0.5
 
@@ -82,7 +77,7 @@ class StepRunner:
     async def __aenter__(self) -> StepRunner:
         # Subscribe before publishing anything, so that no reply can slip past.
         self._sub = await retrying(lambda: self._nc.subscribe(subjects.replies_of(self._pid), cb=self._on_reply),
-                                   "subscribe to replies")
+                                   "subscribe to replies", give_up_s=self._t.timeout_s)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -133,21 +128,26 @@ class StepRunner:
                 log.info("reply %s read from the store (%s)", step, why)
                 await self._keep(stored)
 
-    async def _publish(self, task: agents_pb2.RoleTask, msg_id: str, *, give_up_s: float | None = None) -> None:
+    async def _publish(self, task: agents_pb2.RoleTask, msg_id: str, *, give_up_s: float) -> None:
         await retrying(
-            lambda: self._js.publish(subjects.task(ROLE_QUEUE[task.role]), task.SerializeToString(),
+            lambda: self._js.publish(subjects.task(role_name(task.role)), task.SerializeToString(),
                                      headers=self._spans.headers(step_of(task.task_id), {MSG_ID: msg_id})),
             f"publish task {step_of(task.task_id)}",
-            give_up_s=self._t.timeout_s if give_up_s is None else give_up_s,
+            give_up_s=give_up_s,
         )
 
-    async def run(self, tasks: list[agents_pb2.RoleTask]) -> list[agents_pb2.RoleReply]:
+    async def run(self, tasks: list[agents_pb2.RoleTask], *, timeout_s: float | None = None
+                  ) -> list[agents_pb2.RoleReply]:
+        """The replies of `tasks`, in order. A task without a reply after `timeout_s` (default: the
+        timing's) gets an error reply with FAILURE_REASON_TIMEOUT; on the way, a slow step warns after
+        warn_s and re-publishes its missing tasks every retry_s."""
+        timeout_s = self._t.timeout_s if timeout_s is None else timeout_s
         steps = [step_of(t.task_id) for t in tasks]
         to_publish = []
         for task, step in zip(tasks, steps, strict=True):
             if step in self._replies:
                 continue
-            stored = await retrying(lambda s=step: self._stored(s), "read stored reply") \
+            stored = await retrying(lambda s=step: self._stored(s), "read stored reply", give_up_s=timeout_s) \
                 if self._look_up_stored else None
             if stored is not None:
                 self._replies[step] = stored
@@ -156,25 +156,23 @@ class StepRunner:
         # Concurrent publishes: the critics of a round leave together, not one PubAck after another.
         for t in to_publish:
             self._spans.start(step_of(t.task_id), t)
-        await asyncio.gather(*(self._publish(t, t.task_id) for t in to_publish))
+        await asyncio.gather(*(self._publish(t, t.task_id, give_up_s=timeout_s) for t in to_publish))
         self._look_up_stored = False  # the step that was in flight at the crash is settled after this
-        await self._wait(tasks, steps)
+        await self._wait(tasks, steps, timeout_s)
         out = []
         for task, step in zip(tasks, steps, strict=True):
             reply = self._replies.get(step)
             if reply is None:
                 if self._m is not None:
-                    self._m.step_timeouts.labels(ROLE_QUEUE[task.role]).inc()
-                log.error("no reply to %s within %.0fs", step, self._t.timeout_s)
-                reply = agents_pb2.RoleReply(task_id=task.task_id, problem_id=self._pid, role=task.role,
-                                             turn=task.turn, round=task.round, index=task.index,
-                                             persona=task.persona,
-                                             error=f"{NO_REPLY} within {self._t.timeout_s:.0f}s")
+                    self._m.step_timeouts.labels(role_name(task.role)).inc()
+                log.error("no reply to %s within %.0fs", step, timeout_s)
+                reply = reply_to(task, error=f"{NO_REPLY} within {timeout_s:.0f}s",
+                                 failure=agents_pb2.FAILURE_REASON_TIMEOUT)
             out.append(reply)
         self._spans.timed_out(steps)
         return out
 
-    async def _wait(self, tasks: list[agents_pb2.RoleTask], steps: list[str]) -> None:
+    async def _wait(self, tasks: list[agents_pb2.RoleTask], steps: list[str], timeout_s: float) -> None:
         t = self._t
         start = last_check = time.monotonic()
         reconnects = self._nc.stats.get("reconnects", 0)
@@ -191,7 +189,7 @@ class StepRunner:
                         return
                 now = time.monotonic()
                 waited = now - start
-                if waited >= t.timeout_s:
+                if waited >= timeout_s:
                     return
                 seen = self._nc.stats.get("reconnects", 0)
                 if seen != reconnects and self._nc.is_connected:
@@ -207,7 +205,7 @@ class StepRunner:
                 if not warned and waited >= t.warn_s:
                     warned = True
                     if self._m is not None:
-                        self._m.slow_steps.labels(ROLE_QUEUE[missing[0].role]).inc()
+                        self._m.slow_steps.labels(role_name(missing[0].role)).inc()
                         self._m.waiting_slow.inc()
                     log.warning("step waiting %.0fs for %d replies: %s", waited, len(missing),
                                 ", ".join(step_of(m.task_id) for m in missing))
@@ -217,7 +215,7 @@ class StepRunner:
                     # the duplicate window. Should both run, the store keeps one reply (same task id).
                     for task in missing:
                         if self._m is not None:
-                            self._m.tasks_republished.labels(ROLE_QUEUE[task.role]).inc()
+                            self._m.tasks_republished.labels(role_name(task.role)).inc()
                         log.warning("re-publishing task %s after %.0fs without a reply",
                                     step_of(task.task_id), waited)
                         # One attempt: in an outage the wait goes on (and keeps its timeout); the next

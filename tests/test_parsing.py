@@ -2,8 +2,8 @@
 
 import pytest
 
-from ceo import profile as profiles
-from services.agents.parsing import (
+from services.protocol import profile as profiles
+from services.protocol.parsing import (
     ParseError,
     check_solution,
     parse_decision,
@@ -96,7 +96,7 @@ def test_a_user_profile_dir_is_searched_first(tmp_path, monkeypatch):
 
 def test_a_code_problem_shows_its_signature_when_the_statement_lacks_it():
     from conclave.v1 import problem_pb2
-    from services.agents.context import problem_text
+    from services.protocol.context import problem_text
 
     p = problem_pb2.Problem(text="Write a function that removes a character.")
     p.code.stub = "def remove_Occ(s,ch):"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ceo import profile as profiles
+from services.protocol import profile as profiles
 
 
 def test_every_built_in_profile_loads():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from conclave.v1 import agents_pb2
-from services.agents import parsing
+from services.protocol import parsing
 from tests.agents.scripts import AGREE, WRONG, R, ceo, team
 from tests.test_agents_e2e import two_plus_three
 

@@ -16,10 +16,12 @@ from __future__ import annotations
 import re
 
 from conclave.v1 import agents_pb2
-from services.agents import parsing
-from services.agents.calling import StepOutcome, call_and_parse
-from services.agents.context import AgentContext, problem_text
-from services.evaluation.graders import answers_match, extract_code
+from services.agents.context import AgentContext
+from services.evaluation.graders import answers_match
+from services.protocol import answers, parsing
+from services.protocol.answers import extract_code
+from services.protocol.calling import StepOutcome, call_and_parse
+from services.protocol.context import problem_text
 from services.sandbox import SandboxLimits, run_python
 
 _ANSWER_LINE = re.compile(r"^\s*ANSWER\s*:\s*(.+?)\s*$", re.M)
@@ -59,7 +61,7 @@ def judge(kind: str, solution_answer: str, status: str, stdout: str, stderr: str
 
 async def run_check(ctx: AgentContext, limits: SandboxLimits) -> tuple[agents_pb2.ExecutionResult, StepOutcome]:
     t = ctx.task
-    answer = parsing.extract_answer(t.solution, ctx.kind)
+    answer = answers.extract_answer(t.solution, ctx.kind)
     if not answer:
         return agents_pb2.ExecutionResult(kind="check", status="no_code",
                                           output="inconclusive: the solution has no final answer to check"), \
@@ -75,15 +77,3 @@ async def run_check(ctx: AgentContext, limits: SandboxLimits) -> tuple[agents_pb
     result = judge(ctx.kind, answer, run.status, run.stdout, run.stderr)
     result.wall_s = run.wall_s
     return result, outcome
-
-
-def evaluator_note(ex: agents_pb2.ExecutionResult, solution_answer: str) -> str:
-    """How the evaluator (and next turn's solver and critics) hear about a check."""
-    if ex.contradicts:
-        verdict = "CONTRADICTS the solution"
-    elif ex.passed:
-        verdict = "agrees with the solution"
-    else:
-        verdict = "was inconclusive"
-    computed = f" It computed {ex.check_answer}; the solution's answer is {solution_answer}." if ex.check_answer else ""
-    return f"An independent check program was run in a sandbox: it {verdict}.{computed}\nOutput:\n{ex.output[-1000:]}\n"

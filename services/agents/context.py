@@ -4,39 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ceo.profile import Profile
-from conclave.v1 import agents_pb2, problem_pb2
-from services.agents.llm import CallOptions, LlmClient
-
-KIND_NAMES = {
-    problem_pb2.PROBLEM_KIND_MATH: "math",
-    problem_pb2.PROBLEM_KIND_MULTIPLE_CHOICE: "multiple_choice",
-    problem_pb2.PROBLEM_KIND_CODE: "code",
-    problem_pb2.PROBLEM_KIND_OPEN_ENDED: "open_ended",
-}
-
-
-def kind_name(problem: problem_pb2.Problem) -> str:
-    return KIND_NAMES.get(problem.kind, "open_ended")
-
-
-def problem_text(problem: problem_pb2.Problem) -> str:
-    text = problem.text.strip()
-    stub = problem.code.stub.strip()
-    if stub and stub not in text:
-        # The tests call the dataset's entry point: the signature must be in the statement (MBPP's is not).
-        text += f"\n\nUse this signature:\n```python\n{stub}\n```"
-    if problem.options:
-        letters = "ABCDEFGHIJ"
-        text += "\n\nOptions:\n" + "\n".join(f"{letters[i]}. {o}" for i, o in enumerate(problem.options))
-    return text
-
-
-def history_block(memory: list[agents_pb2.MemoryLine]) -> str:
-    if not memory:
-        return ""
-    lines = "\n".join(f"[{m.sender}]: {m.content}" for m in memory)
-    return f"Discussion so far:\n{lines}\n\n"
+from conclave.v1 import agents_pb2
+from services.inference.client import CallOptions, LlmClient
+from services.protocol.kinds import kind_name
+from services.protocol.profile import Profile
 
 
 @dataclass
@@ -44,6 +15,8 @@ class AgentContext:
     task: agents_pb2.RoleTask
     profile: Profile
     llm: LlmClient
+    # The gRPC deadline of each model call (RuntimeSettings.model_call_timeout_s).
+    call_timeout_s: float
 
     @property
     def kind(self) -> str:
@@ -60,6 +33,7 @@ class AgentContext:
             role=role,
             reasoning=t.reasoning,
             model=t.model,
+            timeout_s=self.call_timeout_s,
         )
 
     @property

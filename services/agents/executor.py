@@ -7,11 +7,15 @@ import logging
 import re
 
 from conclave.v1 import agents_pb2
-from services.agents import parsing
-from services.agents.calling import StepOutcome, call_and_parse
 from services.agents.check import run_check
-from services.agents.context import AgentContext, problem_text
-from services.evaluation.graders import extract_code, grade_code
+from services.agents.context import AgentContext
+from services.evaluation.graders import grade_code
+from services.protocol import parsing
+from services.protocol.answers import extract_code
+from services.protocol.calling import StepOutcome, call_and_parse
+from services.protocol.context import problem_text
+from services.protocol.envelopes import reply_to
+from services.protocol.roles import WORKER_ROLE_BY_NAME
 from services.sandbox import SandboxLimits
 
 log = logging.getLogger(__name__)
@@ -22,7 +26,8 @@ def _count_asserts(tests: str) -> int:
 
 
 class Executor:
-    role, role_enum = "executor", agents_pb2.ROLE_EXECUTOR
+    role = "executor"
+    role_enum = WORKER_ROLE_BY_NAME[role]
 
     def __init__(self, limits: SandboxLimits | None = None) -> None:
         self._limits = limits or SandboxLimits()
@@ -68,11 +73,7 @@ class Executor:
         return self._reply(ctx, result, outcome)
 
     def _reply(self, ctx: AgentContext, result: agents_pb2.ExecutionResult, outcome: StepOutcome) -> agents_pb2.RoleReply:
-        t = ctx.task
-        reply = agents_pb2.RoleReply(
-            task_id=t.task_id, problem_id=t.problem_id, role=self.role_enum, turn=t.turn, round=t.round,
-            index=t.index, content=f"{result.status}: {result.output[-500:]}", calls=outcome.calls,
-            fallback=outcome.fallback, fallback_reason=outcome.fallback_reason,
-        )
+        reply = reply_to(ctx.task, role=self.role_enum, content=f"{result.status}: {result.output[-500:]}",
+                         calls=outcome.calls, fallback=outcome.fallback, fallback_reason=outcome.fallback_reason)
         reply.execution.CopyFrom(result)
         return reply

@@ -9,11 +9,12 @@ from __future__ import annotations
 from typing import Protocol
 
 from conclave.v1 import agents_pb2
-from services.agents import check, parsing
-from services.agents.calling import StepOutcome, call_and_parse
-from services.agents.context import AgentContext, history_block, problem_text
-
-R = agents_pb2
+from services.agents.context import AgentContext
+from services.protocol import answers, parsing
+from services.protocol.calling import StepOutcome, call_and_parse
+from services.protocol.context import evaluator_note, history_block, problem_text
+from services.protocol.envelopes import reply_to
+from services.protocol.roles import WORKER_ROLE_BY_NAME
 
 
 class Agent(Protocol):
@@ -24,21 +25,18 @@ class Agent(Protocol):
 
 
 def _reply(ctx: AgentContext, role_enum: int, outcome: StepOutcome, content: str) -> agents_pb2.RoleReply:
-    t = ctx.task
-    return agents_pb2.RoleReply(
-        task_id=t.task_id, problem_id=t.problem_id, role=role_enum, turn=t.turn, round=t.round, index=t.index,
-        persona=t.persona, content=content, calls=outcome.calls, fallback=outcome.fallback,
-        fallback_reason=outcome.fallback_reason,
-    )
+    return reply_to(ctx.task, role=role_enum, content=content, calls=outcome.calls, fallback=outcome.fallback,
+                    fallback_reason=outcome.fallback_reason)
 
 
 class Recruiter:
-    role, role_enum = "recruiter", R.ROLE_RECRUITER
+    role = "recruiter"
+    role_enum = WORKER_ROLE_BY_NAME[role]
 
     async def serve(self, ctx: AgentContext) -> agents_pb2.RoleReply:
         t = ctx.task
         n = max(1, t.recruit_number)
-        advice = f"Advice from the last evaluation: {t.advice}\n\n" if t.advice else ""
+        advice = ctx.profile.fragment("advice_note", advice=t.advice) + "\n\n" if t.advice else ""
         messages = ctx.profile.prompt("recruiter").render(problem=problem_text(t.problem), n=n, advice_note=advice)
         out = await call_and_parse(
             ctx.llm, messages, ctx.options(self.role_enum, ctx.profile.max_tokens_for("recruiter")),
@@ -51,19 +49,17 @@ class Recruiter:
 
 
 class Solver:
-    role, role_enum = "solver", R.ROLE_SOLVER
+    role = "solver"
+    role_enum = WORKER_ROLE_BY_NAME[role]
     prompt_name = "solver"
 
     async def serve(self, ctx: AgentContext) -> agents_pb2.RoleReply:
         t = ctx.task
-        direction = f"Direction from the CEO: {t.direction}\n\n" if t.direction else ""
-        revision = (
-            "Your colleagues disagreed with your last solution (see the discussion). Fix every valid "
-            "objection and give the full corrected solution.\n\n" if t.round > 0 else ""
-        )
+        direction = ctx.profile.fragment("direction_note", direction=t.direction) + "\n\n" if t.direction else ""
+        revision = ctx.profile.fragment("revision_note") + "\n\n" if t.round > 0 else ""
         messages = ctx.profile.prompt(self.prompt_name).render(
-            persona=t.persona or "an expert problem solver", problem=problem_text(t.problem),
-            history=history_block(list(t.memory)), direction_note=direction, revision_note=revision,
+            persona=t.persona or ctx.profile.fragment("solver_persona"), problem=problem_text(t.problem),
+            history=history_block(ctx.profile, list(t.memory)), direction_note=direction, revision_note=revision,
             answer_format=ctx.profile.answer_format,
         )
         kind = ctx.kind
@@ -80,27 +76,29 @@ class Solver:
             # Keep the model's own text: a malformed answer still carries work the critics can use.
             content = out.last.visible_text
         else:
-            content = "I do not know the answer."
+            content = ctx.profile.fragment("solver_gave_up")
         return _reply(ctx, self.role_enum, out, content)
 
 
 class SingleAgent(Solver):
     """The paper's baseline: one model call per turn, no CEO, no critics."""
 
-    role, role_enum = "single", R.ROLE_SINGLE
+    role = "single"
+    role_enum = WORKER_ROLE_BY_NAME[role]
     prompt_name = "single"
 
 
 class Critic:
-    role, role_enum = "critic", R.ROLE_CRITIC
+    role = "critic"
+    role_enum = WORKER_ROLE_BY_NAME[role]
 
     async def serve(self, ctx: AgentContext) -> agents_pb2.RoleReply:
         t = ctx.task
         messages = ctx.profile.prompt("critic").render(
-            persona=t.persona or "a careful reviewer", problem=problem_text(t.problem),
-            history=history_block(list(t.memory)), solution=t.solution,
+            persona=t.persona or ctx.profile.fragment("critic_persona"), problem=problem_text(t.problem),
+            history=history_block(ctx.profile, list(t.memory)), solution=t.solution,
         )
-        reask = ctx.profile.prompt("critic_reask").render()[-1][1]
+        reask = ctx.profile.prompt("critic_reask").render()[-1][1]  # a whole user turn, not a fragment
 
         def ask_for_reasons(exc: parsing.ParseError) -> str | None:
             # A bare [Agree]/[Disagree] is asked once for its reasons; if it stays bare, the protocol's
@@ -121,18 +119,19 @@ class Critic:
 
 
 class Evaluator:
-    role, role_enum = "evaluator", R.ROLE_EVALUATOR
+    role = "evaluator"
+    role_enum = WORKER_ROLE_BY_NAME[role]
 
     async def serve(self, ctx: AgentContext) -> agents_pb2.RoleReply:
         t = ctx.task
         ex = t.execution
         note = ""
         if t.HasField("execution") and ex.kind == "check":
-            note = "\n" + check.evaluator_note(ex, parsing.extract_answer(t.solution, ctx.kind))
+            note = "\n" + evaluator_note(ctx.profile, ex, answers.extract_answer(t.solution, ctx.kind))
         elif t.HasField("execution") and ex.status:
-            source = "the dataset's tests" if ex.dataset_tests else "tests written by the team"
-            note = (f"\nThe code was run against {source}: {ex.status}, {ex.tests_failed} failing.\n"
-                    f"Output:\n{ex.output[-1500:]}\n")
+            source = ctx.profile.fragment("tests_source_dataset" if ex.dataset_tests else "tests_source_team")
+            note = "\n" + ctx.profile.fragment("tests_note", source=source, status=ex.status,
+                                               failing=ex.tests_failed, output=ex.output[-1500:]) + "\n"
         messages = ctx.profile.prompt("evaluator").render(problem=problem_text(t.problem), solution=t.solution,
                                                           execution_note=note)
         out = await call_and_parse(ctx.llm, messages, ctx.options(self.role_enum, ctx.profile.max_tokens_for("evaluator")),

@@ -11,18 +11,18 @@ import logging
 
 from nats.js.errors import NotFoundError
 from prometheus_client import Counter, Histogram
-from pydantic import Field
 
-from ceo import profile as profiles
 from conclave.v1 import agents_pb2
 from services.agents.context import AgentContext
 from services.agents.executor import Executor
-from services.agents.llm import LlmClient, LlmError
 from services.agents.roles import Agent, Critic, Evaluator, Recruiter, SingleAgent, Solver
 from services.bus import subjects, topology
-from services.bus.codec import PayloadError, decode
 from services.bus.headers import MSG_ID
 from services.bus.retry import retrying
+from services.inference import failures
+from services.inference.client import LlmClient, LlmError
+from services.protocol import profile as profiles
+from services.protocol.envelopes import reply_to
 from services.runtime import tracing
 from services.runtime.lifecycle import Runtime, Service
 from services.runtime.logs import problem_id_var
@@ -32,12 +32,9 @@ from services.security.grpc_tls import gateway_credentials
 
 log = logging.getLogger(__name__)
 
-# Gateway answers that retrying cannot fix: report them to the CEO instead of redelivering.
-FINAL_CODES = {"RESOURCE_EXHAUSTED_CEILING", "FAILED_PRECONDITION", "INVALID_ARGUMENT"}
-
 
 class AgentSettings(RuntimeSettings):
-    inference_addr: str = Field("127.0.0.1:50051", description="host:port of the inference gateway")
+    """A role service needs only what every service does (the gateway's address and deadline included)."""
 
 
 def step_of(task_id: str) -> str:
@@ -66,19 +63,15 @@ class RoleService(Service[AgentSettings]):
                                ["role", "kind"], registry=rt.registry)
         self._seconds = Histogram("conclave_agent_task_seconds", "Time to serve a role task.", ["role"],
                                   registry=rt.registry, buckets=(0.01, 0.05, 0.2, 1, 5, 15, 60, 180, 600))
-        rt.add_worker(topology.ROLE_CONSUMERS[self.agent.role], self.handle)
+        rt.add_worker(topology.ROLE_CONSUMERS[self.agent.role], agents_pb2.RoleTask, self.handle)
 
-    async def handle(self, ctx: WorkContext) -> None:
+    async def handle(self, ctx: WorkContext, task: agents_pb2.RoleTask) -> None:
         # A child of the CEO's step span; the gateway call below is a child of this one.
         with tracing.consuming(self.agent.role, f"{self.agent.role}.task", ctx.msg.headers,
                                role=self.agent.role, delivery=ctx.deliveries) as span:
-            await self._handle(ctx, span)
+            await self._handle(ctx, task, span)
 
-    async def _handle(self, ctx: WorkContext, span: tracing.Span) -> None:
-        try:
-            task = decode(agents_pb2.RoleTask, ctx.msg.data, ctx.msg.headers)
-        except PayloadError as exc:
-            raise Rejected("bad_payload", str(exc)) from exc
+    async def _handle(self, ctx: WorkContext, task: agents_pb2.RoleTask, span: tracing.Span) -> None:
         problem_id_var.set(task.problem_id)
         span.set_attributes({tracing.TURN: task.turn, tracing.ROUND: task.round, tracing.INDEX: task.index})
         if not subjects.valid_problem_id(task.problem_id) or "/" not in task.task_id:
@@ -104,31 +97,33 @@ class RoleService(Service[AgentSettings]):
             self._fallbacks.labels(self.agent.role).inc()
         # Through a NATS restart too: failing here would redeliver the task, and call the model again.
         await retrying(lambda: self._rt.js.publish(reply_subject, reply.SerializeToString(),
-                                                   headers={MSG_ID: task.task_id}), "publish reply")
+                                                   headers={MSG_ID: task.task_id}), "publish reply",
+                       give_up_s=self.settings.bus_give_up_s)
         self._served.labels(self.agent.role, "error" if reply.error else "ok").inc()
         tracing.set_outcome(span, "error" if reply.error else "ok", error=bool(reply.error), fallback=reply.fallback,
                             tokens=sum(c.prompt_tokens + c.completion_tokens for c in reply.calls))
 
     async def _serve(self, task: agents_pb2.RoleTask, ctx: WorkContext) -> agents_pb2.RoleReply:
         try:
-            base = profiles.load(task.profile) if task.profile else profiles.for_problem(task.problem)
-            profile = profiles.with_overrides(base, dict(task.problem.metadata))
+            # The profile the CEO chose, named in the task: roles run in other processes, so each resolves it.
+            profile = profiles.resolve(task.problem, task.profile)
         except profiles.ProfileError as exc:
-            return self._error_reply(task, f"profile: {exc}")
+            return self._error_reply(task, f"profile: {exc}", agents_pb2.FAILURE_REASON_INVALID_REQUEST)
         try:
-            return await self.agent.serve(AgentContext(task=task, profile=profile, llm=self._llm))
+            # Each model call may stream for model_call_timeout_s; the worker redelivers a failure that
+            # retrying can fix (BackOff), up to max_deliver, and the CEO hears of the rest.
+            return await self.agent.serve(AgentContext(task=task, profile=profile, llm=self._llm,
+                                                       call_timeout_s=self.settings.model_call_timeout_s))
         except LlmError as exc:
-            final = exc.code in FINAL_CODES or "ceiling" in str(exc).lower()
-            if final or ctx.last_attempt:
-                # The CEO must hear about it: it decides what a failed step means for the problem.
-                return self._error_reply(task, str(exc))
+            # A failure that retrying cannot fix goes to the CEO at once, instead of being redelivered: it
+            # decides what a failed step means for the problem.
+            if exc.reason in failures.FINAL or ctx.last_attempt:
+                return self._error_reply(task, str(exc), exc.reason)
             raise
 
-    def _error_reply(self, task: agents_pb2.RoleTask, error: str) -> agents_pb2.RoleReply:
-        log.warning("task failed: %s", error)
-        return agents_pb2.RoleReply(task_id=task.task_id, problem_id=task.problem_id, role=task.role,
-                                    turn=task.turn, round=task.round, index=task.index, persona=task.persona,
-                                    error=error)
+    def _error_reply(self, task: agents_pb2.RoleTask, error: str, reason: int) -> agents_pb2.RoleReply:
+        log.warning("task failed: %s", error, extra={"failure": agents_pb2.FailureReason.Name(reason)})
+        return reply_to(task, error=error, failure=reason)
 
 
 def _build(agent: Agent):

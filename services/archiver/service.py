@@ -17,7 +17,6 @@ from pydantic import Field
 
 from conclave.v1 import outcome_pb2
 from services.bus import subjects, topology
-from services.bus.codec import PayloadError, decode
 from services.runtime.lifecycle import Runtime, Service
 from services.runtime.logs import problem_id_var
 from services.runtime.settings import RuntimeSettings
@@ -47,13 +46,9 @@ class ArchiverService(Service[ArchiverSettings]):
         self.settings.archive_dir.mkdir(parents=True, exist_ok=True)
         self._written = Counter("conclave_trajectories_archived", "Trajectories written to the archive.",
                                 ["consensus", "format_ok"], registry=rt.registry)
-        rt.add_worker(topology.ARCHIVER_CONSUMER, self.handle)
+        rt.add_worker(topology.ARCHIVER_CONSUMER, outcome_pb2.Trajectory, self.handle)
 
-    async def handle(self, ctx: WorkContext) -> None:
-        try:
-            traj = decode(outcome_pb2.Trajectory, ctx.msg.data, ctx.msg.headers)
-        except PayloadError as exc:
-            raise Rejected("bad_payload", str(exc)) from exc
+    async def handle(self, ctx: WorkContext, traj: outcome_pb2.Trajectory) -> None:
         pid = traj.problem.id or ctx.msg.subject.removeprefix(subjects.TRAJECTORIES_PREFIX + ".")
         problem_id_var.set(pid)
         if not subjects.valid_problem_id(pid):

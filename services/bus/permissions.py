@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.bus import subjects, topology
+from services.protocol.roles import WORKER_ROLES
 
 ADMIN = "admin"
 # The credential a user's own program (and `conclave solve/submit`) uses: submit problems, read results.
@@ -125,7 +126,7 @@ def _declare() -> dict[str, Permissions]:
         ceo_sub + (f"{subjects.REPLIES_PREFIX}.>",),
         "runs problems: the only writer of tasks, results, trajectories and problem state",
     ))
-    users += [_worker(role) for role in topology.WORKER_ROLES]
+    users += [_worker(role) for role in WORKER_ROLES]
     arch_pub, arch_sub = _pull(topology.ARCHIVER_CONSUMER)
     users.append(_service("archiver", arch_pub, arch_sub, "consumes trajectories into the archive"))
     users.append(_service("inference", _kv(topology.TOKEN_LEDGER), (), "the gateway: token ledger only"))

@@ -24,6 +24,7 @@ from nats.js.api import (
 from nats.js.errors import BadRequestError, NotFoundError
 
 from services.bus import subjects
+from services.protocol.roles import WORKER_ROLES
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,6 @@ class BucketSpec:
     ttl_s: float = 0.0
 
 
-# The roles that have a work queue. The CEO consumes PROBLEMS instead.
-WORKER_ROLES: tuple[str, ...] = ("recruiter", "solver", "critic", "executor", "evaluator", "single")
 
 PROBLEMS = StreamSpec(
     name="PROBLEMS",

@@ -33,6 +33,8 @@ import itertools
 import os
 from pathlib import Path
 
+from services.bus.address import nats_url_from_env
+
 AXES = {"turns": "max_turns", "rounds": "critic_rounds", "team": "team_size", "k": "k_cap"}
 
 
@@ -83,7 +85,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="name of the model the pods serve, recorded in the report (env CONCLAVE_EVAL_MODEL)")
     p.add_argument("--revision", default=os.environ.get("CONCLAVE_EVAL_REVISION", ""),
                    help="its revision (a checkpoint hash, a commit), recorded too (env CONCLAVE_EVAL_REVISION)")
-    p.add_argument("--nats-url", default=os.environ.get("CONCLAVE_NATS_URL", "nats://127.0.0.1:4222"))
+    p.add_argument("--nats-url", default=nats_url_from_env())
 
 
 def load_items(args: argparse.Namespace):

@@ -1,4 +1,5 @@
-"""The `conclave` command. Each subcommand lives in its own module under services/cli/."""
+"""The `conclave` command. Each subcommand lives in its own module: services/cli/<name>_cmd.py, and
+`infer` in services/inference/cli.py, next to the gateway it calls."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import argparse
 import importlib
 import sys
 
-# name -> (module, one-line help). Modules are imported only when their command runs.
+# name -> (module, one-line help). Every module is imported to build the parser (its add_arguments), so a
+# module keeps its heavy imports inside its run().
 COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("services.cli.up_cmd", "start the whole stack locally (NATS, model pod, every service)"),
     "status": ("services.cli.status_cmd", "the work each service did, the model pods, NATS and JetStream"),
@@ -32,8 +34,9 @@ examples:
   conclave eval --benchmark math500 --limit 40 --mode vote --k auto --match out/m-mas --out out/m-vote
   conclave audit out/m-mas --archive .state/archive --single out/m-single   # where were right answers lost?
 
-Every setting can come from the environment (CONCLAVE_NATS_URL=nats://host:4222, ...) or from a YAML
-file named by CONCLAVE_CONFIG. `conclave COMMAND --help` gives each command's options.
+Every service setting can come from the environment (CONCLAVE_NATS_URL=nats://host:4222, ...) or from a
+YAML file named by CONCLAVE_CONFIG; the commands' --nats-url defaults to CONCLAVE_NATS_URL too.
+`conclave COMMAND --help` gives each command's options.
 """
 
 

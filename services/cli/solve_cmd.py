@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import uuid
 
-KINDS = {"math": 1, "choice": 2, "code": 3, "open": 4}
+from services.bus.address import nats_url_from_env
+from services.protocol import kinds
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("text", help="the problem statement (or @FILE to read it from a file)")
     p.add_argument("--profile", default="", help="profile name (math500, aime2024, humaneval, mbpp, gpqa, business, open)")
-    p.add_argument("--kind", choices=list(KINDS), default="", help="problem kind (default: from the profile, else math)")
+    p.add_argument("--kind", choices=[*kinds.NAMES, *kinds.SHORT_NAMES], default="", help="problem kind (default: from the profile, else math)")
     p.add_argument("--single", action="store_true", help="single-agent baseline: one call per turn, no CEO/critics")
     p.add_argument("--id", default="", help="problem id (default: a fresh one)")
     p.add_argument("--reference", default="", help="reference answer, to grade the result")
@@ -26,22 +26,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-turns", type=int, default=0)
     p.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the result")
     p.add_argument("--quiet", action="store_true", help="no live view, only the result")
-    p.add_argument("--nats-url", default=os.environ.get("CONCLAVE_NATS_URL", "nats://127.0.0.1:4222"))
+    p.add_argument("--nats-url", default=nats_url_from_env())
 
 
 def build_problem(args: argparse.Namespace):
-    from ceo import profile as profiles
     from conclave.v1 import problem_pb2
+    from services.protocol import profile as profiles
 
     text = args.text
     if text.startswith("@"):
         with open(text[1:], encoding="utf-8") as f:
             text = f.read()
-    kind = KINDS.get(args.kind, 0)
-    if not kind and args.profile:
-        prof = profiles.load(args.profile)
-        kind = {"math": 1, "multiple_choice": 2, "code": 3, "open_ended": 4}[prof.kind]
-    p = problem_pb2.Problem(id=args.id or f"cli-{uuid.uuid4().hex[:12]}", kind=kind or 1, text=text,
+    kind = args.kind or (profiles.load(args.profile).kind if args.profile else "math")
+    p = problem_pb2.Problem(id=args.id or f"cli-{uuid.uuid4().hex[:12]}", kind=kinds.kind_value(kind), text=text,
                             profile=args.profile, reference_answer=args.reference, single_agent=args.single)
     p.limits.max_total_tokens = args.max_tokens
     p.limits.max_turns = args.max_turns

@@ -9,9 +9,11 @@ import dataclasses
 import json
 import os
 
+from services.bus.address import nats_url_from_env
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--nats-url", default=os.environ.get("CONCLAVE_NATS_URL", "nats://127.0.0.1:4222"))
+    p.add_argument("--nats-url", default=nats_url_from_env())
     p.add_argument("--inference-addr", default=os.environ.get("CONCLAVE_INFERENCE_ADDR", "127.0.0.1:50051"),
                    help="the gateway, asked for its model pods (default: $CONCLAVE_INFERENCE_ADDR or "
                         "127.0.0.1:50051; '' to skip)")

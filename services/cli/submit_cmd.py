@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 from pathlib import Path
+
+from services.bus.address import nats_url_from_env
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -22,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--single", action="store_true", help="single-agent baseline")
     p.add_argument("--concurrency", type=int, default=8, help="problems in flight at once (default 8)")
     p.add_argument("--timeout", type=float, default=3600, help="seconds to wait for each result")
-    p.add_argument("--nats-url", default=os.environ.get("CONCLAVE_NATS_URL", "nats://127.0.0.1:4222"))
+    p.add_argument("--nats-url", default=nats_url_from_env())
 
 
 def done_ids(path: Path) -> set[str]:
@@ -40,9 +41,9 @@ async def _submit(args: argparse.Namespace) -> int:
 
     from services.cli.progress import progress
     from services.client.connect import connect
-    from services.client.problems import item_to_problem
     from services.client.solve import solve
     from services.evaluation.loaders import DataError, load_jsonl
+    from services.evaluation.problems import item_to_problem
 
     try:
         items = load_jsonl(args.file)

@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from services import registry
+from services.bus.address import nats_url_from_env
 
 SAMPLE = ("A bakery sells muffins in boxes of 6 and boxes of 4. Maria buys 3 boxes of 6 and 2 boxes of 4. "
           "How many muffins does she buy in total?")
@@ -34,7 +35,7 @@ SAMPLE = ("A bakery sells muffins in boxes of 6 and boxes of 4. Maria buys 3 box
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-dir", type=Path, default=Path(os.environ.get("CONCLAVE_STATE_DIR", ".state")),
                    help="where NATS data, logs and the archive go (default .state)")
-    p.add_argument("--nats-url", default=os.environ.get("CONCLAVE_NATS_URL", "nats://127.0.0.1:4222"),
+    p.add_argument("--nats-url", default=nats_url_from_env(),
                    help="use the NATS here if reachable, else start one on this address")
     p.add_argument("--model", default=os.environ.get("CONCLAVE_MODEL", "qwen0.5b"),
                    help="CPU model pod: qwen0.5b (default), tiny (SmolLM2-135M), or a .gguf path")

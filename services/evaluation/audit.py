@@ -26,9 +26,9 @@ from pathlib import Path
 from google.protobuf import json_format
 
 from conclave.v1 import agents_pb2, outcome_pb2
-from services.agents.context import kind_name
-from services.agents.parsing import extract_answer
 from services.evaluation.graders import grade_choice, grade_math
+from services.protocol.answers import extract_answer
+from services.protocol.kinds import kind_name
 
 R = agents_pb2
 LOSS_STEPS = ("first_draft", "revision", "new_turn", "never_right")

@@ -24,12 +24,13 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from services.evaluation.graders import CHOICE_LETTERS, shuffle_options
+from services.protocol import kinds
 
-Kind = Literal["math", "multiple_choice", "code", "open_ended"]
-KINDS: tuple[str, ...] = ("math", "multiple_choice", "code", "open_ended")
+Kind = str  # one of KINDS
+KINDS: tuple[str, ...] = kinds.NAMES
 BENCHMARKS: dict[str, str] = {"aime2024": "aime2024", "math500": "math500", "humaneval": "humaneval",
                               "mbpp": "mbpp_sanitized", "mbpp_sanitized": "mbpp_sanitized"}
 

@@ -23,10 +23,10 @@ from nats.js.errors import NotFoundError
 
 from conclave.v1 import agents_pb2, outcome_pb2
 from services.bus import subjects, topology
-from services.client.problems import item_to_problem
 from services.client.solve import solve
 from services.evaluation.graders import grade_choice, grade_code, grade_math
 from services.evaluation.loaders import BenchItem
+from services.evaluation.problems import item_to_problem
 
 
 @dataclass(frozen=True)

@@ -36,10 +36,10 @@ from pathlib import Path
 from nats.aio.client import Client
 
 from conclave.v1 import agents_pb2, outcome_pb2, problem_pb2
-from services.agents.context import kind_name
-from services.agents.parsing import extract_answer
 from services.evaluation import vote_code
 from services.evaluation.graders import answers_match
+from services.protocol.answers import extract_answer
+from services.protocol.kinds import kind_name
 
 log = logging.getLogger(__name__)
 

@@ -13,15 +13,16 @@ import ast
 import asyncio
 import hashlib
 
-from ceo import profile as profiles
 from conclave.v1 import problem_pb2
-from services.agents.context import problem_text
-from services.evaluation.graders import extract_code, grade_code
+from services.evaluation.graders import grade_code
+from services.protocol import profile as profiles
+from services.protocol.answers import extract_code
+from services.protocol.context import problem_text
 
 
 def tests_problem(problem: problem_pb2.Problem, base_id: str) -> problem_pb2.Problem:
     """A single-agent problem whose answer is the asserts (open-ended: its text asks for a code block)."""
-    prof = profiles.load(problem.profile) if problem.profile else profiles.for_problem(problem)
+    prof = profiles.for_problem(problem)
     (_, _), (_, text) = prof.prompt("executor").render(problem=problem_text(problem),
                                                        entry_point=problem.code.entry_point or "the function")
     pid = f"{base_id}-tests"

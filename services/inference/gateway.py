@@ -10,7 +10,8 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 
-from services.inference import admission, spans
+from conclave.v1 import agents_pb2
+from services.inference import admission, failures, spans
 from services.inference.backends.base import Backend, GenRequest, PodError, PodUsage
 from services.inference.budget import (
     ReasoningSpec,
@@ -30,15 +31,17 @@ log = logging.getLogger(__name__)
 
 
 class GatewayError(Exception):
-    """A call that cannot be served; `code` is the gRPC status name the client gets."""
+    """A call that cannot be served; `code` is the gRPC status name the client gets, `reason` the typed
+    FailureReason it gets with it (by default the one the code implies)."""
 
     OUTCOMES = {"RESOURCE_EXHAUSTED": "rejected", "FAILED_PRECONDITION": "ceiling", "INVALID_ARGUMENT": "invalid",
                 "DEADLINE_EXCEEDED": "deadline"}
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, reason: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.reason = failures.for_code(code) if reason is None else reason
 
     @property
     def outcome(self) -> str:
@@ -87,6 +90,40 @@ class _Segment:
     usage: PodUsage | None = None
 
 
+@dataclass(slots=True)
+class _Progress:
+    """What a call has streamed so far, across its segments: the text, and the timing its metrics need."""
+
+    t0: float
+    # Text that goes out with the next chunk (the thinking prefill), so that TTFT stays honest.
+    pending: str = ""
+    parts: list[str] = field(default_factory=list)
+    ttft: float = 0.0
+    t_last: float = 0.0
+    chunks: int = 0
+
+    def take(self, text: str) -> str:
+        """One generated chunk, with any pending text before it: timed, kept, and returned to stream."""
+        if self.pending:
+            text, self.pending = self.pending + text, ""
+        self.t_last = time.perf_counter()
+        if not self.chunks:
+            self.ttft = self.t_last - self.t0
+        self.chunks += 1
+        self.parts.append(text)
+        return text
+
+    def insert(self, text: str) -> str:
+        """Text the gateway adds itself (the forced end of thinking): kept and streamed, not timed."""
+        text, self.pending = self.pending + text, ""
+        self.parts.append(text)
+        return text
+
+    @property
+    def raw(self) -> str:
+        return self.pending + "".join(self.parts)
+
+
 @dataclass
 class Gateway:
     backend: Backend
@@ -116,9 +153,7 @@ class Gateway:
         spec = call.reasoning
         label = self._model_label(req.model)
         reservation: Reservation | None = None
-        raw_parts: list[str] = []
-        ttft = t_last = 0.0
-        n_chunks = 0
+        progress = _Progress(t0)
         outcome = "error"
         result: Result | None = None
         # Explicit contexts, not the current one: coalesce() runs this generator in a task of its own.
@@ -129,58 +164,38 @@ class Gateway:
             else:
                 self._check_unledgered(call)
             # The thinking prefill goes out with the first generated chunk, so TTFT stays honest.
-            pending = spec.think_open + "\n" if spec is not None and spec.prefill_think else ""
-            seg1_req = replace(req, assistant_prefix=req.assistant_prefix + pending,
+            progress.pending = spec.think_open + "\n" if spec is not None and spec.prefill_think else ""
+            seg1_req = replace(req, assistant_prefix=req.assistant_prefix + progress.pending,
                                max_tokens=first_segment_tokens(req.max_tokens, spec))
             seg1 = _Segment()
             async for text in self._segment(seg1_req, call, seg1, None, span):
-                if pending:
-                    text, pending = pending + text, ""
-                now = time.perf_counter()
-                if not n_chunks:
-                    ttft = now - t0
-                t_last = now
-                n_chunks += 1
-                raw_parts.append(text)
-                yield text
+                yield progress.take(text)
             assert seg1.usage is not None and seg1.pod is not None
             prompt_tokens, generated, finish = seg1.usage.prompt_tokens, seg1.usage.completion_tokens, \
                 seg1.usage.finish_reason
             pod, extra = seg1.pod, 0
             if spec is not None and spec.budget_forcing and finish == "length" and seg1_req.max_tokens < req.max_tokens:
-                raw = pending + "".join(raw_parts)
-                forced = thinking_open(raw, spec)
+                forced = thinking_open(progress.raw, spec)
                 if forced:
-                    tail = spec.think_close + "\n"
                     allowance = answer_allowance(req.max_tokens, self.config.context_length, prompt_tokens, generated)
                     self.metrics.forced.labels(label).inc()
-                    text, pending = pending + tail, ""
-                    raw_parts.append(text)
-                    yield text
-                    raw += tail
+                    yield progress.insert(spec.think_close + "\n")
                 else:
                     allowance = req.max_tokens - generated
                 if allowance > 0:
                     seg2 = _Segment()
-                    seg2_req = replace(req, assistant_prefix=req.assistant_prefix + raw, max_tokens=allowance)
+                    seg2_req = replace(req, assistant_prefix=req.assistant_prefix + progress.raw, max_tokens=allowance)
                     # Same pod as the first segment when it can take it: its cache holds the whole prefix.
                     async for text in self._segment(seg2_req, call, seg2, seg1.pod, span):
-                        if pending:
-                            text, pending = pending + text, ""
-                        t_last = time.perf_counter()
-                        if not n_chunks:
-                            ttft = t_last - t0
-                        n_chunks += 1
-                        raw_parts.append(text)
-                        yield text
+                        yield progress.take(text)
                     assert seg2.usage is not None and seg2.pod is not None
                     generated += seg2.usage.completion_tokens
                     finish, pod = seg2.usage.finish_reason, seg2.pod
                     if forced:
                         extra = seg2.usage.completion_tokens
-            raw_text = pending + "".join(raw_parts)
+            raw_text = progress.raw
             result = Result(
-                prompt_tokens=prompt_tokens, completion_tokens=generated, finish_reason=finish, ttft_s=ttft,
+                prompt_tokens=prompt_tokens, completion_tokens=generated, finish_reason=finish, ttft_s=progress.ttft,
                 total_s=time.perf_counter() - t0, pod=pod.name, extra_tokens=extra, raw_text=raw_text,
                 visible_text=visible_text(raw_text, spec) if spec is not None and spec.active else raw_text,
                 model=req.model,
@@ -203,8 +218,9 @@ class Gateway:
             if reservation is not None:
                 # Cancelled or failed: count what the pod did produce (one streamed delta is one token),
                 # free the rest. Later, because a cancelled task cannot await reliably.
-                self._settle_later(reservation, self._estimate_prompt(call) + n_chunks if n_chunks else 0)
-            self._observe(call, label, outcome, result, t0, ttft, t_last, n_chunks)
+                used = self._estimate_prompt(call) + progress.chunks if progress.chunks else 0
+                self._settle_later(reservation, used)
+            self._observe(call, label, outcome, result, t0, progress.ttft, progress.t_last, progress.chunks)
             spans.end_gateway_span(span, outcome, result)
 
     async def _segment(self, req: GenRequest, call: Call, seg: _Segment, prefer: Pod | None,
@@ -285,7 +301,7 @@ class Gateway:
             self.metrics.rejections.labels("unledgered_ceiling").inc()
             raise GatewayError("FAILED_PRECONDITION", f"token ceiling reached: a call without a ledger_key may use "
                                f"at most {ceiling} tokens, this one up to {tokens}; lower max_tokens or pass the "
-                               "ledger_key of a problem")
+                               "ledger_key of a problem", reason=agents_pb2.FAILURE_REASON_BUDGET_EXHAUSTED)
 
     async def _reserve(self, call: Call) -> Reservation | None:
         if self.ledger is None:

@@ -10,6 +10,7 @@ import grpc
 
 from conclave.v1 import agents_pb2, inference_pb2, inference_pb2_grpc
 from services.bus.headers import TRACEPARENT
+from services.inference import failures
 from services.inference.backends.base import GenRequest, Message, PodError
 from services.inference.budget import ReasoningSpec
 from services.inference.coalesce import coalesce
@@ -100,7 +101,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         finally:
             problem_id_var.reset(token)
         if error is not None:
-            await context.abort(getattr(grpc.StatusCode, error.code), error.message)
+            await context.abort(getattr(grpc.StatusCode, error.code), error.message,
+                                trailing_metadata=failures.to_metadata(error.reason))
 
     async def ListModels(self, request: inference_pb2.ListModelsRequest,
                          context: grpc.aio.ServicerContext) -> inference_pb2.ListModelsResponse:

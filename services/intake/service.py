@@ -18,7 +18,7 @@ from prometheus_client import Counter
 from conclave.v1 import outcome_pb2, problem_pb2
 from services.bus import subjects
 from services.bus.codec import PayloadError, decode, is_json
-from services.bus.headers import MSG_ID, REPLY_TO
+from services.bus.headers import MSG_ID, REPLY_JSON, REPLY_TO
 from services.bus.replies import answer, error_result, publish_event
 from services.intake.validate import default_limits, payload_error, problem_errors
 from services.runtime import tracing
@@ -86,7 +86,7 @@ class IntakeService(Service[IntakeSettings]):
             if msg.reply:
                 out_headers[REPLY_TO] = msg.reply
             if as_json:
-                out_headers["Conclave-Reply-Json"] = "1"
+                out_headers[REPLY_JSON] = "1"
             try:
                 ack = await self._rt.js.publish(
                     subjects.PROBLEMS_ACCEPTED, problem.SerializeToString(), headers=out_headers

@@ -13,9 +13,9 @@ from functools import cache
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ceo import profile as profiles
 from conclave.v1 import problem_pb2
 from services.bus.subjects import valid_problem_id
+from services.protocol import profile as profiles
 
 MAX_TEXT_CHARS = 200_000
 # A profile name is a file name without its extension: no separators, no dots, no way out of the dirs.
@@ -58,7 +58,7 @@ def _int_bounds(limits: Limits) -> dict[str, tuple[int, int]]:
 
 
 def override_errors(metadata: Mapping[str, str], limits: Limits) -> list[str]:
-    """Bounds of the `profile.<field>` metadata overrides; their meaning is applied by ceo.profile."""
+    """Bounds of the `profile.<field>` metadata overrides; their meaning is applied by services.protocol.profile."""
     errors = []
     bounds = _int_bounds(limits)
     for key, value in metadata.items():
@@ -69,7 +69,7 @@ def override_errors(metadata: Mapping[str, str], limits: Limits) -> list[str]:
         try:
             number = int(value)
         except ValueError:
-            continue  # ceo.profile says it is not a whole number
+            continue  # services.protocol.profile says it is not a whole number
         if not lo <= number <= hi:
             errors.append(f"metadata {key}={value} is out of range; allowed {lo}..{hi}")
     return errors
@@ -82,7 +82,7 @@ def profile_errors(p: problem_pb2.Problem, limits: Limits) -> list[str]:
     if errors:
         return errors
     try:
-        profiles.with_overrides(profiles.for_problem(p), dict(p.metadata))
+        profiles.resolve(p)
     except profiles.ProfileError as exc:
         errors.append(str(exc))
     return errors

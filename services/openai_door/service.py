@@ -21,12 +21,12 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import Counter, Gauge, Histogram
 
-from ceo import profile as profiles
 from conclave.v1 import outcome_pb2
 from services.cli.render import event_text
 from services.client.solve import NoIntake, solve
 from services.openai_door import translate as T
 from services.openai_door.settings import DoorSettings
+from services.protocol import profile as profiles
 from services.runtime.lifecycle import Runtime, Service
 from services.runtime.logs import problem_id_var
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conclave.v1 import outcome_pb2, problem_pb2
-from services.client.problems import KINDS
+from services.protocol.kinds import KIND_BY_NAME
 
 MODEL_PREFIX = "conclave"
 ROLES = ("system", "developer", "user", "assistant")
@@ -108,7 +108,7 @@ def parse_request(body: Any, *, profiles: dict[str, str], default_profile: str) 
         raise RequestError(400, "invalid_conclave", f"unknown conclave options: {', '.join(sorted(unknown))}",
                            "conclave")
     stream_options = body.get("stream_options") or {}
-    return ChatRequest(model=model, profile=profile, kind=KINDS[profiles[profile]],
+    return ChatRequest(model=model, profile=profile, kind=KIND_BY_NAME[profiles[profile]],
                        text=problem_text(body.get("messages") or []), stream=bool(body.get("stream")),
                        include_usage=bool(isinstance(stream_options, dict) and stream_options.get("include_usage")),
                        options=options)

@@ -30,7 +30,7 @@ from services.runtime import logs, tracing
 from services.runtime.connection import connect
 from services.runtime.http import ProbeServer
 from services.runtime.settings import RuntimeSettings
-from services.runtime.worker import Handler, JetStreamWorker, WorkerMetrics
+from services.runtime.worker import JetStreamWorker, M, TypedHandler, WorkerMetrics, decoding
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +59,13 @@ class Runtime(Generic[S]):
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self._endpoints: list[tuple[str, str, Callable[[Any], Awaitable[None]]]] = []
 
-    def add_worker(self, spec: ConsumerSpec, handler: Handler, *, concurrency: int | None = None) -> JetStreamWorker:
+    def add_worker(self, spec: ConsumerSpec, message_type: type[M], handler: TypedHandler[M], *,
+                   concurrency: int | None = None) -> JetStreamWorker:
+        """Consumes `spec`; `handler` gets each message decoded as `message_type` (worker.decoding)."""
         worker = JetStreamWorker(
             self.js,
             spec,
-            handler,
+            decoding(message_type, handler),
             timing=self.settings.bus_timing(),
             concurrency=concurrency or self.settings.concurrency,
             letters=self.letters,

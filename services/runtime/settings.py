@@ -14,6 +14,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from services.bus.address import DEFAULT_NATS_URL
 from services.bus.topology import BusTiming
 
 
@@ -27,7 +28,7 @@ class RuntimeSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CONCLAVE_", env_nested_delimiter="__", extra="ignore")
 
-    nats_url: str = Field("nats://127.0.0.1:4222", description="NATS server URL(s), comma separated.")
+    nats_url: str = Field(DEFAULT_NATS_URL, description="NATS server URL(s), comma separated.")
     nats_connect_timeout_s: float = 5.0
     # Security (docs/security.md). `conclave up` sets these for the services it starts; in Kubernetes the
     # Deployments set them from Secrets. Unset: an anonymous plaintext connection (a server that requires
@@ -39,10 +40,16 @@ class RuntimeSettings(BaseSettings):
     nats_tls_ca: Path | None = Field(None, description="CA certificate of the NATS server; set means TLS.")
     nats_tls_hostname: str = Field(
         "", description="Name to verify the NATS certificate against, when the URL's host differs (a port-forward).")
-    # Towards the inference gateway (CEO and agents): TLS when the CA is set, mTLS with cert and key.
+    # Towards the inference gateway (CEO and agents): where, how long a call may take, and TLS when the CA
+    # is set, mTLS with cert and key.
+    inference_addr: str = Field("127.0.0.1:50051", description="host:port of the inference gateway")
+    model_call_timeout_s: float = Field(600.0, description="gRPC deadline of one model call, its whole "
+                                        "stream; past it the call fails with FAILURE_REASON_TIMEOUT")
     gateway_tls_ca: Path | None = Field(None, description="CA certificate of the gateway; set means TLS.")
     gateway_tls_cert: Path | None = Field(None, description="This service's client certificate (mTLS).")
     gateway_tls_key: Path | None = Field(None, description="Private key of gateway_tls_cert.")
+    bus_give_up_s: float = Field(120.0, description="how long a bus operation (publish, KV read or write) is "
+                                 "retried through a NATS outage before it fails (services/bus/retry.py)")
     # Reconnect forever with backoff: a bus outage must not kill a service.
     nats_max_reconnect_attempts: int = -1
     nats_reconnect_wait_s: float = 1.0
@@ -54,12 +61,14 @@ class RuntimeSettings(BaseSettings):
     log_json: bool = True
     concurrency: int = Field(8, description="Messages one process works on at once.")
     declare_bus: bool = Field(True, description="Create/update streams, consumers and buckets at start-up.")
-    ack_wait_s: float = 30.0
-    max_deliver: int = 5
-    backoff_s: tuple[float, ...] = (10.0, 60.0, 120.0, 300.0)
-    duplicate_window_s: float = 600.0
-    stream_replicas: int = Field(1, description="copies of each stream/bucket; 3 in a 3-node NATS cluster")
-    problem_queue_limit: int = Field(10_000, description="problems queued at most; past it intake answers busy")
+    # Bus timing: the defaults are BusTiming's (services/bus/topology.py documents each).
+    ack_wait_s: float = BusTiming.ack_wait_s
+    max_deliver: int = BusTiming.max_deliver
+    backoff_s: tuple[float, ...] = BusTiming.backoff_s
+    duplicate_window_s: float = BusTiming.duplicate_window_s
+    stream_replicas: int = Field(BusTiming.replicas, description="copies of each stream/bucket; 3 in a 3-node NATS cluster")
+    problem_queue_limit: int = Field(BusTiming.problem_queue_limit,
+                                     description="problems queued at most; past it intake answers busy")
 
     @classmethod
     def settings_customise_sources(

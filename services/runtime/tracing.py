@@ -1,8 +1,11 @@
-"""OpenTelemetry tracing: one trace per problem, carried in NATS headers and gRPC metadata at every hop.
+"""OpenTelemetry tracing: one trace per problem. Its context travels forward only: in the NATS headers of the
+problem and of each role task, in the gRPC metadata of each model call, and in the traceparent header of
+each pod request. Replies, results and events carry none; a step span ends when its reply arrives.
 
 intake.submit -> ceo.problem -> ceo.turn -> ceo.<phase> -> step.<role> (one per task published; ceo/spans.py)
 -> <role>.task (the role worker) -> /conclave.v1.Inference/Generate (gRPC client span, `grpc_client_span`)
--> gateway.generate -> pod.request (each attempt on a model pod; services/inference/spans.py).
+-> gateway.generate -> pod.request (each attempt on a model pod; services/inference/spans.py). The CEO's own
+model call hangs directly under ceo.decide.
 
 `configure` (called once per process by lifecycle.main) installs the SDK's TracerProvider, so trace ids
 are real and reach the logs, the Result and the trajectory even when nothing is exported. Spans are

@@ -18,12 +18,15 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
+from google.protobuf.message import Message
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from services.bus.codec import PayloadError, decode
 from services.bus.deadletter import DeadLetters
 from services.bus.retry import TRANSIENT, retrying
 from services.bus.topology import BusTiming, ConsumerSpec
@@ -55,6 +58,23 @@ class WorkContext:
 
 
 Handler = Callable[[WorkContext], Awaitable[None]]
+M = TypeVar("M", bound=Message)
+TypedHandler = Callable[[WorkContext, M], Awaitable[None]]
+
+
+def decoding(message_type: type[M], handler: TypedHandler[M]) -> Handler:
+    """The one decode-and-reject opening of every typed consumer: the handler gets the decoded message;
+    a payload that does not decode (codec.decode: protobuf or JSON by Content-Type) is dead-lettered as
+    `bad_payload` and never retried."""
+
+    async def handle(ctx: WorkContext) -> None:
+        try:
+            message = decode(message_type, ctx.msg.data, ctx.msg.headers)
+        except PayloadError as exc:
+            raise Rejected("bad_payload", str(exc)) from exc
+        await handler(ctx, message)
+
+    return handle
 
 
 class WorkerMetrics:

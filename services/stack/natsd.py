@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from services.bus import permissions
+from services.bus.address import DEFAULT_NATS_PORT
 from services.security.local import LocalSecurity, write_private
 
 
@@ -61,7 +62,7 @@ def reachable(url: str, timeout: float = 0.5) -> bool:
     host_port = url.split("://", 1)[-1].split(",")[0].rsplit("@", 1)[-1]
     host, _, port = host_port.partition(":")
     try:
-        with socket.create_connection((host or "127.0.0.1", int(port or 4222)), timeout=timeout):
+        with socket.create_connection((host or "127.0.0.1", int(port or DEFAULT_NATS_PORT)), timeout=timeout):
             return True
     except OSError:
         return False

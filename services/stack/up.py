@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services import registry
+from services.bus.address import DEFAULT_NATS_PORT, DEFAULT_NATS_URL
 from services.runtime.settings import RuntimeSettings
 from services.security.local import LocalSecurity
 from services.stack.declare import declare_bus
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class StackOptions:
     state_dir: Path = Path(".state")
-    nats_url: str = "nats://127.0.0.1:4222"
+    nats_url: str = DEFAULT_NATS_URL
     services: list[str] = field(default_factory=lambda: list(registry.SERVICES))
     # Extra processes the stack runs beside the services (e.g. the CPU model pod).
     extra: list[ProcessSpec] = field(default_factory=list)
@@ -61,7 +62,7 @@ class Stack:
             host_port = self.opts.nats_url.split("://", 1)[-1]
             host, _, port = host_port.partition(":")
             self.nats = NatsServer(
-                store_dir=state / "jetstream", host=host or "127.0.0.1", port=int(port or 4222),
+                store_dir=state / "jetstream", host=host or "127.0.0.1", port=int(port or DEFAULT_NATS_PORT),
                 log_file=state / "logs" / "nats-server.log", security=sec,
             )
             (state / "logs").mkdir(parents=True, exist_ok=True)

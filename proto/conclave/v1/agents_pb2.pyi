@@ -19,6 +19,16 @@ class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ROLE_EVALUATOR: _ClassVar[Role]
     ROLE_ARCHIVER: _ClassVar[Role]
     ROLE_SINGLE: _ClassVar[Role]
+
+class FailureReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FAILURE_REASON_UNSPECIFIED: _ClassVar[FailureReason]
+    FAILURE_REASON_CEILING_REACHED: _ClassVar[FailureReason]
+    FAILURE_REASON_BUDGET_EXHAUSTED: _ClassVar[FailureReason]
+    FAILURE_REASON_POD_UNAVAILABLE: _ClassVar[FailureReason]
+    FAILURE_REASON_BAD_REPLY: _ClassVar[FailureReason]
+    FAILURE_REASON_TIMEOUT: _ClassVar[FailureReason]
+    FAILURE_REASON_INVALID_REQUEST: _ClassVar[FailureReason]
 ROLE_UNSPECIFIED: Role
 ROLE_CEO: Role
 ROLE_RECRUITER: Role
@@ -28,6 +38,13 @@ ROLE_EXECUTOR: Role
 ROLE_EVALUATOR: Role
 ROLE_ARCHIVER: Role
 ROLE_SINGLE: Role
+FAILURE_REASON_UNSPECIFIED: FailureReason
+FAILURE_REASON_CEILING_REACHED: FailureReason
+FAILURE_REASON_BUDGET_EXHAUSTED: FailureReason
+FAILURE_REASON_POD_UNAVAILABLE: FailureReason
+FAILURE_REASON_BAD_REPLY: FailureReason
+FAILURE_REASON_TIMEOUT: FailureReason
+FAILURE_REASON_INVALID_REQUEST: FailureReason
 
 class MemoryLine(_message.Message):
     __slots__ = ("sender", "content")
@@ -192,7 +209,7 @@ class ModelCall(_message.Message):
     def __init__(self, prompt: _Optional[str] = ..., raw_text: _Optional[str] = ..., visible_text: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., max_tokens: _Optional[int] = ..., finish_reason: _Optional[str] = ..., pod: _Optional[str] = ..., seconds: _Optional[float] = ..., messages: _Optional[_Iterable[_Union[PromptMessage, _Mapping]]] = ...) -> None: ...
 
 class RoleReply(_message.Message):
-    __slots__ = ("task_id", "problem_id", "role", "turn", "round", "index", "persona", "content", "agree", "experts", "decision", "evaluation", "execution", "calls", "fallback", "fallback_reason", "error", "worker")
+    __slots__ = ("task_id", "problem_id", "role", "turn", "round", "index", "persona", "content", "agree", "experts", "decision", "evaluation", "execution", "calls", "fallback", "fallback_reason", "error", "worker", "failure")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     PROBLEM_ID_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
@@ -211,6 +228,7 @@ class RoleReply(_message.Message):
     FALLBACK_REASON_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     WORKER_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     problem_id: str
     role: Role
@@ -229,4 +247,5 @@ class RoleReply(_message.Message):
     fallback_reason: str
     error: str
     worker: str
-    def __init__(self, task_id: _Optional[str] = ..., problem_id: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., turn: _Optional[int] = ..., round: _Optional[int] = ..., index: _Optional[int] = ..., persona: _Optional[str] = ..., content: _Optional[str] = ..., agree: _Optional[bool] = ..., experts: _Optional[_Iterable[str]] = ..., decision: _Optional[_Union[CeoDecision, _Mapping]] = ..., evaluation: _Optional[_Union[Evaluation, _Mapping]] = ..., execution: _Optional[_Union[ExecutionResult, _Mapping]] = ..., calls: _Optional[_Iterable[_Union[ModelCall, _Mapping]]] = ..., fallback: _Optional[bool] = ..., fallback_reason: _Optional[str] = ..., error: _Optional[str] = ..., worker: _Optional[str] = ...) -> None: ...
+    failure: FailureReason
+    def __init__(self, task_id: _Optional[str] = ..., problem_id: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., turn: _Optional[int] = ..., round: _Optional[int] = ..., index: _Optional[int] = ..., persona: _Optional[str] = ..., content: _Optional[str] = ..., agree: _Optional[bool] = ..., experts: _Optional[_Iterable[str]] = ..., decision: _Optional[_Union[CeoDecision, _Mapping]] = ..., evaluation: _Optional[_Union[Evaluation, _Mapping]] = ..., execution: _Optional[_Union[ExecutionResult, _Mapping]] = ..., calls: _Optional[_Iterable[_Union[ModelCall, _Mapping]]] = ..., fallback: _Optional[bool] = ..., fallback_reason: _Optional[str] = ..., error: _Optional[str] = ..., worker: _Optional[str] = ..., failure: _Optional[_Union[FailureReason, str]] = ...) -> None: ...

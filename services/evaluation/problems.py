@@ -1,4 +1,4 @@
-"""Turning benchmark or user items into bus Problems."""
+"""Turning benchmark items (services/evaluation/loaders.py) into bus Problems."""
 
 from __future__ import annotations
 
@@ -6,13 +6,7 @@ import re
 
 from conclave.v1 import problem_pb2
 from services.evaluation.loaders import BenchItem
-
-KINDS = {
-    "math": problem_pb2.PROBLEM_KIND_MATH,
-    "multiple_choice": problem_pb2.PROBLEM_KIND_MULTIPLE_CHOICE,
-    "code": problem_pb2.PROBLEM_KIND_CODE,
-    "open_ended": problem_pb2.PROBLEM_KIND_OPEN_ENDED,
-}
+from services.protocol.kinds import KIND_BY_NAME
 
 
 def safe_id(raw: str) -> str:
@@ -23,7 +17,7 @@ def safe_id(raw: str) -> str:
 def item_to_problem(item: BenchItem, *, profile: str = "", single_agent: bool = False, prefix: str = "",
                     max_total_tokens: int = 0, max_turns: int = 0, with_tests: bool = True) -> problem_pb2.Problem:
     """with_tests=False keeps a code item's tests from the team (an eval grades with them afterwards)."""
-    p = problem_pb2.Problem(id=safe_id(prefix + item.id), kind=KINDS[item.kind], text=item.text, profile=profile,
+    p = problem_pb2.Problem(id=safe_id(prefix + item.id), kind=KIND_BY_NAME[item.kind], text=item.text, profile=profile,
                             single_agent=single_agent)
     if item.reference_answer is not None:
         p.reference_answer = str(item.reference_answer)

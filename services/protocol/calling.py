@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from conclave.v1 import agents_pb2
-from services.agents.llm import CallOptions, Completion, LlmClient
-from services.agents.parsing import ParseError
+from services.inference.client import CallOptions, Completion, LlmClient
+from services.protocol.parsing import ParseError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from services.evaluation.graders import extract_boxed, extract_choice, extract_code
+from services.protocol.answers import extract_boxed, extract_choice, extract_code
 
 
 class ParseError(ValueError):
@@ -182,16 +182,6 @@ def _echoes(solution: str, direction: str) -> bool:
     if solution == direction:
         return True
     return len(direction) > 20 and direction in solution and len(solution) < 1.3 * len(direction) + 40
-
-
-def extract_answer(text: str, kind: str) -> str:
-    if kind == "math":
-        return extract_boxed(text) or ""
-    if kind == "multiple_choice":
-        return extract_choice(text) or ""
-    if kind == "code":
-        return extract_code(text) or ""
-    return text.strip()
 
 
 FALLBACK_EXPERTS = (

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from conclave.v1 import agents_pb2, inference_pb2, inference_pb2_grpc
+from services.inference import failures
 from services.runtime.tracing import grpc_client_span
 
 # The full gRPC method name: the client span's name, as OTel's gRPC instrumentation names it.
@@ -15,11 +16,13 @@ GENERATE = "/conclave.v1.Inference/Generate"
 
 
 class LlmError(RuntimeError):
-    """The gateway could not serve the call; `code` is the gRPC status name."""
+    """The gateway could not serve the call; `code` is the gRPC status name, `reason` the typed
+    FailureReason callers act on (services/inference/failures.py)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, reason: int | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
+        self.reason = failures.for_code(code) if reason is None else reason
 
 
 @dataclass
@@ -37,6 +40,8 @@ class Completion:
 @dataclass
 class CallOptions:
     max_tokens: int
+    # The gRPC deadline of the whole stream (RuntimeSettings.model_call_timeout_s).
+    timeout_s: float
     temperature: float | None = None
     top_p: float | None = None
     seed: int | None = None
@@ -46,7 +51,6 @@ class CallOptions:
     role: int = agents_pb2.ROLE_UNSPECIFIED
     reasoning: bool = False
     model: str = ""
-    timeout_s: float = 600.0
 
 
 class LlmClient:
@@ -97,10 +101,13 @@ class LlmClient:
                     if resp.HasField("usage"):
                         usage = resp.usage
             except grpc.aio.AioRpcError as exc:
-                raise LlmError(exc.code().name, exc.details() or "") from exc
+                code = exc.code().name
+                raise LlmError(code, exc.details() or "",
+                               failures.from_metadata(exc.trailing_metadata(), code)) from exc
         raw = "".join(chunks)
         if usage is None:
-            raise LlmError("INTERNAL", "the gateway closed the stream without a usage record")
+            raise LlmError("INTERNAL", "the gateway closed the stream without a usage record",
+                           agents_pb2.FAILURE_REASON_BAD_REPLY)
         return Completion(
             raw_text=usage.raw_text or raw,
             visible_text=usage.visible_text or usage.raw_text or raw,

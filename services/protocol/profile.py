@@ -1,7 +1,7 @@
 """Profiles: the protocol's per-task settings and prompt sets, read from YAML files.
 
 Users add a profile by dropping a YAML file into a directory named by CONCLAVE_PROFILES_DIRS (searched
-before the built-in `ceo/profiles/`); no code changes. A profile's prompts come from the first of its
+before the built-in `services/protocol/profiles/`); no code changes. A profile's prompts come from the first of its
 `prompts` sets that has the role's file, under `prompts/` beside the profile files.
 """
 
@@ -41,11 +41,12 @@ class Prompt:
     user: str
 
     def render(self, **values: object) -> list[tuple[str, str]]:
-        def fill(text: str) -> str:
-            # Values are inserted verbatim: problem text full of LaTeX braces and $ signs stays intact.
-            return _VAR.sub(lambda m: str(values.get(m.group(1), "")), text).strip()
+        return [("system", _fill(self.system, values).strip()), ("user", _fill(self.user, values).strip())]
 
-        return [("system", fill(self.system)), ("user", fill(self.user))]
+
+def _fill(text: str, values: dict[str, object]) -> str:
+    # Values are inserted verbatim: problem text full of LaTeX braces and $ signs stays intact.
+    return _VAR.sub(lambda m: str(values.get(m.group(1), "")), text)
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,12 @@ class Profile:
     def prompt(self, role: str) -> Prompt:
         return _load_prompt(self.prompt_dir, self.prompts, role)
 
+    def fragment(self, name: str, **values: object) -> str:
+        """A piece of prompt text from the first of the profile's sets whose `fragments.md` has a
+        `=== name ===` section (stripped), filled in like a prompt; the values are kept verbatim, and callers
+        add the blank lines around it."""
+        return _fill(_load_fragment(self.prompt_dir, self.prompts, name), values)
+
 
 @cache
 def _load_prompt(prompt_dir: Path, sets: tuple[str, ...], role: str) -> Prompt:
@@ -118,6 +125,22 @@ def _load_prompt(prompt_dir: Path, sets: tuple[str, ...], role: str) -> Prompt:
         if path.exists():
             return parse_prompt_file(path)
     raise ProfileError(f"no prompt for role {role!r} in sets {list(sets)} under {prompt_dir}")
+
+
+@cache
+def _load_fragment(prompt_dir: Path, sets: tuple[str, ...], name: str) -> str:
+    for set_name in sets:
+        path = prompt_dir / set_name / "fragments.md"
+        if path.exists():
+            sections = _sections(path)
+            if name in sections:
+                return sections[name]
+    raise ProfileError(f"no prompt fragment {name!r} in sets {list(sets)} under {prompt_dir}")
+
+
+def _sections(path: Path) -> dict[str, str]:
+    parts = re.split(r"^=== ([a-z_]+) ===\s*$", path.read_text(encoding="utf-8"), flags=re.M)
+    return {name: text.strip() for name, text in zip(parts[1::2], parts[2::2], strict=False)}
 
 
 def parse_prompt_file(path: Path) -> Prompt:
@@ -186,7 +209,15 @@ def available() -> list[str]:
 
 
 def for_problem(problem: problem_pb2.Problem) -> Profile:
+    """The profile a problem names, else its kind's default (without its metadata overrides)."""
     return load(problem.profile or DEFAULT_FOR_KIND.get(problem.kind, "open"))
+
+
+def resolve(problem: problem_pb2.Problem, name: str = "") -> Profile:
+    """The profile a problem runs under, its `profile.<field>` metadata applied: the one rule intake, the
+    CEO and the roles share. `name` (a role task's profile, the one the CEO chose) wins over the problem's.
+    Files are read once per change (load is cached by mtime), so a role resolving it per task is cheap."""
+    return with_overrides(load(name) if name else for_problem(problem), dict(problem.metadata))
 
 
 def cut_menu(menu: tuple[int, ...], cap: int) -> tuple[int, ...]:
