@@ -195,6 +195,11 @@ async def run(service: Service[S], stop: asyncio.Event | None = None, started: a
                 await sub.unsubscribe()
         with contextlib.suppress(Exception):
             await nc.drain()
+        if not nc.is_closed:
+            # NATS unreachable: drain refuses while the client reconnects, and its reconnect loop would outlive
+            # asyncio.run's cancellation, so the process would never exit. Closing stops it.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(nc.close(), timeout=5)
         await probe.stop()
         log.info("%s stopped", service.name)
     return 0
