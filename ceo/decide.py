@@ -25,14 +25,16 @@ async def decide(
     """The decision, parsed (retried up to the profile's parse_retries), else the protocol's fallback.
     The model call may take `timeout_s` (its gRPC deadline); an LlmError reaches the caller."""
     menu = budget_menu(profile, k_cap)
-    # Before the first solution there is nothing to stop with: stop is not offered, and one said anyway
-    # is read as continue (decision.stop_set_aside), not acted on.
+    # Before the first solution there is nothing to stop with, and while the latest check contradicts the
+    # solution there is nothing sound to stop with: stop is not offered, and one said anyway is read as
+    # continue (decision.stop_set_aside), not acted on.
     has_solution = bool(st.plan)
+    offer_stop = has_solution and not st.plan_contradicted
     feedback = st.evaluation.get("advice", "") if st.evaluation else ""
     if st.evaluation:
         feedback = profile.fragment("ceo_feedback", advice=feedback,
                                     verdict="correct" if st.evaluation.get("correctness") else "not correct")
-    with_solution = "with_solution" if has_solution else "without_solution"
+    with_solution = "with_solution" if offer_stop else "contradicted" if has_solution else "without_solution"
     messages = profile.prompt("ceo").render(
         problem=problem_text(problem), turn=st.turn, max_turns=profile.max_turns,
         solution=st.plan or "(none yet)", feedback=feedback or "(none yet)", tokens_used=st.tokens_used,
@@ -47,7 +49,7 @@ async def decide(
     out = await call_and_parse(
         llm, messages, opts,
         lambda text: parsing.parse_decision(text, n_min=profile.n_min, n_cap=profile.n_cap, menu=menu,
-                                            allow_stop=has_solution),
+                                            allow_stop=offer_stop),
         retries=profile.parse_retries, key=f"{st.problem_id}/t{st.turn}-ceo",
     )
     if out.value is not None:

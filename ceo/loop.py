@@ -202,8 +202,9 @@ class ProblemRun:
         set_aside = ""
         if decision.stop_set_aside or (decision.action == CeoDecision.ACTION_STOP and not st.plan):
             self.metrics.decisions.labels("stop_set_aside").inc()
-            log.info("the CEO said stop before any solution existed; set aside, the team continues")
-            set_aside = "stop set aside: there is no solution yet, so the team carries on"
+            why = "the latest check contradicts the solution" if st.plan else "there is no solution yet"
+            log.info("the CEO said stop, but %s; set aside, the team continues", why)
+            set_aside = f"stop set aside: {why}, so the team carries on"
         elif decision.action == CeoDecision.ACTION_STOP and not honour:
             set_aside = "stop set aside: this deployment ignores the CEO's stop (honour_stop is off)"
         await self.event(st, "decision", role=agents_pb2.ROLE_CEO, decision=decision, text=decision.direction,
@@ -232,10 +233,9 @@ class ProblemRun:
             await self.event(st, "recruited", role=agents_pb2.ROLE_RECRUITER, experts=st.experts,
                              fallback=reply.fallback or not reply.experts,
                              fallback_reason=reply.fallback_reason or reply.error)
+        # The last turn's check of this solution: the critics hear what the evaluator heard (the solver is
+        # shown it in its own prompt, _ask_solver).
         checked = self.check_note(st)
-        if checked:
-            # The last turn's check of this solution: the team hears what the evaluator heard.
-            st.solver_memory.append(("executor", checked))
         if st.direction and self.profile.solver_sees_direction:
             st.solver_memory.append(("CEO", st.direction))
         for mem in st.critic_memory:
@@ -244,10 +244,17 @@ class ProblemRun:
         st.phase = SOLVE
 
     def check_note(self, st: ProblemState) -> str:
-        """The outcome of the check that ran on the current plan, for the next turn's team ('' if none)."""
-        if st.execution.get("kind") != "check" or st.execution_plan != st.plan or not st.plan:
+        """The outcome of the check that ran on the current plan, for the next turn's critics ('' if none)."""
+        if not st.check_of_plan():
             return ""
         return evaluator_note(self.profile, self.execution_of(st), answers.extract_answer(st.plan, self.kind)).strip()
+
+    def latest_check(self, st: ProblemState) -> dict:
+        """The latest check and the solution it ran on, for the solver's task: a revision sees what the
+        check computed and its verdict, not only the critics' words ({} without a check)."""
+        if st.execution.get("kind") != "check" or not st.execution_plan:
+            return {}
+        return {"execution": self.execution_of(st), "solution": st.execution_plan}
 
     def solver_persona(self, st: ProblemState) -> str:
         return st.experts[0] if st.experts else self.profile.fragment("solver_persona")
@@ -257,13 +264,19 @@ class ProblemRun:
         st.round, st.phase = 1, REVIEW
 
     async def _ask_solver(self, st: ProblemState, steps: StepRunner) -> None:
-        if self.would_cross_ceiling(st, 1, st.k):
+        first_draft_as_single = self.profile.first_draft == "single" and not st.plan
+        k = self.single_budget() if first_draft_as_single else st.k
+        if self.would_cross_ceiling(st, 1, k):
             self.stop(st, "token_ceiling", f"{st.tokens_used} of {self.ceiling} tokens used; the next solution could cross it")
             return
-        memory = st.solver_memory[-self.profile.solver_memory:]
-        direction = st.direction if self.profile.solver_sees_direction else ""
-        task = self.base_task(st, agents_pb2.ROLE_SOLVER, persona=self.solver_persona(st), max_tokens=st.k,
-                              direction=direction, memory=memory)
+        if first_draft_as_single:
+            # The single agent's question, nothing of the team: no persona, direction or memory.
+            task = self.base_task(st, agents_pb2.ROLE_SOLVER, max_tokens=k, as_single_agent=True)
+        else:
+            memory = st.solver_memory[-self.profile.solver_memory:]
+            direction = st.direction if self.profile.solver_sees_direction else ""
+            task = self.base_task(st, agents_pb2.ROLE_SOLVER, persona=self.solver_persona(st), max_tokens=k,
+                                  direction=direction, memory=memory, **self.latest_check(st))
         reply = await self._new_plan(st, steps, task, self.solver_persona(st))
         if reply is not None and reply.content == st.plan:
             for mem in st.critic_memory:
@@ -410,13 +423,18 @@ class ProblemRun:
         if st.turn > self.max_turns:
             self.stop(st, "max_turns", f"{self.max_turns} turns used")
             return
-        k = min(self.cfg.k_cap or max(self.profile.budget_menu), max(self.profile.budget_menu))
+        k = self.single_budget()
         if self.would_cross_ceiling(st, 1, k):
             self.stop(st, "token_ceiling", f"{st.tokens_used} of {self.ceiling} tokens used")
             return
         task = self.base_task(st, agents_pb2.ROLE_SINGLE, max_tokens=k, memory=st.solver_memory[-self.profile.solver_memory:])
         if await self._new_plan(st, steps, task, "assistant") is not None:
             st.turn += 1
+
+    def single_budget(self) -> int:
+        """The single agent's token budget (--mode single), also a first_draft: single draft's: the
+        profile's largest, cut to what this deployment's pods serve."""
+        return min(self.cfg.k_cap or max(self.profile.budget_menu), max(self.profile.budget_menu))
 
     def fail_step(self, st: ProblemState, reply: agents_pb2.RoleReply) -> None:
         role = agents_pb2.Role.Name(reply.role)

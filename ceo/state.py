@@ -48,6 +48,18 @@ class ProblemState:
     published: bool = False
     trajectory_b64: str = ""
 
+    def check_of_plan(self) -> dict:
+        """The latest check (executor: check) if it ran on the current plan, else {}: a check of an older
+        plan (the executor failed since) says nothing about this one."""
+        if self.execution.get("kind") != "check" or not self.plan or self.execution_plan != self.plan:
+            return {}
+        return self.execution
+
+    @property
+    def plan_contradicted(self) -> bool:
+        """Whether the latest check contradicts the current plan: the CEO is then not offered stop."""
+        return bool(self.check_of_plan().get("contradicts"))
+
     # --- trajectory, kept as protobuf bytes inside the JSON ---
     def trajectory(self) -> outcome_pb2.Trajectory:
         traj = outcome_pb2.Trajectory()

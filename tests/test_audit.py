@@ -42,6 +42,10 @@ def test_a_wrong_first_draft_where_the_single_agent_was_right():
     assert a.loss_step == "first_draft" and a.context == [] and a.loss_cause == "persona: -; direction: -"
     b = audit_trajectory(trajectory("p2", [(1, 0, FOUR)], [0], stop="max_turns"), single={"correct": False})
     assert b.loss_step == "never_right"
+    verified = trajectory("p2v", [(1, 0, FOUR)], [0], stop="max_turns")
+    verified.problem.profile = "math500-verified"  # first_draft: single
+    c = audit_trajectory(verified, single={"correct": True})
+    assert c.loss_step == "first_draft" and c.loss_cause.startswith("asked as the single agent")
 
 
 def test_a_new_turn_loses_an_answer_the_evaluator_rejected_and_the_ceo_stops_on_it():

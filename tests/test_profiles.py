@@ -22,6 +22,13 @@ def test_overrides_change_only_what_they_name():
     assert not base.require_passing_tests  # the paper's protocol: the evaluator alone decides
 
 
+def test_the_verified_profiles_ask_the_first_draft_as_the_single_agent_and_the_papers_do_not():
+    for name in profiles.available():
+        assert profiles.load(name).first_draft == ("single" if name.endswith("-verified") else "team"), name
+    tuned = profiles.with_overrides(profiles.load("math500"), {"profile.first_draft": "single"})
+    assert tuned.first_draft == "single"
+
+
 def test_a_fixed_team_size_and_a_budget_cap():
     tuned = profiles.with_overrides(profiles.load("aime2024"),
                                     {"profile.n_min": "3", "profile.n_cap": "3", "profile.k_cap": "4096"})
@@ -33,6 +40,7 @@ def test_a_fixed_team_size_and_a_budget_cap():
     ("profile.critic_rounds", "many", "not a whole number"),
     ("profile.require_passing_tests", "maybe", "not true or false"),
     ("profile.temperature", "1", "overrides nothing"),
+    ("profile.first_draft", "solver", "not one of team, single"),
 ])
 def test_bad_overrides_are_refused_with_the_reason(key, value, message):
     with pytest.raises(profiles.ProfileError, match=message):

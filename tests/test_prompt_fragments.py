@@ -11,9 +11,9 @@ import pytest
 from services.protocol import profile as profiles
 
 ROOT = Path(__file__).resolve().parent.parent
-# A literal name, or an f-string whose variable part is one of the two ceo_* variants.
+# A literal name, or an f-string whose variable part is one of the three ceo_* variants.
 _CALL = re.compile(r"""fragment\(\s*f?["']([a-z_{}]+)["']""")
-_VARIANTS = {"{with_solution}": ("with_solution", "without_solution")}
+_VARIANTS = {"{with_solution}": ("with_solution", "without_solution", "contradicted")}
 
 
 def _names_in_code() -> set[str]:

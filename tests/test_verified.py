@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from conclave.v1 import agents_pb2
 from services.agents.check import judge
-from tests.agents.scripts import AGREE, CORRECT, DISAGREE, R, ceo, team
+from tests.agents.scripts import AGREE, CORRECT, DISAGREE, WRONG, R, ceo, team
 from tests.test_agents_e2e import roles_in_order, two_plus_three
 
 CHECK_SAYS_5 = "```python\nresult = 2 + 3\nprint('ANSWER:', result)\n```"
@@ -47,8 +48,10 @@ async def test_a_contradicting_check_blocks_the_acceptance_and_the_team_hears_it
     assert [(e.correctness, e.blocked) for e in traj.evaluations] == [(1, True), (1, False)]
     evaluator_prompts = [m.call.messages[1].content for m in traj.messages if m.role == R.ROLE_EVALUATOR]
     assert "CONTRADICTS the solution" in evaluator_prompts[0] and "agrees with the solution" in evaluator_prompts[1]
-    turn2 = [m for m in traj.messages if m.turn == 2 and m.role in (R.ROLE_SOLVER, R.ROLE_CRITIC)]
-    assert turn2 and all("[executor]: An independent check program" in m.call.messages[1].content for m in turn2)
+    critics2 = [m for m in traj.messages if m.turn == 2 and m.role == R.ROLE_CRITIC]
+    assert critics2 and all("[executor]: An independent check program" in m.call.messages[1].content for m in critics2)
+    solver2 = [m.call.messages[1].content for m in traj.messages if m.turn == 2 and m.role == R.ROLE_SOLVER]
+    assert solver2 and all("Your team's answer 4 was checked" in p and "[executor]" not in p for p in solver2)
     executor_calls = [m for m in traj.messages if m.role == R.ROLE_EXECUTOR]
     assert len(executor_calls) == 2 and "Proposed final answer: 4" in executor_calls[0].call.messages[1].content
 
@@ -105,3 +108,81 @@ async def test_a_check_runs_in_the_sandbox_and_float_output_matches_a_symbolic_a
     run = await run_python("import math\nprint('ANSWER:', (3, math.pi / 2))\n")
     assert judge("math", "\\left( 3, \\frac{\\pi}{2} \\right)", run.status, run.stdout, run.stderr).passed
     assert judge("math", "(3, 0)", run.status, run.stdout, run.stderr).contradicts
+
+
+# Deterministic protocol tests (scripted backend) of the verified profiles' departures from the paper
+# (first_draft: single, no stop on a contradicted answer, the check shown to the revision): issue 15.
+
+async def test_deterministic_protocol_a_verified_first_draft_is_asked_as_the_single_agent_is(agent_stack):
+    async with agent_stack(verified_script()) as env:
+        single = two_plus_three("first-draft-single")
+        single.single_agent = True
+        verified = two_plus_three("first-draft-verified", max_turns=1)
+        verified.profile = "math500-verified"
+        paper = two_plus_three("first-draft-paper", max_turns=1)
+        for p in (single, verified, paper):
+            await env.solve(p)
+        by_id = {p.id: await env.trajectory(p.id) for p in (single, verified, paper)}
+    (alone,) = [m for m in by_id["first-draft-single"].messages if m.role == R.ROLE_SINGLE]
+    draft = next(m for m in by_id["first-draft-verified"].messages if m.role == R.ROLE_SOLVER)
+    paper_draft = next(m for m in by_id["first-draft-paper"].messages if m.role == R.ROLE_SOLVER)
+    # The same prompt, byte for byte, and the same budget as --mode single: no persona, direction or team.
+    assert [(m.role, m.content) for m in draft.call.messages] == [(m.role, m.content) for m in alone.call.messages]
+    assert draft.call.max_tokens == alone.call.max_tokens and (draft.turn, draft.round) == (1, 0)
+    assert "check the arithmetic" not in draft.call.messages[1].content and not draft.persona
+    # The paper's profile keeps its solver prompt: the persona and the CEO's direction.
+    assert paper_draft.call.messages != draft.call.messages
+    assert "check the arithmetic" in paper_draft.call.messages[1].content and paper_draft.persona
+
+
+def _checked(answer: str, check: str = CHECK_SAYS_5) -> list:
+    return [(R.ROLE_EXECUTOR, f"Proposed final answer: {answer}", check)]
+
+
+async def test_deterministic_protocol_the_ceo_is_not_offered_stop_while_the_check_contradicts(agent_stack):
+    script = team(
+        ceo=[(R.ROLE_CEO, ".", ceo(n=2, stop=True))],  # a CEO that always wants to stop
+        solver=[(R.ROLE_SOLVER, "agreed", "Two plus three is \\boxed{5}."),
+                (R.ROLE_SOLVER, ".", "Two plus three is \\boxed{4}.")],
+        executor=_checked("4") + _checked("5"),  # the check computes 5: contradicts 4, agrees with 5
+        evaluator=[(R.ROLE_EVALUATOR, ".", WRONG)],
+    )
+    async with agent_stack(script) as env:
+        contradicted = two_plus_three("contradicted-1", max_turns=2)
+        agreed = two_plus_three("agreed-1", max_turns=2)
+        agreed.text += " (agreed)"
+        for p in (contradicted, agreed):
+            p.profile = "math500-verified"
+            await env.solve(p)
+        traj = {p.id: await env.trajectory(p.id) for p in (contradicted, agreed)}
+        events = env.events["contradicted-1"]
+    ceo_prompts = [m.call.messages[1].content for m in traj["contradicted-1"].messages if m.role == R.ROLE_CEO]
+    assert len(ceo_prompts) == 2 and traj["contradicted-1"].executions[0].contradicts
+    assert "stop" not in ceo_prompts[1].lower() and "Decision: continue\n" in ceo_prompts[1]
+    assert "check program contradicts the latest solution" in ceo_prompts[1]
+    second = traj["contradicted-1"].decisions[1]
+    assert second.action == agents_pb2.CeoDecision.ACTION_CONTINUE and second.stop_set_aside
+    assert any("the latest check contradicts the solution" in e.set_aside for e in events if e.type == "decision")
+    assert traj["contradicted-1"].result.stop_reason == "max_turns"
+    # With a check that agrees, stop is offered and honoured.
+    agreed_ceo = [m.call.messages[1].content for m in traj["agreed-1"].messages if m.role == R.ROLE_CEO]
+    assert "Decision: continue or stop" in agreed_ceo[1] and traj["agreed-1"].executions[0].passed
+    assert traj["agreed-1"].result.stop_reason == "ceo_stop"
+
+
+async def test_deterministic_protocol_the_revision_is_shown_the_check(agent_stack):
+    async with agent_stack(verified_script()) as env:
+        p = two_plus_three("revision-check-1")
+        p.profile = "math500-verified"
+        await env.solve(p)
+        traj = await env.trajectory("revision-check-1")
+    check = traj.executions[0]
+    assert check.contradicts and "the check computed 5, the solution says 4" in check.output
+    solver2 = [m.call.messages[1].content for m in traj.messages if m.turn == 2 and m.role == R.ROLE_SOLVER]
+    assert solver2
+    for prompt in solver2:
+        assert "CONTRADICTS the solution" in prompt and "It computed 5; the solution's answer is 4." in prompt
+        assert "the check computed 5, the solution says 4" in prompt  # the check program's output
+        assert "do not give 4 again" in prompt
+    first = next(m for m in traj.messages if m.role == R.ROLE_SOLVER).call.messages[1].content
+    assert "checked" not in first  # the first draft has no check to see

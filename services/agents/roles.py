@@ -12,7 +12,7 @@ from conclave.v1 import agents_pb2
 from services.agents.context import AgentContext
 from services.protocol import answers, parsing
 from services.protocol.calling import StepOutcome, call_and_parse
-from services.protocol.context import evaluator_note, history_block, problem_text
+from services.protocol.context import evaluator_note, history_block, problem_text, solver_check_note
 from services.protocol.envelopes import reply_to
 from services.protocol.roles import WORKER_ROLE_BY_NAME
 
@@ -57,10 +57,15 @@ class Solver:
         t = ctx.task
         direction = ctx.profile.fragment("direction_note", direction=t.direction) + "\n\n" if t.direction else ""
         revision = ctx.profile.fragment("revision_note") + "\n\n" if t.round > 0 else ""
-        messages = ctx.profile.prompt(self.prompt_name).render(
+        checked = solver_check_note(ctx.profile, t.execution, answers.extract_answer(t.solution, ctx.kind)) \
+            if t.HasField("execution") else ""
+        # A first draft asked as the single agent is (first_draft: single) is the single agent's own prompt:
+        # the CEO sent it no persona, direction or memory, so it renders byte for byte as --mode single.
+        prompt = SingleAgent.prompt_name if t.as_single_agent else self.prompt_name
+        messages = ctx.profile.prompt(prompt).render(
             persona=t.persona or ctx.profile.fragment("solver_persona"), problem=problem_text(t.problem),
             history=history_block(ctx.profile, list(t.memory)), direction_note=direction, revision_note=revision,
-            answer_format=ctx.profile.answer_format,
+            check_note=checked + "\n\n" if checked else "", answer_format=ctx.profile.answer_format,
         )
         kind = ctx.kind
 

@@ -27,6 +27,7 @@ from google.protobuf import json_format
 
 from conclave.v1 import agents_pb2, outcome_pb2
 from services.evaluation.graders import grade_choice, grade_math
+from services.protocol import profile as profiles
 from services.protocol.answers import extract_answer
 from services.protocol.kinds import kind_name
 
@@ -135,8 +136,18 @@ def _cause(traj: outcome_pb2.Trajectory, solver: outcome_pb2.TrajectoryMessage) 
         objections = [m.call.visible_text.strip() for m in traj.messages
                       if m.role == R.ROLE_CRITIC and m.turn == solver.turn and m.round == solver.round and not m.agree]
         return "critique: " + " | ".join(objections) if objections else "critique: (none recorded)"
+    if (solver.turn, solver.round) == (1, 0) and _first_draft_single(traj.problem):
+        return "asked as the single agent (first_draft: single): no persona, no direction"
     direction = next((d.direction for d in traj.decisions if d.turn == solver.turn), "")
     return f"persona: {solver.persona or '-'}; direction: {direction or '-'}"
+
+
+def _first_draft_single(problem) -> bool:
+    """Whether the problem's profile asked its first draft as the single agent (first_draft: single)."""
+    try:
+        return profiles.resolve(problem).first_draft == "single"
+    except profiles.ProfileError:
+        return False  # a profile this machine lacks: say what the trajectory shows
 
 
 def load_trajectory(path: Path) -> outcome_pb2.Trajectory:

@@ -33,3 +33,14 @@ def evaluator_note(profile: Profile, ex: agents_pb2.ExecutionResult, solution_an
     computed = " " + profile.fragment("check_computed", check_answer=ex.check_answer, answer=solution_answer) \
         if ex.check_answer else ""
     return profile.fragment("check_note", verdict=verdict, computed=computed, output=ex.output[-1000:]) + "\n"
+
+
+def solver_check_note(profile: Profile, ex: agents_pb2.ExecutionResult, checked_answer: str) -> str:
+    """How the solver hears of the latest check (of the answer `checked_answer`): the verdict, what the
+    check computed and its output, as the evaluator heard it, and after a contradiction not to repeat the
+    answer unexamined ('' when there is no check). Blank lines around it are the caller's."""
+    if ex.kind != "check":
+        return ""
+    advice = profile.fragment("solver_check_contradicts", answer=checked_answer) if ex.contradicts else ""
+    return profile.fragment("solver_check", answer=checked_answer, note=evaluator_note(profile, ex, checked_answer),
+                            advice=advice).strip()

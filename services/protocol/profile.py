@@ -26,6 +26,9 @@ DEFAULT_FOR_KIND = {
 }
 # none; tests (code against tests); check (a model-written check of a math or choice answer)
 EXECUTORS = ("none", "tests", "check")
+# team (the paper: the solver's own prompt, persona, CEO direction and budget); single (the solver's first
+# draft is asked exactly as the single agent is: its prompt and budget, nothing of the team)
+FIRST_DRAFTS = ("team", "single")
 _VAR = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
 # A profile is named by a file stem; a name that could leave the profile directories is not looked up.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -81,6 +84,11 @@ class Profile:
     solver_sees_direction: bool = True  # False: the CEO's direction reaches the critics, not the solver
     neutral_personas: bool = False  # True: no recruiter call; the solver and critics get generic personas
     critic_revision: bool = True  # False: critics review once, and the solver never revises
+    # single: the solver's first draft is the single agent's answer (the same prompt and token budget as
+    # `conclave eval --mode single`), so the team starts from the single agent's distribution; the
+    # anchor measurement lost every right answer in the first draft (docs/results.md). Departs from the
+    # paper (the *-verified profiles).
+    first_draft: str = "team"
     # Open-ended reports with fixed sections (ceo/report.py): a report that lacks one, or was cut off before
     # its END OF REPORT line, is not accepted, and the Result carries the parsed report.
     structured_report: bool = False
@@ -179,6 +187,8 @@ def load_file(path: Path) -> Profile:
     profile = Profile(prompt_dir=prompt_dir, **doc)
     if profile.executor not in EXECUTORS:
         raise ProfileError(f"{path}: executor {profile.executor!r} is not one of {', '.join(EXECUTORS)}")
+    if profile.first_draft not in FIRST_DRAFTS:
+        raise ProfileError(f"{path}: first_draft {profile.first_draft!r} is not one of {', '.join(FIRST_DRAFTS)}")
     if not 1 <= profile.n_min <= profile.initial_n <= profile.n_cap:
         raise ProfileError(f"{path}: need 1 <= n_min <= initial_n <= n_cap")
     if profile.token_ceiling <= 0:
@@ -231,6 +241,7 @@ OVERRIDE_PREFIX = "profile."
 _INT_OVERRIDES = ("critic_rounds", "max_turns", "n_cap", "n_min", "initial_n", "parse_retries")
 _BOOL_OVERRIDES = ("require_passing_tests", "check_rebuttal", "solver_sees_direction", "neutral_personas",
                    "critic_revision")
+_CHOICE_OVERRIDES = {"first_draft": FIRST_DRAFTS}
 
 
 def with_overrides(profile: Profile, metadata: dict[str, str]) -> Profile:
@@ -248,6 +259,11 @@ def with_overrides(profile: Profile, metadata: dict[str, str]) -> Profile:
                 raise ProfileError(f"metadata {key}={value!r} is not true or false")
             changes[name] = value.lower() in ("true", "1")
             continue
+        if name in _CHOICE_OVERRIDES:
+            if value not in _CHOICE_OVERRIDES[name]:
+                raise ProfileError(f"metadata {key}={value!r} is not one of {', '.join(_CHOICE_OVERRIDES[name])}")
+            changes[name] = value
+            continue
         try:
             number = int(value)
         except ValueError as exc:
@@ -257,7 +273,7 @@ def with_overrides(profile: Profile, metadata: dict[str, str]) -> Profile:
         elif name == "k_cap":
             changes["budget_menu"] = cut_menu(profile.budget_menu, number)
         else:
-            known = ", ".join((*_INT_OVERRIDES, *_BOOL_OVERRIDES, "k_cap"))
+            known = ", ".join((*_INT_OVERRIDES, *_BOOL_OVERRIDES, *_CHOICE_OVERRIDES, "k_cap"))
             raise ProfileError(f"metadata {key} overrides nothing; known: {known}")
     if not changes:
         return profile

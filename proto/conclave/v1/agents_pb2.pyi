@@ -123,7 +123,7 @@ class ExecutionResult(_message.Message):
     def __init__(self, passed: _Optional[bool] = ..., tests_run: _Optional[int] = ..., tests_failed: _Optional[int] = ..., output: _Optional[str] = ..., status: _Optional[str] = ..., wall_s: _Optional[float] = ..., dataset_tests: _Optional[bool] = ..., kind: _Optional[str] = ..., check_answer: _Optional[str] = ..., contradicts: _Optional[bool] = ...) -> None: ...
 
 class RoleTask(_message.Message):
-    __slots__ = ("task_id", "problem_id", "role", "problem", "turn", "round", "index", "persona", "max_tokens", "direction", "solution", "memory", "recruit_number", "advice", "execution", "profile", "temperature", "top_p", "reasoning", "tokens_used", "token_ceiling", "last_evaluation", "max_turns", "parse_retries", "model")
+    __slots__ = ("task_id", "problem_id", "role", "problem", "turn", "round", "index", "persona", "max_tokens", "direction", "solution", "memory", "recruit_number", "advice", "execution", "profile", "temperature", "top_p", "reasoning", "tokens_used", "token_ceiling", "last_evaluation", "max_turns", "parse_retries", "model", "as_single_agent")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     PROBLEM_ID_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
@@ -149,6 +149,7 @@ class RoleTask(_message.Message):
     MAX_TURNS_FIELD_NUMBER: _ClassVar[int]
     PARSE_RETRIES_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    AS_SINGLE_AGENT_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     problem_id: str
     role: Role
@@ -174,7 +175,8 @@ class RoleTask(_message.Message):
     max_turns: int
     parse_retries: int
     model: str
-    def __init__(self, task_id: _Optional[str] = ..., problem_id: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., problem: _Optional[_Union[_problem_pb2.Problem, _Mapping]] = ..., turn: _Optional[int] = ..., round: _Optional[int] = ..., index: _Optional[int] = ..., persona: _Optional[str] = ..., max_tokens: _Optional[int] = ..., direction: _Optional[str] = ..., solution: _Optional[str] = ..., memory: _Optional[_Iterable[_Union[MemoryLine, _Mapping]]] = ..., recruit_number: _Optional[int] = ..., advice: _Optional[str] = ..., execution: _Optional[_Union[ExecutionResult, _Mapping]] = ..., profile: _Optional[str] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., reasoning: _Optional[bool] = ..., tokens_used: _Optional[int] = ..., token_ceiling: _Optional[int] = ..., last_evaluation: _Optional[_Union[Evaluation, _Mapping]] = ..., max_turns: _Optional[int] = ..., parse_retries: _Optional[int] = ..., model: _Optional[str] = ...) -> None: ...
+    as_single_agent: bool
+    def __init__(self, task_id: _Optional[str] = ..., problem_id: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., problem: _Optional[_Union[_problem_pb2.Problem, _Mapping]] = ..., turn: _Optional[int] = ..., round: _Optional[int] = ..., index: _Optional[int] = ..., persona: _Optional[str] = ..., max_tokens: _Optional[int] = ..., direction: _Optional[str] = ..., solution: _Optional[str] = ..., memory: _Optional[_Iterable[_Union[MemoryLine, _Mapping]]] = ..., recruit_number: _Optional[int] = ..., advice: _Optional[str] = ..., execution: _Optional[_Union[ExecutionResult, _Mapping]] = ..., profile: _Optional[str] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., reasoning: _Optional[bool] = ..., tokens_used: _Optional[int] = ..., token_ceiling: _Optional[int] = ..., last_evaluation: _Optional[_Union[Evaluation, _Mapping]] = ..., max_turns: _Optional[int] = ..., parse_retries: _Optional[int] = ..., model: _Optional[str] = ..., as_single_agent: _Optional[bool] = ...) -> None: ...
 
 class PromptMessage(_message.Message):
     __slots__ = ("role", "content")
