@@ -217,9 +217,10 @@ async def client_child(args: argparse.Namespace) -> None:
         await channel.close()
 
 
-async def throughput(modes: dict[str, Runner], args: argparse.Namespace,
-                     log: Callable[[str], None]) -> dict[str, dict[str, Any]]:
-    """Closed loops at each level for each mode, alternating the order round by round."""
+async def throughput(modes: dict[str, Runner], args: argparse.Namespace, log: Callable[[str], None],
+                     so_far: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """Closed loops at each level for each mode, alternating the order round by round; `so_far` holds the
+    rounds finished, for a run cut by its time budget."""
     warm = max(args.levels)
     for name, runner in modes.items():
         t0 = time.perf_counter()
@@ -232,6 +233,8 @@ async def throughput(modes: dict[str, Runner], args: argparse.Namespace,
             for m in order:
                 runs[(m, c)].add(await modes[m](c, requests_for(c, args), args.max_tokens))
         log(f"  round {r + 1}/{args.rounds} done")
+        if so_far is not None:
+            so_far.update({m: {str(c): summarize(runs[(m, c)]) for c in args.levels} for m in modes})
     return {m: {str(c): summarize(runs[(m, c)]) for c in args.levels} for m in modes}
 
 
@@ -570,11 +573,13 @@ async def steps_1_to_4(args: argparse.Namespace, rep: Report, procs: Procs) -> N
     from services.inference.client import CallOptions, LlmClient
 
     steps = args.steps
-    two = "4" in steps
+    two = "4" in steps and not args.pod_url
     ports = {"a": args.pod_port or free_port()}
     if two:
         ports["b"] = free_port()
     urls = {k: f"http://127.0.0.1:{p}" for k, p in ports.items()}
+    if args.pod_url:  # a pod that is already serving (the scripted loop's); none is started or stopped here
+        urls, ports = {"a": args.pod_url.rstrip("/")}, {}
     pods = {}
     for k, port in ports.items():  # started together: with --kv-cache-memory-bytes neither profiles memory
         env = child_env({"VLLM_CACHE_ROOT": f"/tmp/vllm-cache-{k}"})
@@ -619,8 +624,12 @@ async def steps_1_to_4(args: argparse.Namespace, rep: Report, procs: Procs) -> N
                 pools.append(await ClientPool("grpc", f"127.0.0.1:{info['port']}", "", args).start())
                 modes["gateway_http"] = pools[-1].run
             rep.log(f"throughput: modes {list(modes)}, levels {args.levels}, {args.client_procs} client processes")
+            so_far: dict[str, dict[str, Any]] = {}
             try:
-                result = await throughput(modes, args, rep.log)
+                result = await throughput(modes, args, rep.log, so_far)
+            except asyncio.CancelledError:  # the time budget: the rounds finished are kept
+                rep.put("throughput", {"config": config, "results": so_far, "cut_by_budget": True})
+                raise
             finally:
                 for pool in pools:
                     await pool.close()
@@ -787,6 +796,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pod-cmd", default=DEFAULT_POD_CMD,
                    help="pod command; {python} {model} {port} {mem} {kv_bytes} are filled in "
                         f"(CPU test: {CPU_POD_CMD!r})")
+    p.add_argument("--pod-url", default="", help="steps 2-3 against this running pod (e.g. http://127.0.0.1:8000) "
+                   "instead of starting one; step 4 needs two pods of its own and is skipped")
     p.add_argument("--pod-port", type=int, default=0)
     p.add_argument("--pod-mem", type=float, default=0.4, help="--gpu-memory-utilization of each pod")
     p.add_argument("--pod-kv-bytes", type=int, default=8 << 30, help="KV cache bytes of each pod")

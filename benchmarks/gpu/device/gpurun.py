@@ -26,8 +26,10 @@ import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 W = Path(os.environ.get("GPURUN_DIR", "/tmp/gpuw"))
@@ -36,12 +38,18 @@ SITE2 = W / "site2"
 STATE = W / "state.json"
 LOGS = W / "logs"
 RUNS = W / "runs"
-POD_PORT = 8000
+# Base and tuned models are two pods, so the tuned one can start while the base one still serves.
+PORTS = {"base": 8000, "tuned": int(os.environ.get("GPURUN_TUNED_PORT", "8001"))}
+KV_BYTES = 16 << 30  # explicit, so two pods and the trainer can share the GPU (no memory profiling of others)
+# The tuned pod streams 8 tokens per chunk (first token at once): what that saves the gateway is measured.
+TUNED_STREAM_INTERVAL = int(os.environ.get("GPURUN_TUNED_STREAM_INTERVAL", "8"))
 NATS_URL = "nats://127.0.0.1:4222"
 SERVED = "qwen2.5-coder-0.5b-instruct"
 K_CAP = int(os.environ.get("GPURUN_K_CAP", "2048"))
 LIMIT = int(os.environ.get("GPURUN_LIMIT", "0"))  # a rehearsal on a CPU evaluates the first N only
 MIN_STRICT_PROBLEMS = 20  # below this, train on the relaxed M500 selection (and say so)
+# A rehearsal on a CPU: the pods are already running (llama.cpp), nothing is trained, "tuned" is the base pod.
+REHEARSAL = os.environ.get("GPURUN_REHEARSAL") == "1"
 T0 = time.monotonic()
 
 
@@ -124,19 +132,92 @@ def http_ok(url: str, timeout: float = 2) -> bool:
         return False
 
 
-def pod_tokens() -> dict[str, float]:
-    """vLLM's own counters: generated and prompt tokens so far."""
+def pod_metrics(port: int) -> dict[str, float]:
+    """vLLM's own /metrics, every series of a name summed (one engine, so the labels are the model's)."""
     out: dict[str, float] = {}
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{POD_PORT}/metrics", timeout=5) as resp:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
             text = resp.read().decode()
     except OSError:
         return out
     for line in text.splitlines():
-        for key in ("vllm:generation_tokens_total", "vllm:prompt_tokens_total"):
-            if line.startswith(key):
-                out[key] = out.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+        if line.startswith("vllm:"):
+            name = line.split("{", 1)[0].split(" ", 1)[0]
+            with contextlib.suppress(ValueError):
+                out[name] = out.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
     return out
+
+
+def load_between(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
+    """What the pod did between two /metrics snapshots: tokens, request sizes, prefix-cache hits."""
+    d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in set(after) | set(before)}
+    reqs = d.get("vllm:request_generation_tokens_count", 0.0)
+    queries = d.get("vllm:prefix_cache_queries_total", 0.0)
+    return {
+        "seconds": round(seconds, 1),
+        "generated_tokens": d.get("vllm:generation_tokens_total", 0.0),
+        "prompt_tokens": d.get("vllm:prompt_tokens_total", 0.0),
+        "requests": reqs,
+        "generated_tok_per_s": round(d.get("vllm:generation_tokens_total", 0.0) / max(seconds, 1e-9), 1),
+        "mean_prompt_tokens": round(d.get("vllm:request_prompt_tokens_sum", 0.0) / reqs, 1) if reqs else 0.0,
+        "mean_generated_tokens": round(d.get("vllm:request_generation_tokens_sum", 0.0) / reqs, 1) if reqs else 0.0,
+        "prefix_cache_hit_rate": round(d.get("vllm:prefix_cache_hits_total", 0.0) / queries, 3) if queries else 0.0,
+        "preemptions": d.get("vllm:num_preemptions_total", 0.0),
+    }
+
+
+class PodSampler(threading.Thread):
+    """Samples the pod's running and waiting requests every `every` seconds while a step runs."""
+
+    def __init__(self, port: int, every: float = 2.0) -> None:
+        super().__init__(daemon=True)
+        self.port, self.every, self.samples = port, every, []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.wait(self.every):
+            m = pod_metrics(self.port)
+            if m:
+                self.samples.append((m.get("vllm:num_requests_running", 0.0), m.get("vllm:num_requests_waiting", 0.0)))
+
+    def finish(self) -> dict[str, float]:
+        self.halt.set()
+        self.join(timeout=10)
+        busy = [r for r, _ in self.samples if r > 0]
+        return {"mean_running": round(sum(r for r, _ in self.samples) / max(len(self.samples), 1), 1),
+                "mean_running_while_busy": round(sum(busy) / max(len(busy), 1), 1),
+                "max_running": max((r for r, _ in self.samples), default=0.0),
+                "mean_waiting": round(sum(w for _, w in self.samples) / max(len(self.samples), 1), 1),
+                "samples": len(self.samples)}
+
+
+def cpu_ticks() -> dict[int, tuple[str, int]]:
+    """Every process's CPU time so far (user + system, in clock ticks), under a short label."""
+    out = {}
+    for d in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            stat = (d / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2:].split()
+            comm = stat[stat.index("(") + 1:stat.rindex(")")]
+            args = (d / "cmdline").read_bytes().split(b"\0")
+            words = [a.decode(errors="replace") for a in args if a]
+            label = comm
+            if "-m" in words and words.index("-m") + 1 < len(words):
+                rest = words[words.index("-m") + 1:]
+                label = " ".join(rest[:3] if rest[0] == "services.cli.main" else rest[:2])
+            elif len(words) > 1 and words[1].endswith(".py"):
+                label = Path(words[1]).name
+            out[int(d.name)] = (label[:60], int(fields[11]) + int(fields[12]))
+    return out
+
+
+def cores_between(before: dict[int, tuple[str, int]], after: dict[int, tuple[str, int]], seconds: float) -> dict[str, float]:
+    """CPU cores each kind of process used between two snapshots (processes grouped by label)."""
+    hz = os.sysconf("SC_CLK_TCK")
+    used: dict[str, float] = {}
+    for pid, (label, ticks) in after.items():
+        used[label] = used.get(label, 0.0) + (ticks - before.get(pid, (label, 0))[1]) / hz / max(seconds, 1e-9)
+    return {k: round(v, 2) for k, v in sorted(used.items(), key=lambda kv: -kv[1]) if v >= 0.05}
 
 
 # ----------------------------------------------------------------------------------------------- stash
@@ -213,6 +294,25 @@ class Deadline(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class Eval:
+    """One `conclave eval` run of the pipeline; its name is its output folder and its step."""
+
+    name: str
+    which: str  # "base" or "tuned": the pod (and so the model) it runs against
+    benchmark: str
+    mode: str
+    concurrency: int
+    split: str | None = None
+    extra: tuple[str, ...] = ()
+
+
+TRAIN_RUNS = ("base-mas-train", "base-mas-train2")  # two team runs of the training half: more trajectories
+GATEWAY_LEVELS = os.environ.get("GPURUN_GATEWAY_LEVELS", "1 32 128").split()
+# Seconds each gateway measurement may take: beside the loop, so it must not eat a lease's device time.
+GATEWAY_BUDGET_S = int(os.environ.get("GPURUN_GATEWAY_BUDGET_S", "150"))
+
+
 class Pipeline:
     def __init__(self, stage: Path, deadline_s: float) -> None:
         self.stage = stage
@@ -220,13 +320,15 @@ class Pipeline:
         self.manifest = json.loads((stage / "manifest.json").read_text())
         self.deadline = T0 + deadline_s
         self.st = load_state()
+        self.lock = threading.RLock()  # a group's evals record from their own threads
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
 
     def record(self, step: str, **info) -> None:
-        self.st["steps"].setdefault(step, {}).update(info)
-        save_state(self.st)
+        with self.lock:
+            self.st["steps"].setdefault(step, {}).update(info)
+            save_state(self.st)
 
     def done(self, step: str) -> bool:
         return bool(self.st["steps"].get(step, {}).get("done"))
@@ -247,97 +349,169 @@ class Pipeline:
             raise SystemExit(f"conversion failed; see {LOGS / 'convert.log'}:\n{tail(LOGS / 'convert.log')}")
         self.record("convert", done=True, **json.loads(info.read_text()))
 
-    def serve(self, which: str) -> None:
-        """vLLM on W/base or W/tuned, on POD_PORT, under one served name so the gateway needs no change."""
+    def start_pod(self, which: str) -> None:
+        """vLLM on W/base or W/tuned, on its own port, under one served name so the stack needs no change."""
         key = f"serve-{which}"
-        pid = self.st["steps"].get(key, {}).get("pid")
-        if not alive(pid):
-            for other in ("serve-base", "serve-tuned"):
-                stop(self.st["steps"].get(other, {}).get("pid"))
-            argv = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", str(W / which),
-                    "--served-model-name", SERVED, "--port", str(POD_PORT), "--gpu-memory-utilization", "0.45",
-                    "--max-model-len", "32768", "--max-num-seqs", "512", "--enable-prefix-caching",
-                    "--generation-config", "vllm", "--disable-uvicorn-access-log"]
-            env = env_for("vllm", self.proj) | {"VLLM_CACHE_ROOT": str(W / "vllm-cache")}
-            pid = spawn(f"vllm-{which}", argv, env)
-            self.record(key, pid=pid, started=time.time())
-        self.wait_for(f"vLLM ({which}) to be healthy", lambda: http_ok(f"http://127.0.0.1:{POD_PORT}/health"), 2)
-        if not self.st["steps"][key].get("healthy_after_s"):
+        if alive(self.st["steps"].get(key, {}).get("pid")) or self.done(key):
+            return
+        argv = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", str(W / which),
+                "--served-model-name", SERVED, "--port", str(PORTS[which]), "--gpu-memory-utilization", "0.3",
+                "--kv-cache-memory-bytes", str(KV_BYTES), "--max-model-len", "32768", "--max-num-seqs", "512",
+                "--enable-prefix-caching", "--generation-config", "vllm", "--disable-uvicorn-access-log"]
+        if which == "tuned" and TUNED_STREAM_INTERVAL > 1:
+            argv += ["--stream-interval", str(TUNED_STREAM_INTERVAL)]
+        env = env_for("vllm", self.proj) | {"VLLM_CACHE_ROOT": str(W / "vllm-cache")}
+        self.record(key, pid=spawn(f"vllm-{which}", argv, env), started=time.time())
+
+    def serve(self, which: str) -> None:
+        key = f"serve-{which}"
+        if not self.st["steps"].get(key, {}).get("pid") and not REHEARSAL:
+            self.start_pod(which)
+        self.wait_for(f"vLLM ({which}) to be healthy",
+                      lambda: http_ok(f"http://127.0.0.1:{PORTS[which]}/health") or self.tick(), 2)
+        if not self.st["steps"][key].get("healthy_after_s") and self.st["steps"][key].get("started"):
             self.record(key, healthy_after_s=round(time.time() - self.st["steps"][key]["started"], 1))
-        if which == "tuned":
-            time.sleep(35)  # the gateway ejected the pod while it restarted; its backoff is at most 30 s
         self.record(key, done=True)
 
-    def stack(self) -> None:
-        pid = self.st["steps"].get("stack", {}).get("pid")
+    def stack(self, which: str) -> None:
+        """`conclave up` against one pod; the tuned stack replaces the base one (fresh state, fresh archive)."""
+        key = f"stack-{which}"
+        pid = self.st["steps"].get(key, {}).get("pid")
         if not alive(pid):
+            for other in ("stack-base", "stack-tuned"):
+                stop(self.st["steps"].get(other, {}).get("pid"))
             env = env_for("app", self.proj) | {
-                "CONCLAVE_POD_MAX_INFLIGHT": "192", "CONCLAVE_POD_QUEUE_LIMIT": "4096",
+                "CONCLAVE_POD_MAX_INFLIGHT": "256", "CONCLAVE_POD_QUEUE_LIMIT": "8192",
                 "CONCLAVE_CONTEXT_LENGTH": "32768", "CONCLAVE_CONCURRENCY": "256"}
-            pid = spawn("stack", [sys.executable, "-m", "services.cli.main", "up", "--pods",
-                                  f"http://127.0.0.1:{POD_PORT}", "--state-dir", str(W / "stack"),
-                                  "--nats-url", NATS_URL, "--k-cap", str(K_CAP)], env, cwd=self.proj)
-            self.record("stack", pid=pid, started=time.time())
-        logf = LOGS / "stack.log"
-        self.wait_for("the Conclave stack", lambda: "services are up" in logf.read_text(errors="replace")
+            pid = spawn(key, [sys.executable, "-m", "services.cli.main", "up", "--pods",
+                              f"http://127.0.0.1:{PORTS[which]}", "--state-dir", str(W / key),
+                              "--nats-url", NATS_URL, "--k-cap", str(K_CAP)], env, cwd=self.proj)
+            self.record(key, pid=pid, started=time.time())
+        logf = LOGS / f"{key}.log"
+        # `up` says "stack running" once the pod answers and the services registered, or after 300 s
+        # without (a warning, recorded): the evals then show what is missing.
+        self.wait_for("the Conclave stack", lambda: "stack running" in logf.read_text(errors="replace")
                       if logf.exists() else False, 1)
-        self.record("stack", done=True)
+        self.record(key, done=True, all_registered="services are up" in logf.read_text(errors="replace"))
 
     def revision(self, which: str) -> tuple[str, str]:
         if which == "base":
             return SERVED, self.manifest["model"]["sha256"][:12]
         weights = sorted((W / "tuned").glob("*.safetensors"))
+        if not weights:  # a rehearsal serves the base model under the tuned name
+            return f"{SERVED}+sft-m500", "rehearsal"
         return f"{SERVED}+sft-m500", hashlib.sha256(b"".join(sha256_of(p).encode() for p in weights)).hexdigest()[:12]
 
-    def eval(self, name: str, which: str, mode: str, split: str, concurrency: int) -> None:
-        model, rev = self.revision(which)
-        out = RUNS / name
-        argv = [sys.executable, "-m", "services.cli.main", "eval", "--benchmark", "math500", "--split", split,
-                "--mode", mode, "--concurrency", str(concurrency), "--timeout", "1800", "--out", str(out),
-                "--model", model, "--revision", rev, "--nats-url", NATS_URL,
-                "--data-dir", str(self.proj / "benchmarks" / "data"), *(["--limit", str(LIMIT)] if LIMIT else [])]
-        before, started = pod_tokens(), time.monotonic()
-        logf = (LOGS / f"eval-{name}.log").open("ab")
-        proc = subprocess.Popen(argv, env=env_for("app", self.proj), cwd=self.proj, stdout=logf,
-                                stderr=subprocess.STDOUT)
+    def eval(self, ev: Eval) -> None:
+        """One `conclave eval`, resumable (same --out); cut at the deadline, it goes on in the next call."""
+        if self.done(ev.name):
+            return
+        model, rev = self.revision(ev.which)
+        out = RUNS / ev.name
+        argv = [sys.executable, "-m", "services.cli.main", "eval", "--benchmark", ev.benchmark, "--mode", ev.mode,
+                "--concurrency", str(ev.concurrency), "--timeout", "1800", "--out", str(out), "--model", model,
+                "--revision", rev, "--nats-url", NATS_URL, "--data-dir", str(self.proj / "benchmarks" / "data"),
+                *(["--split", ev.split] if ev.split else []), *ev.extra, *(["--limit", str(LIMIT)] if LIMIT else [])]
+        started, cut = time.monotonic(), False
+        logf = (LOGS / f"eval-{ev.name}.log").open("ab")
+        # The stack is secure by default: the client's NATS user and the CA are in its state dir.
+        env = env_for("app", self.proj) | {"CONCLAVE_STATE_DIR": str(W / f"stack-{ev.which}")}
+        proc = subprocess.Popen(argv, env=env, cwd=self.proj, stdout=logf, stderr=subprocess.STDOUT)
         try:
-            proc.wait(timeout=max(1.0, self.left() - 5))
+            proc.wait(timeout=max(1.0, self.left() - 8))
         except subprocess.TimeoutExpired:
+            cut = True
             proc.send_signal(signal.SIGINT)  # graded problems are on disk; the next call resumes this run
             with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=15)
+                proc.wait(timeout=5)
             proc.kill()
-        after, secs = pod_tokens(), time.monotonic() - started
+        secs = time.monotonic() - started
+        prev = self.st["steps"].get(ev.name, {})
+        results = out / "results.jsonl"
+        graded = len(results.read_text().splitlines()) if results.exists() else 0
+        self.record(ev.name, seconds=round(prev.get("seconds", 0) + secs, 1), graded=graded, argv=argv[3:])
+        if cut:
+            raise Deadline(f"eval {ev.name} cut at the deadline with {graded} graded; resumes next call")
+        if proc.returncode != 0:  # failed on its own: recorded, and the rest of the lease goes on
+            self.record(ev.name, done=True, error=f"rc {proc.returncode}: {tail(LOGS / f'eval-{ev.name}.log', 1500)}")
+            return
+        report = out / "report.json"
+        self.record(ev.name, done=True, problems_per_hour=round(graded / max(self.st["steps"][ev.name]["seconds"], 1e-9) * 3600),
+                    **({"report": report.name} if report.exists() else {}))
+
+    def group(self, name: str, which: str, chains: list[list[Eval]]) -> None:
+        """Runs the chains side by side (each chain's evals one after another) against one pod, and records
+        what the pod did meanwhile: tokens/s, request sizes, how many requests it held."""
+        sampler, before, started = PodSampler(PORTS[which]), pod_metrics(PORTS[which]), time.monotonic()
+        sampler.start()
+        failures: list[str] = []
+
+        def run_chain(chain: list[Eval]) -> None:
+            for ev in chain:
+                try:
+                    self.eval(ev)
+                except Deadline as exc:
+                    failures.append(str(exc))
+                    return
+
+        threads = [threading.Thread(target=run_chain, args=(c,), daemon=True) for c in chains]
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads):
+            self.tick()
+            time.sleep(1)
+        secs = time.monotonic() - started
         prev = self.st["steps"].get(name, {})
-        gen = after.get("vllm:generation_tokens_total", 0) - before.get("vllm:generation_tokens_total", 0)
-        prompt = after.get("vllm:prompt_tokens_total", 0) - before.get("vllm:prompt_tokens_total", 0)
-        self.record(name, seconds=round(prev.get("seconds", 0) + secs, 1),
-                    generated_tokens=prev.get("generated_tokens", 0) + gen,
-                    prompt_tokens=prev.get("prompt_tokens", 0) + prompt,
-                    graded=len((out / "results.jsonl").read_text().splitlines()) if (out / "results.jsonl").exists() else 0)
-        if proc.returncode != 0:
-            raise Deadline(f"eval {name} stopped (rc {proc.returncode}); resumes next call\n"
-                           f"{tail(LOGS / f'eval-{name}.log', 1500)}")
-        s = self.st["steps"][name]
-        self.record(name, done=True, pod_generated_tok_per_s=round(s["generated_tokens"] / max(s["seconds"], 1e-9), 1))
+        self.record(name, **{f"load_{len(prev.get('calls', []))}": load_between(before, pod_metrics(PORTS[which]), secs)
+                             | sampler.finish()}, calls=[*prev.get("calls", []), round(secs, 1)])
+        if failures:
+            raise Deadline("; ".join(failures)[:3000])
+        self.record(name, done=True)
+
+    def synthetic(self, group: str, which: str) -> None:
+        """The same pod on a synthetic batch of the group's request sizes at its concurrency (`vllm bench
+        serve`): what the pod can sustain, against what the team kept it doing."""
+        load = self.st["steps"][group]["load_0"]
+        conc = max(1, round(load["mean_running_while_busy"]))
+        out = W / "synthetic"
+        out.mkdir(exist_ok=True)
+        argv = [sys.executable, "-m", "vllm.entrypoints.cli.main", "bench", "serve", "--backend", "vllm",
+                "--base-url", f"http://127.0.0.1:{PORTS[which]}", "--model", SERVED, "--tokenizer", str(W / which),
+                "--dataset-name", "random", "--random-input-len", str(max(1, round(load["mean_prompt_tokens"]))),
+                "--random-output-len", str(max(1, round(load["mean_generated_tokens"]))), "--ignore-eos",
+                "--max-concurrency", str(conc), "--num-prompts", str(max(4 * conc, 200)), "--disable-tqdm",
+                "--save-result", "--result-dir", str(out), "--result-filename", f"{group}.json"]
+        with (LOGS / "synthetic.log").open("ab") as logf:
+            r = subprocess.run(argv, env=env_for("vllm", self.proj), stdout=logf, stderr=subprocess.STDOUT,
+                               timeout=max(30.0, self.left() - 5))
+        if r.returncode != 0:
+            raise SystemExit(f"vllm bench serve failed:\n{tail(LOGS / 'synthetic.log', 1500)}")
+        res = json.loads((out / f"{group}.json").read_text())
+        synth = res.get("output_throughput", 0.0)
+        self.record(f"synthetic-{group}", done=True, concurrency=conc, synthetic_output_tok_per_s=round(synth, 1),
+                    team_generated_tok_per_s=load["generated_tok_per_s"],
+                    ratio=round(load["generated_tok_per_s"] / synth, 3) if synth else None,
+                    bench={k: res.get(k) for k in ("completed", "total_input_tokens", "total_output_tokens",
+                                                   "duration", "mean_ttft_ms", "p99_ttft_ms")})
 
     def dataset(self) -> None:
         """The M500 selection over the team's training-half trajectories only (never the held-out half)."""
-        results = RUNS / "base-mas-train" / "results.jsonl"
-        archive, picked = W / "stack" / "archive", W / "train-archive"
+        archive, picked = W / "stack-base" / "archive", W / "train-archive"
         picked.mkdir(exist_ok=True)
-        ids = [json.loads(line)["problem_id"] for line in results.read_text().splitlines() if line.strip()]
-        copied = 0
-        for pid in ids:
-            src = archive / f"{pid}.json"
-            if src.exists():
-                shutil.copy2(src, picked / src.name)
-                copied += 1
+        grades, copied = [], 0
+        for run in TRAIN_RUNS:
+            results = RUNS / run / "results.jsonl"
+            grades += ["--grades", str(results)]
+            for line in results.read_text().splitlines():
+                src = archive / f"{json.loads(line)['problem_id']}.json" if line.strip() else None
+                if src is not None and src.exists():
+                    shutil.copy2(src, picked / src.name)
+                    copied += 1
         env = env_for("app", self.proj)
         summaries = {}
         for label, extra in (("strict", []), ("relaxed", ["--allow", "format_broken", "--allow", "no_consensus"])):
-            r = subprocess.run([sys.executable, "-m", "trainer.dataset", "--archive", str(picked), "--grades",
-                                str(results), "--out", str(W / f"m500-{label}.jsonl"), *extra], env=env,
+            r = subprocess.run([sys.executable, "-m", "trainer.dataset", "--archive", str(picked), *grades,
+                                "--out", str(W / f"m500-{label}.jsonl"), *extra], env=env,
                                cwd=self.proj, capture_output=True, text=True)
             summaries[label] = (r.stdout + r.stderr)[-1500:]
             if r.returncode != 0:
@@ -347,43 +521,110 @@ class Pipeline:
         chosen = "strict" if problems["strict"] >= MIN_STRICT_PROBLEMS else "relaxed"
         self.record("dataset", done=True, trajectories=copied, summaries=summaries, problems=problems, chosen=chosen)
 
-    def sft(self) -> None:
-        stop(self.st["steps"].get("serve-base", {}).get("pid"))  # free the GPU for training
+    def sft_start(self) -> None:
+        """Full fine-tuning in the background, beside the base pod (both fit the GPU; the pod has fixed KV)."""
+        if alive(self.st["steps"].get("sft", {}).get("pid")) or REHEARSAL:
+            self.record("sft-start", done=True)
+            return
         chosen = self.st["steps"]["dataset"]["chosen"]
         argv = [sys.executable, "-m", "trainer.sft", "--data", str(W / f"m500-{chosen}.jsonl"),
                 "--base-model", str(W / "base"), "--output", str(W / "sft"), "--epochs", "3", "--seq-len", "8192",
                 "--global-batch", "16", "--micro-batch", "4", "--lr", "1e-5"]
-        started = time.monotonic()
-        with (LOGS / "sft.log").open("ab") as logf:
-            r = subprocess.run(argv, env=env_for("app", self.proj), cwd=self.proj, stdout=logf,
-                               stderr=subprocess.STDOUT, timeout=max(30.0, self.left()))
-        if r.returncode != 0:
-            raise SystemExit(f"trainer.sft failed:\n{tail(LOGS / 'sft.log')}")
+        self.record("sft", pid=spawn("sft", argv, env_for("app", self.proj), cwd=self.proj), started=time.time(),
+                    argv=argv[2:])
+        self.record("sft-start", done=True)
+
+    def tick(self) -> bool:
+        """Background work, advanced from every wait: when training ends, the tuned pod starts at once."""
+        sft = self.st["steps"].get("sft", {})
+        if REHEARSAL or sft.get("done") or not sft.get("pid") or alive(sft["pid"]):
+            return False
+        summary = W / "sft" / "summary.json"
+        if not summary.exists():
+            self.record("sft", error=f"trainer.sft ended without a summary:\n{tail(LOGS / 'sft.log')}")
+            return False
         if (W / "tuned").exists():
             shutil.rmtree(W / "tuned")
         shutil.copytree(W / "sft" / "final", W / "tuned")
-        self.record("sft", done=True, seconds=round(time.monotonic() - started, 1), argv=argv[2:],
-                    summary=json.loads((W / "sft" / "summary.json").read_text()))
+        self.record("sft", done=True, seconds=round(time.time() - sft["started"], 1),
+                    summary=json.loads(summary.read_text()))
+        if gpu_total_gib() < 100:  # an 80 GB card: the tuned pod waits until the base pod is gone
+            return False
+        self.start_pod("tuned")
+        return False
+
+    def sft_wait(self) -> None:
+        if REHEARSAL:
+            self.record("sft", done=True, rehearsal=True)
+        self.wait_for("trainer.sft", lambda: self.tick() or self.done("sft") or "error" in self.st["steps"]["sft"], 2)
+        if not self.done("sft"):
+            raise SystemExit(self.st["steps"]["sft"]["error"])
+
+    def retire_base(self) -> None:
+        """Base work is over: its stack and pod go, and the tuned pod starts if it has not yet."""
+        stop(self.st["steps"].get("stack-base", {}).get("pid"))
+        if not REHEARSAL:
+            stop(self.st["steps"].get("serve-base", {}).get("pid"))
+            self.start_pod("tuned")
+        self.record("retire-base", done=True)
+
+    def gateway(self, which: str) -> None:
+        """benchmarks/gpu_gateway.py steps 2-3 on a running pod: bare vLLM against the gateway in front of it,
+        4 client processes, concurrency 1/32/128, every process's CPU recorded."""
+        out = W / f"gateway-{which}"
+        cpu0, started = cpu_ticks(), time.monotonic()
+        argv = [sys.executable, "benchmarks/gpu_gateway.py", "--steps", "23", "--pod-url",
+                f"http://127.0.0.1:{PORTS[which]}", "--levels", *GATEWAY_LEVELS, "--rounds", "2",
+                "--no-ignore-eos", "--client-procs", "4", "--gateway-inflight", "256",
+                "--budget-s", str(max(30, min(GATEWAY_BUDGET_S, int(self.left() - 20)))), "--out-dir", str(out), "--log-dir", str(LOGS),
+                *os.environ.get("GPURUN_GATEWAY_ARGS", "").split()]  # a rehearsal's smaller load
+        with (LOGS / f"gateway-{which}.log").open("ab") as logf:
+            r = subprocess.run(argv, env=env_for("app", self.proj) | {"OUT": str(out)}, cwd=self.proj, stdout=logf,
+                               stderr=subprocess.STDOUT, timeout=max(30.0, self.left() - 5))
+        cores = cores_between(cpu0, cpu_ticks(), time.monotonic() - started)
+        if not (out / "gpu_gateway.json").exists():
+            raise SystemExit(f"gpu_gateway.py failed:\n{tail(LOGS / f'gateway-{which}.log', 1500)}")
+        res = json.loads((out / "gpu_gateway.json").read_text())
+        # Cut by its budget, it keeps the levels it finished: recorded with the reason.
+        self.record(f"gateway-{which}", done=True, stream_interval=TUNED_STREAM_INTERVAL if which == "tuned" else 1,
+                    throughput=res.get("throughput", {}).get("results"), cores=cores,
+                    **({"error": tail(LOGS / f"gateway-{which}.log", 800)} if r.returncode else {}))
 
     def steps(self):
+        base_team = [[Eval("base-mas-heldout", "base", "math500", "mas", 96, "heldout")],
+                     [Eval("base-mas-train", "base", "math500", "mas", 80, "train")],
+                     [Eval("base-mas-train2", "base", "math500", "mas", 80, "train")]]
+        verified = Eval("base-verified-all", "base", "math500", "mas", 96, extra=("--profile", "math500-verified"))
+        vote = Eval("base-vote-all", "base", "math500", "vote", 64,
+                    extra=("--k", "auto", "--match", str(RUNS / "base-verified-all"), "--k-max", "32"))
+        others = [Eval(f"base-{b}-{m}", "base", b, m, 64) for b in ("aime2024", "humaneval", "mbpp")
+                  for m in ("single", "mas")]
+        base_rest = [[Eval("base-single-heldout", "base", "math500", "single", 128, "heldout"),
+                      Eval("base-single-train", "base", "math500", "single", 128, "train")],
+                     [verified, vote], others[:2], others[2:4], others[4:]]
+        tuned = [[Eval("tuned-single-heldout", "tuned", "math500", "single", 128, "heldout")],
+                 [Eval("tuned-mas-heldout", "tuned", "math500", "mas", 96, "heldout")]]
+        # soft: a failure is recorded and the pipeline goes on (measurements beside the loop, not the loop)
         return [
-            ("convert", self.convert),
-            ("serve-base", lambda: self.serve("base")),
-            ("stack", self.stack),
-            ("base-single-heldout", lambda: self.eval("base-single-heldout", "base", "single", "heldout", 192)),
-            # The held-out half first, both modes: a paired single-against-team result even if the lease ends.
-            ("base-mas-heldout", lambda: self.eval("base-mas-heldout", "base", "mas", "heldout", 96)),
-            ("base-single-train", lambda: self.eval("base-single-train", "base", "single", "train", 192)),
-            ("base-mas-train", lambda: self.eval("base-mas-train", "base", "mas", "train", 96)),
-            ("dataset", self.dataset),
-            ("sft", self.sft),
-            ("serve-tuned", lambda: self.serve("tuned")),
-            ("tuned-single-heldout", lambda: self.eval("tuned-single-heldout", "tuned", "single", "heldout", 192)),
-            ("tuned-mas-heldout", lambda: self.eval("tuned-mas-heldout", "tuned", "mas", "heldout", 96)),
+            ("convert", self.convert, False),
+            ("serve-base", lambda: self.serve("base"), False),
+            ("stack-base", lambda: self.stack("base"), False),
+            ("base-team", lambda: self.group("base-team", "base", base_team), False),
+            ("synthetic-base-team", lambda: self.synthetic("base-team", "base"), True),
+            ("dataset", self.dataset, False),
+            ("sft-start", self.sft_start, False),
+            ("base-rest", lambda: self.group("base-rest", "base", base_rest), False),
+            ("gateway-base", lambda: self.gateway("base"), True),
+            ("sft-wait", self.sft_wait, False),
+            ("retire-base", self.retire_base, False),
+            ("serve-tuned", lambda: self.serve("tuned"), False),
+            ("stack-tuned", lambda: self.stack("tuned"), False),
+            ("tuned-heldout", lambda: self.group("tuned-heldout", "tuned", tuned), False),
+            ("gateway-tuned", lambda: self.gateway("tuned"), True),
         ]
 
     def go(self, only: list[str]) -> bool:
-        for name, fn in self.steps():
+        for name, fn, soft in self.steps():
             if self.done(name) or (only and name not in only):
                 continue
             log(f"step {name}")
@@ -393,16 +634,26 @@ class Pipeline:
             except Deadline as exc:
                 log(f"deadline: {exc}")
                 return False
-            except (SystemExit, Exception) as exc:  # noqa: BLE001 - recorded, collected, shown; the call ends
+            except (SystemExit, Exception) as exc:  # noqa: BLE001 - recorded, collected, shown
                 log(f"step {name} FAILED: {exc!r}"[:3000])
                 self.record(name, error=repr(exc)[-3000:])
-                return False
+                if not soft:
+                    return False
+                self.record(name, done=True)  # a measurement beside the loop: recorded, and the loop goes on
             finally:
                 prev = self.st["steps"].setdefault(name, {})
                 prev["wall_s"] = round(prev.get("wall_s", 0) + time.monotonic() - started, 1)
                 save_state(self.st)
             log(f"step {name} done in {time.monotonic() - started:.1f}s")
         return True
+
+
+def gpu_total_gib() -> float:
+    with contextlib.suppress(Exception):
+        r = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+                           capture_output=True, text=True, timeout=10)
+        return float(r.stdout.split()[0]) / 1024
+    return 0.0
 
 
 # ----------------------------------------------------------------------------------------------- collect
@@ -430,21 +681,25 @@ def collect(out: Path, st: dict) -> None:
         for f in [W / "m500-strict.jsonl", W / "m500-relaxed.jsonl"]:
             if f.exists() and f.stat().st_size < 12 << 20:
                 tar.add(f, arcname=f"train/{f.name}")
+        for f in sorted((W / "synthetic").glob("*.json")) + sorted(W.glob("gateway-*/*.json")):
+            tar.add(f, arcname=f"perf/{f.parent.name}-{f.name}")
         for f in [W / "sft" / "metrics.jsonl", W / "sft" / "summary.json", W / "base" / "conversion.json"]:
             if f.exists():
                 tar.add(f, arcname=f"train/{f.parent.name}-{f.name}")
     with tarfile.open(out / "logs.tar.gz", "w:gz") as tar:
-        logs = sorted(LOGS.glob("*.log")) + sorted((W / "stack" / "logs").glob("*")) if LOGS.exists() else []
+        logs = sorted(LOGS.glob("*.log")) if LOGS.exists() else []
+        logs += [f for stack in ("stack-base", "stack-tuned") for f in sorted((W / stack / "logs").glob("*"))]
         for f in logs:
             if f.is_file():
                 data = tail(f, 400_000).encode()
-                info = tarfile.TarInfo(f"{f.parent.name}/{f.name}")
+                info = tarfile.TarInfo(f"logs/{f.name}" if f.parent == LOGS else f"{f.parent.parent.name}/{f.name}")
                 info.size = len(data)
                 import io
 
                 tar.addfile(info, io.BytesIO(data))
-    archive = W / "stack" / "archive"
-    new = [f for f in sorted(archive.glob("*.json")) if f.name not in set(st["collected"])] if archive.exists() else []
+    seen = set(st["collected"])
+    new = [f for stack in ("stack-base", "stack-tuned") for f in sorted((W / stack / "archive").glob("*.json"))
+           if f.name not in seen]
     for _ in range(4):  # at most 4 archive files: 8 files come back in all
         if not new:
             break
@@ -452,7 +707,7 @@ def collect(out: Path, st: dict) -> None:
         with tarfile.open(path, "w:gz") as tar:
             while new and size < 60 << 20:  # raw bytes; gzip takes JSON trajectories to well under 16 MiB
                 f = new.pop(0)
-                tar.add(f, arcname=f"archive/{f.name}")
+                tar.add(f, arcname=f"{f.parent.parent.name}/archive/{f.name}")
                 size += f.stat().st_size
                 st["collected"].append(f.name)
         save_state(st)
