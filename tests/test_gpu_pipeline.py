@@ -1,0 +1,146 @@
+"""benchmarks/gpu/device/gpurun.py's measurements, on a CPU: what it reads from a pod's /metrics, the CPU each
+process used, and which steps a short lease may skip. (The whole pipeline is rehearsed on the scripted backend
+as docs/gpu.md says; these are the parts whose arithmetic the GPU records depend on.)"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.server
+import importlib.util
+import os
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def g(tmp_path, monkeypatch):
+    """gpurun.py (a script for the device machine, not a package module), its work dir under tmp_path."""
+    monkeypatch.setenv("GPURUN_DIR", str(tmp_path / "w"))
+    spec = importlib.util.spec_from_file_location("gpurun_under_test", ROOT / "benchmarks/gpu/device/gpurun.py")
+    mod = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, mod)  # its dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class MetricsPod:
+    """An HTTP server answering /metrics with whatever text the test sets, as vLLM's exposition does."""
+
+    def __init__(self) -> None:
+        pod = self
+        self.text = ""
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's name
+                body = pod.text.encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def exposition(gen: float, prompt: float, reqs: float, prompt_sum: float, gen_sum: float, hits: float,
+               queries: float) -> str:
+    # two series of one name (labels differ) are summed, as two engines' or two finished_reason's would be
+    return "\n".join([
+        "# HELP vllm:generation_tokens_total Number of generation tokens processed.",
+        f'vllm:generation_tokens_total{{model_name="m"}} {gen}',
+        f'vllm:prompt_tokens_total{{model_name="m"}} {prompt}',
+        f'vllm:request_generation_tokens_count{{model_name="m",finished_reason="stop"}} {reqs - 1}',
+        'vllm:request_generation_tokens_count{model_name="m",finished_reason="length"} 1',
+        f'vllm:request_generation_tokens_sum{{model_name="m"}} {gen_sum}',
+        f'vllm:request_prompt_tokens_sum{{model_name="m"}} {prompt_sum}',
+        f'vllm:prefix_cache_hits_total{{model_name="m"}} {hits}',
+        f'vllm:prefix_cache_queries_total{{model_name="m"}} {queries}',
+        'vllm:num_requests_running{model_name="m"} 7',
+        'process_cpu_seconds_total 12.5',  # not vLLM's: ignored
+        ""])
+
+
+def test_the_pods_load_between_two_snapshots_is_tokens_sizes_and_cache_hits(g):
+    pod = MetricsPod()
+    try:
+        pod.text = exposition(gen=1000, prompt=5000, reqs=10, prompt_sum=5000, gen_sum=1000, hits=100, queries=400)
+        before = g.pod_metrics(pod.port)
+        pod.text = exposition(gen=21000, prompt=45000, reqs=110, prompt_sum=45000, gen_sum=21000, hits=2100,
+                              queries=4400)
+        after = g.pod_metrics(pod.port)
+    finally:
+        pod.close()
+    assert "process_cpu_seconds_total" not in after and after["vllm:num_requests_running"] == 7
+    load = g.load_between(before, after, seconds=10.0)
+    assert load["generated_tokens"] == 20000 and load["prompt_tokens"] == 40000
+    assert load["requests"] == 100 and load["generated_tok_per_s"] == 2000.0
+    assert load["mean_prompt_tokens"] == 400.0 and load["mean_generated_tokens"] == 200.0
+    assert load["prefix_cache_hit_rate"] == 0.5
+
+
+def test_a_pod_that_does_not_answer_gives_no_metrics_and_a_load_of_zeros(g):
+    pod = MetricsPod()
+    port = pod.port
+    pod.close()
+    pod.server.server_close()
+    assert g.pod_metrics(port) == {}
+    assert g.load_between({}, {}, 5.0)["mean_prompt_tokens"] == 0.0
+
+
+def test_cores_used_are_summed_per_kind_of_process(g):
+    hz = os.sysconf("SC_CLK_TCK")
+    before = {1: ("ceo", 0), 2: ("critic", 10 * hz), 3: ("critic", 0)}
+    # pid 4 started between the snapshots: all its time counts; pid 3 ended: it is not in the second snapshot
+    after = {1: ("ceo", 20 * hz), 2: ("critic", 30 * hz), 4: ("critic", 10 * hz), 5: ("idle", 0)}
+    assert g.cores_between(before, after, seconds=10.0) == {"critic": 3.0, "ceo": 2.0}
+    own = g.cpu_ticks()
+    assert os.getpid() in own and own[os.getpid()][1] >= 0
+
+
+def test_a_short_lease_may_skip_a_measurement_beside_the_loop_but_not_a_step_of_the_loop(g, tmp_path):
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    (stage / "manifest.json").write_text('{"artifacts": {}, "model": {"sha256": "0" }}')
+    pipe = g.Pipeline(stage, deadline_s=60)
+    soft = {name for name, _, is_soft in pipe.steps() if is_soft}
+    assert soft == {"synthetic-base-team", "gateway-base", "gateway-tuned"}
+    with pytest.raises(SystemExit, match="only a measurement beside the loop"):
+        pipe.go(only=["dataset"], skip=["dataset"])
+    assert pipe.go(only=["gateway-tuned"], skip=["gateway-tuned"])
+    assert pipe.st["steps"]["gateway-tuned"] == {"done": True, "skipped": True}
+
+
+def test_the_gateway_benchmark_keeps_the_rounds_it_finished_when_its_budget_cuts_it():
+    from benchmarks.common import Run, Sample
+    from benchmarks.gpu_gateway import throughput
+
+    calls = []
+
+    async def quick(concurrency, requests, max_tokens):
+        calls.append(concurrency)
+        await asyncio.sleep(0)
+        return Run([Sample(0.01, max_tokens, 0.1, "a", 10, 0.01) for _ in range(requests)], wall=0.5)
+
+    async def stuck(concurrency, requests, max_tokens):
+        if len(calls) > 6:  # warm-ups and the first round pass; the second round never ends
+            await asyncio.Event().wait()
+        return await quick(concurrency, requests, max_tokens)
+
+    args = argparse.Namespace(levels=[1, 2], rounds=3, waves=1, min_requests=2, max_tokens=8)
+    so_far: dict = {}
+    with pytest.raises(TimeoutError):
+        asyncio.run(asyncio.wait_for(throughput({"bare": quick, "gateway": stuck}, args, lambda _: None, so_far), 2))
+    assert set(so_far) == {"bare", "gateway"} and set(so_far["gateway"]) == {"1", "2"}
