@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import time
 
+import nats
 import pytest
 
 from services.evaluation import report
 from services.evaluation.loaders import BenchItem
-from services.evaluation.runner import RunSettings, load_done, run_eval
+from services.evaluation.runner import RunSettings, load_done, run_eval, trajectory_of
+from services.stack.natsd import find_binary, free_port, reachable
 from tests.agents.scripts import CORRECT, R, ceo, team
 
 ITEMS = [BenchItem(id=f"sum/{i}", kind="math", text=f"What is 2+3? (variant {i})", reference_answer="5")
@@ -98,3 +102,40 @@ async def test_by_default_the_team_never_sees_the_tests_that_grade_it(agent_stac
     (execution,) = shown_traj.executions
     assert execution.dataset_tests and execution.passed
     assert held_out.correct and shown.correct  # graded with the dataset's tests either way
+
+
+
+@pytest.fixture
+def plain_nats():
+    """A real nats-server without JetStream (no store, no users): its URL."""
+    port = free_port()
+    server = subprocess.Popen([str(find_binary()), "-a", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"nats://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            if reachable(url):
+                break
+            time.sleep(0.05)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+async def test_a_jetstream_that_does_not_answer_costs_a_result_its_decisions_not_the_run(plain_nats):
+    # A subscriber takes the JetStream API requests and never answers: what a JetStream too busy to answer
+    # looks like to the client (seen on the GPU under a vote of 64 problems x 32 samples, where it ended the
+    # whole eval).
+    nc = await nats.connect(plain_nats)
+    asked = []
+
+    async def busy(msg):
+        asked.append(msg.subject)
+
+    await nc.subscribe("$JS.API.>", cb=busy)
+    try:
+        assert await trajectory_of(nc, "p-1", attempts=2, timeout_s=0.3, backoff_s=0) is None
+        assert len(asked) == 2 and all("TRAJECTORIES" in s for s in asked)
+    finally:
+        await nc.close()

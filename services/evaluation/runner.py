@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -27,6 +28,8 @@ from services.client.solve import solve
 from services.evaluation.graders import grade_choice, grade_code, grade_math
 from services.evaluation.loaders import BenchItem
 from services.evaluation.problems import item_to_problem
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -110,12 +113,24 @@ async def grade(item: BenchItem, result: outcome_pb2.Result) -> tuple[bool, str]
     return False, "open-ended answers are not graded"
 
 
-async def trajectory_of(nc: Client, problem_id: str) -> outcome_pb2.Trajectory | None:
-    try:
-        raw = await nc.jetstream().get_last_msg(topology.TRAJECTORIES.name, subjects.trajectory(problem_id))
-    except NotFoundError:
-        return None
-    return outcome_pb2.Trajectory.FromString(raw.data)
+async def trajectory_of(nc: Client, problem_id: str, *, attempts: int = 3, timeout_s: float = 10.0,
+                        backoff_s: float = 1.0) -> outcome_pb2.Trajectory | None:
+    """The problem's stored trajectory (for the CEO's decisions in results.jsonl), or None. A JetStream too
+    busy to answer (seen on the GPU: a vote of 64 problems × 32 samples) is asked again, then gone without:
+    the graded result stands, only its decisions list is empty; it never ends the run."""
+    for attempt in range(1, attempts + 1):
+        try:
+            raw = await nc.jetstream(timeout=timeout_s).get_last_msg(topology.TRAJECTORIES.name,
+                                                                     subjects.trajectory(problem_id))
+            return outcome_pb2.Trajectory.FromString(raw.data)
+        except NotFoundError:
+            return None
+        except TimeoutError:  # nats.errors.TimeoutError is one
+            log.warning("trajectory of %s: JetStream did not answer in %.0fs (attempt %d of %d)",
+                        problem_id, timeout_s, attempt, attempts)
+            if attempt < attempts:
+                await asyncio.sleep(backoff_s * attempt)
+    return None
 
 
 class RunMismatch(ValueError):

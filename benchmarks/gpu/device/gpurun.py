@@ -383,16 +383,22 @@ class Pipeline:
             env = env_for("app", self.proj) | {
                 "CONCLAVE_POD_MAX_INFLIGHT": "256", "CONCLAVE_POD_QUEUE_LIMIT": "8192",
                 "CONCLAVE_CONTEXT_LENGTH": "32768", "CONCLAVE_CONCURRENCY": "256"}
+            # Its log is appended to: only what this start writes says whether this start is up.
+            logf = LOGS / f"{key}.log"
+            self.record(key, log_from=logf.stat().st_size if logf.exists() else 0)
             pid = spawn(key, [sys.executable, "-m", "services.cli.main", "up", "--pods",
                               f"http://127.0.0.1:{PORTS[which]}", "--state-dir", str(W / key),
                               "--nats-url", NATS_URL, "--k-cap", str(K_CAP)], env, cwd=self.proj)
             self.record(key, pid=pid, started=time.time())
-        logf = LOGS / f"{key}.log"
+        logf, start = LOGS / f"{key}.log", self.st["steps"][key].get("log_from", 0)
+
+        def said() -> str:
+            return logf.read_bytes()[start:].decode(errors="replace") if logf.exists() else ""
+
         # `up` says "stack running" once the pod answers and the services registered, or after 300 s
         # without (a warning, recorded): the evals then show what is missing.
-        self.wait_for("the Conclave stack", lambda: "stack running" in logf.read_text(errors="replace")
-                      if logf.exists() else False, 1)
-        self.record(key, done=True, all_registered="services are up" in logf.read_text(errors="replace"))
+        self.wait_for("the Conclave stack", lambda: "stack running" in said(), 1)
+        self.record(key, done=True, all_registered="services are up" in said())
 
     def revision(self, which: str) -> tuple[str, str]:
         if which == "base":
