@@ -144,3 +144,18 @@ def test_the_gateway_benchmark_keeps_the_rounds_it_finished_when_its_budget_cuts
     with pytest.raises(TimeoutError):
         asyncio.run(asyncio.wait_for(throughput({"bare": quick, "gateway": stuck}, args, lambda _: None, so_far), 2))
     assert set(so_far) == {"bare", "gateway"} and set(so_far["gateway"]) == {"1", "2"}
+
+
+def test_a_process_that_ends_inside_the_step_still_counts_its_cpu(g):
+    import subprocess
+    import sys as _sys
+    import time
+
+    sampler = g.CpuSampler(every=0.1)
+    sampler.start()
+    busy = subprocess.Popen([_sys.executable, "-c", "import time\nt = time.process_time()\n"
+                             "while time.process_time() - t < 1.0: pass"])
+    busy.wait(timeout=60)
+    time.sleep(0.3)
+    seen = sampler.finish()
+    assert busy.pid in seen and seen[busy.pid][1] > 0  # gone now, yet its ticks were kept

@@ -211,6 +211,26 @@ def cpu_ticks() -> dict[int, tuple[str, int]]:
     return out
 
 
+class CpuSampler(threading.Thread):
+    """Every process's CPU time, last seen every `every` seconds: a process that ends inside the step (the
+    benchmark's gateway and clients) still counts with what it had used by its last sample."""
+
+    def __init__(self, every: float = 1.0) -> None:
+        super().__init__(daemon=True)
+        self.every, self.seen = every, cpu_ticks()
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.wait(self.every):
+            self.seen.update(cpu_ticks())
+
+    def finish(self) -> dict[int, tuple[str, int]]:
+        self.halt.set()
+        self.join(timeout=10)
+        self.seen.update(cpu_ticks())
+        return self.seen
+
+
 def cores_between(before: dict[int, tuple[str, int]], after: dict[int, tuple[str, int]], seconds: float) -> dict[str, float]:
     """CPU cores each kind of process used between two snapshots (processes grouped by label)."""
     hz = os.sysconf("SC_CLK_TCK")
@@ -578,7 +598,8 @@ class Pipeline:
         """benchmarks/gpu_gateway.py steps 2-3 on a running pod: bare vLLM against the gateway in front of it,
         4 client processes, concurrency 1/32/128, every process's CPU recorded."""
         out = W / f"gateway-{which}"
-        cpu0, started = cpu_ticks(), time.monotonic()
+        cpu0, started, sampler = cpu_ticks(), time.monotonic(), CpuSampler()
+        sampler.start()
         argv = [sys.executable, "benchmarks/gpu_gateway.py", "--steps", "23", "--pod-url",
                 f"http://127.0.0.1:{PORTS[which]}", "--levels", *GATEWAY_LEVELS, "--rounds", "2",
                 "--no-ignore-eos", "--client-procs", "4", "--gateway-inflight", "256",
@@ -587,7 +608,7 @@ class Pipeline:
         with (LOGS / f"gateway-{which}.log").open("ab") as logf:
             r = subprocess.run(argv, env=env_for("app", self.proj) | {"OUT": str(out)}, cwd=self.proj, stdout=logf,
                                stderr=subprocess.STDOUT, timeout=max(30.0, self.left() - 5))
-        cores = cores_between(cpu0, cpu_ticks(), time.monotonic() - started)
+        cores = cores_between(cpu0, sampler.finish(), time.monotonic() - started)
         if not (out / "gpu_gateway.json").exists():
             raise SystemExit(f"gpu_gateway.py failed:\n{tail(LOGS / f'gateway-{which}.log', 1500)}")
         res = json.loads((out / "gpu_gateway.json").read_text())
