@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 
@@ -102,3 +103,20 @@ def test_up_passes_threads_and_poll_to_the_cpu_pod():
     default = pod_argv(build_parser().parse_args(["up"]))
     assert default[default.index("--poll") + 1] == "0"
     assert int(default[default.index("--threads") + 1]) == pod_threads()
+
+
+def test_up_with_a_port_taken_says_which_and_how_to_move_it_and_starts_nothing(tmp_path):
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "services.cli.main", "up", "--door-port", str(port),
+                               "--state-dir", str(tmp_path / "state"), "--nats-url", "nats://127.0.0.1:1"],
+                              capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "CONCLAVE_GRPC_PORT": "0"})
+    assert proc.returncode == 2, proc.stderr
+    out = proc.stdout + proc.stderr
+    assert f"port {port} (the OpenAI-compatible door) is in use" in out and "--door-port" in out
+    assert not (tmp_path / "state").exists()  # no NATS, no certificates, no pod: nothing was started

@@ -74,6 +74,32 @@ def pod_argv(args: argparse.Namespace) -> list[str]:
             "--threads", str(args.threads or pod_threads()), "--poll", str(args.poll)]
 
 
+def ports_taken(args: argparse.Namespace, services: list[str]) -> list[str]:
+    """The local ports this stack would listen on that something else holds already, each with what it is
+    for and how to move it (a taken port otherwise shows as a service restarting in a loop)."""
+    import socket
+
+    wanted = []
+    if "inference" in services:
+        wanted.append((int(os.environ.get("CONCLAVE_GRPC_PORT", "50051") or 50051), "the inference gateway's gRPC",
+                       "set CONCLAVE_GRPC_PORT and CONCLAVE_INFERENCE_ADDR=127.0.0.1:PORT"))
+    if "openai-door" in services:
+        wanted.append((args.door_port, "the OpenAI-compatible door", "pass --door-port"))
+    if not args.pods:
+        wanted.append((args.pod_port, "the local model pod", "pass --pod-port"))
+    taken = []
+    for port, what, move in wanted:
+        if port == 0:
+            continue
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT is no owner
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                taken.append(f"port {port} ({what}) is in use, by another `conclave up`? Stop it, or {move}")
+    return taken
+
+
 def run(args: argparse.Namespace) -> int:
     from services.runtime import logs
     from services.security.local import LocalSecurity
@@ -81,6 +107,11 @@ def run(args: argparse.Namespace) -> int:
     from services.stack.up import Stack, StackOptions, run_until_signal
 
     logs.configure("up", "INFO", json_lines=False)
+    taken = ports_taken(args, args.only or list(registry.SERVICES))
+    for line in taken:
+        logging.getLogger("up").error(line)
+    if taken:
+        return 2
     extra, service_env = [], {}
     pods = args.pods
     k_cap = args.k_cap
