@@ -25,6 +25,21 @@ def test_the_executor_reads_the_check_run_itself():
     assert judge("multiple_choice", "B", "ok", "ANSWER: C\n", "").contradicts
 
 
+def test_a_check_that_only_prints_the_answer_it_was_given_agrees_with_nothing():
+    # the two echoes the CPU anchor's audit found, each of which let the evaluator accept a wrong answer
+    for code, answer in (('print("ANSWER: 27")', "27"), ("name = 'Angela'\nprint('ANSWER:', 'Angela')", "Angela"),
+                         ('print(f"ANSWER: {27}")', "27")):
+        echo = judge("math", answer, "ok", f"ANSWER: {answer}\n", "", code=code)
+        assert not echo.passed and not echo.contradicts and "computed nothing" in echo.output
+    # a value the program computes, or a constant backed by asserts, still agrees
+    computed = "x = 14 / 3\nprint('ANSWER:', x)"
+    assert judge("math", "14/3", "ok", "ANSWER: 4.666666666666667\n", "", code=computed).passed
+    asserted = "a = 27\nassert a ** (1 / 3) == 3\nprint('ANSWER: 27')"
+    assert judge("math", "27", "ok", "ANSWER: 27\n", "", code=asserted).passed
+    # an echo that disagrees with the solution is still a disagreement the evaluator must answer
+    assert judge("math", "27", "ok", "ANSWER: 9\n", "", code='print("ANSWER: 9")').contradicts
+
+
 def verified_script(**overrides):
     rules = {
         "ceo": [(R.ROLE_CEO, "Turn 2 of", ceo(n=2, direction="Recheck the sum from scratch."))],

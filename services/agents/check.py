@@ -7,12 +7,15 @@ verdict:
 - a failed assert: the check contradicts the solution;
 - a last `ANSWER: <value>` line that differs from the solution's answer (symbolically for math, by
   letter for choices): it contradicts the solution;
-- the same answer: the check agrees (passed);
+- the same answer: the check agrees (passed), unless it is an echo: a program with no assert whose every
+  ANSWER line prints a constant written into the code (`print("ANSWER: 27")`) computed nothing, so its
+  agreement is inconclusive (the CPU anchor's audit saw two such echoes let wrong answers through);
 - anything else (no ANSWER line, a crash, a timeout): inconclusive; it blocks nothing.
 """
 
 from __future__ import annotations
 
+import ast
 import re
 
 from conclave.v1 import agents_pb2
@@ -35,8 +38,36 @@ def parse_program(text: str) -> str:
     return code
 
 
-def judge(kind: str, solution_answer: str, status: str, stdout: str, stderr: str) -> agents_pb2.ExecutionResult:
-    """What a finished check run says about the solution's answer."""
+def _constant(node: ast.expr) -> bool:
+    """A value written into the program: a literal, or an f-string / concatenation / tuple of literals only."""
+    if isinstance(node, ast.Constant):
+        return True
+    if isinstance(node, ast.JoinedStr):
+        return all(isinstance(v, ast.Constant) or (isinstance(v, ast.FormattedValue) and _constant(v.value))
+                   for v in node.values)
+    if isinstance(node, ast.BinOp):
+        return _constant(node.left) and _constant(node.right)
+    if isinstance(node, (ast.Tuple, ast.List)):
+        return all(_constant(e) for e in node.elts)
+    return False
+
+
+def is_echo(code: str) -> bool:
+    """True when the program asserts nothing and prints its ANSWER only as constants: it computed nothing."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return False
+    if any(isinstance(n, ast.Assert) for n in ast.walk(tree)):
+        return False
+    prints = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+              and n.func.id == "print" and "ANSWER" in ast.unparse(n)]
+    return bool(prints) and all(all(_constant(a) for a in n.args) for n in prints)
+
+
+def judge(kind: str, solution_answer: str, status: str, stdout: str, stderr: str,
+          code: str = "") -> agents_pb2.ExecutionResult:
+    """What a finished check run (of the program `code`) says about the solution's answer."""
     out = agents_pb2.ExecutionResult(kind="check", output=(stdout + stderr)[-_OUTPUT_TAIL:])
     found = _ANSWER_LINE.findall(stdout)
     out.check_answer = found[-1][:200] if found else ""
@@ -48,6 +79,10 @@ def judge(kind: str, solution_answer: str, status: str, stdout: str, stderr: str
         out.status = "error" if status == "ok" else status
         out.output = ("inconclusive: " + ("the check printed no ANSWER line" if status == "ok" else
                                           f"the check did not run to the end ({status})") + "\n" + out.output)
+    elif answers_match(kind, out.check_answer, solution_answer) and is_echo(code):
+        out.status = "error"
+        out.output = ("inconclusive: the check printed the answer as a constant; it computed nothing\n"
+                      + out.output)[-_OUTPUT_TAIL:]
     elif answers_match(kind, out.check_answer, solution_answer):
         out.status, out.passed = "ok", True
     else:
@@ -74,6 +109,6 @@ async def run_check(ctx: AgentContext, limits: SandboxLimits) -> tuple[agents_pb
         return agents_pb2.ExecutionResult(kind="check", status="error",
                                           output="inconclusive: the model wrote no check program that parses"), outcome
     run = await run_python(outcome.value, limits=limits)
-    result = judge(ctx.kind, answer, run.status, run.stdout, run.stderr)
+    result = judge(ctx.kind, answer, run.status, run.stdout, run.stderr, code=outcome.value)
     result.wall_s = run.wall_s
     return result, outcome
