@@ -40,6 +40,15 @@ def test_a_check_that_only_prints_the_answer_it_was_given_agrees_with_nothing():
     assert judge("math", "27", "ok", "ANSWER: 9\n", "", code='print("ANSWER: 9")').contradicts
 
 
+def test_a_check_that_prints_an_unformatted_template_says_nothing_about_the_answer():
+    # seen in the CPU anchor: print("ANSWER: {Fraction(34, 3)}") meant to agree and was read as a contradiction
+    template = judge("math", "\\frac{34}{3}", "ok", "ANSWER: {Fraction(34, 3)}\n", "")
+    assert not template.contradicts and not template.passed and "template" in template.output
+    # LaTeX braces are answers, not templates
+    assert judge("math", "\\frac{34}{3}", "ok", "ANSWER: \\frac{34}{3}\n", "").passed
+    assert judge("math", "\\{1, 2\\}", "ok", "ANSWER: {1, 2}\n", "").passed
+
+
 def verified_script(**overrides):
     rules = {
         "ceo": [(R.ROLE_CEO, "Turn 2 of", ceo(n=2, direction="Recheck the sum from scratch."))],

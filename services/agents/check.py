@@ -10,7 +10,8 @@ verdict:
 - the same answer: the check agrees (passed), unless it is an echo: a program with no assert whose every
   ANSWER line prints a constant written into the code (`print("ANSWER: 27")`) computed nothing, so its
   agreement is inconclusive (the CPU anchor's audit saw two such echoes let wrong answers through);
-- anything else (no ANSWER line, a crash, a timeout): inconclusive; it blocks nothing.
+- anything else (no ANSWER line, an ANSWER that is an unformatted template such as `{Fraction(34, 3)}`, a
+  crash, a timeout): inconclusive; it blocks nothing.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from services.sandbox import SandboxLimits, run_python
 
 _ANSWER_LINE = re.compile(r"^\s*ANSWER\s*:\s*(.+?)\s*$", re.M)
 _OUTPUT_TAIL = 1500
+# `{Fraction(34, 3)}` printed as it stands: a Python expression in braces that was never formatted
+_TEMPLATE = re.compile(r"\{\s*[A-Za-z_][\w.]*\s*[(\[]")
 
 
 def parse_program(text: str) -> str:
@@ -79,6 +82,10 @@ def judge(kind: str, solution_answer: str, status: str, stdout: str, stderr: str
         out.status = "error" if status == "ok" else status
         out.output = ("inconclusive: " + ("the check printed no ANSWER line" if status == "ok" else
                                           f"the check did not run to the end ({status})") + "\n" + out.output)
+    elif _TEMPLATE.search(out.check_answer):
+        out.status = "error"
+        out.output = ("inconclusive: the check printed a template, not a value (an f-string without its f?)\n"
+                      + out.output)[-_OUTPUT_TAIL:]
     elif answers_match(kind, out.check_answer, solution_answer) and is_echo(code):
         out.status = "error"
         out.output = ("inconclusive: the check printed the answer as a constant; it computed nothing\n"
