@@ -6,6 +6,7 @@ import io
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -120,3 +121,24 @@ def test_up_with_a_port_taken_says_which_and_how_to_move_it_and_starts_nothing(t
     out = proc.stdout + proc.stderr
     assert f"port {port} (the OpenAI-compatible door) is in use" in out and "--door-port" in out
     assert not (tmp_path / "state").exists()  # no NATS, no certificates, no pod: nothing was started
+
+
+def test_a_matched_vote_says_what_it_will_spend_before_it_starts(tmp_path):
+    run = Path(__file__).resolve().parents[1] / "docs/gpu-runs/2026-12-07b-qwen0.5b-loop-v2/base-verified-all"
+    argv = [sys.executable, "-m", "services.cli.main", "eval", "--benchmark", "math500", "--mode", "vote", "--k",
+            "auto", "--match", str(run), "--limit", "2", "--out", str(tmp_path / "v"), "--nats-url",
+            "nats://127.0.0.1:1"]
+    # No NATS there: it says its cost first, then goes on trying to connect; its first line is all we need.
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        err = ""
+        for _ in range(20):  # past any warning an import may print first
+            err = proc.stderr.readline()
+            if err.startswith("vote --k auto") or not err:
+                break
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+        proc.stderr.close()
+    # the two problems' tokens in the matched run (3 399 and 43 030), said before it tries to connect
+    assert "about 46,429 tokens for 2 problems (23,214 a problem, at most 64 samples each)" in err, err

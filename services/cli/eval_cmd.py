@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import itertools
 import os
+import sys
 from pathlib import Path
 
 from services.bus.address import nats_url_from_env
@@ -154,6 +155,12 @@ async def _eval(args: argparse.Namespace) -> int:
 
     vote = vote_settings(args)
     items = load_items(args)
+    if vote is not None and vote.k == 0:
+        # A matched vote spends what the matched run spent: say it before the first sample is drawn.
+        todo = items[:args.limit] if args.limit else items
+        total = sum(vote.targets.get(item.id, vote.default_target) for item in todo)
+        print(f"vote --k auto: matching {args.match}'s tokens, about {total:,.0f} tokens for {len(todo)} problems "
+              f"({total / max(len(todo), 1):,.0f} a problem, at most {args.k_max} samples each)", file=sys.stderr)
     default_profile = {"mbpp": "mbpp", "humaneval": "humaneval", "math500": "math500", "aime2024": "aime2024",
                        "gpqa": "gpqa"}.get(args.benchmark, "")
     if args.split and args.benchmark in ("gpqa", "jsonl"):
