@@ -128,7 +128,7 @@ def test_a_matched_vote_says_what_it_will_spend_before_it_starts(tmp_path):
     argv = [sys.executable, "-m", "services.cli.main", "eval", "--benchmark", "math500", "--mode", "vote", "--k",
             "auto", "--match", str(run), "--limit", "2", "--out", str(tmp_path / "v"), "--nats-url",
             "nats://127.0.0.1:1"]
-    # No NATS there: it says its cost first, then goes on trying to connect; its first line is all we need.
+    # No NATS there: it says its cost first, then that no stack answers; the cost line is what we need.
     proc = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     try:
         err = ""
@@ -142,3 +142,12 @@ def test_a_matched_vote_says_what_it_will_spend_before_it_starts(tmp_path):
         proc.stderr.close()
     # the two problems' tokens in the matched run (3 399 and 43 030), said before it tries to connect
     assert "about 46,429 tokens for 2 problems (23,214 a problem, at most 64 samples each)" in err, err
+
+
+def test_eval_without_a_stack_is_one_clear_line_at_once(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "services.cli.main", "eval", "--benchmark", "math500", "--limit", "1",
+                           "--out", str(tmp_path / "e"), "--nats-url", "nats://127.0.0.1:1"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == ("conclave eval: no NATS server answers at nats://127.0.0.1:1; "
+                                                    "start the stack (`conclave up`) or pass --nats-url")

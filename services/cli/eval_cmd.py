@@ -172,6 +172,12 @@ async def _eval(args: argparse.Namespace) -> int:
     from services.client.connect import connect
 
     # Grading reads trajectories, which the public `client` credential may not.
+    from services.stack.natsd import reachable
+
+    # nats.py would keep retrying a first connection for about two minutes; a missing stack is one line.
+    if not reachable(args.nats_url, timeout=3):
+        raise SystemExit(f"conclave eval: no NATS server answers at {args.nats_url}; start the stack "
+                         "(`conclave up`) or pass --nats-url")
     nc = await connect(args.nats_url, user=permissions.ADMIN, connect_timeout=3)
     rows = []
     try:
