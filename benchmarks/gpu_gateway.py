@@ -227,6 +227,10 @@ async def throughput(modes: dict[str, Runner], args: argparse.Namespace, log: Ca
         await runner(warm, 2 * warm, args.max_tokens)
         log(f"  warm-up {name}: {time.perf_counter() - t0:.1f}s")
     runs = {(m, c): Run() for m in modes for c in args.levels}
+
+    def summary() -> dict[str, dict[str, Any]]:
+        return {m: {str(c): summarize(runs[(m, c)]) for c in args.levels} for m in modes}
+
     for r in range(args.rounds):
         order = list(modes) if r % 2 == 0 else list(reversed(modes))
         for c in args.levels:
@@ -234,8 +238,8 @@ async def throughput(modes: dict[str, Runner], args: argparse.Namespace, log: Ca
                 runs[(m, c)].add(await modes[m](c, requests_for(c, args), args.max_tokens))
         log(f"  round {r + 1}/{args.rounds} done")
         if so_far is not None:
-            so_far.update({m: {str(c): summarize(runs[(m, c)]) for c in args.levels} for m in modes})
-    return {m: {str(c): summarize(runs[(m, c)]) for c in args.levels} for m in modes}
+            so_far.update(summary())
+    return summary()
 
 
 # ---------------------------------------------------------------------------------------------- discussions
@@ -574,12 +578,11 @@ async def steps_1_to_4(args: argparse.Namespace, rep: Report, procs: Procs) -> N
 
     steps = args.steps
     two = "4" in steps and not args.pod_url
-    ports = {"a": args.pod_port or free_port()}
-    if two:
-        ports["b"] = free_port()
-    urls = {k: f"http://127.0.0.1:{p}" for k, p in ports.items()}
-    if args.pod_url:  # a pod that is already serving (the scripted loop's); none is started or stopped here
-        urls, ports = {"a": args.pod_url.rstrip("/")}, {}
+    if args.pod_url:  # a pod that is already serving (gpurun's); none is started or stopped here
+        ports, urls = {}, {"a": args.pod_url.rstrip("/")}
+    else:
+        ports = {"a": args.pod_port or free_port(), **({"b": free_port()} if two else {})}
+        urls = {k: f"http://127.0.0.1:{p}" for k, p in ports.items()}
     pods = {}
     for k, port in ports.items():  # started together: with --kv-cache-memory-bytes neither profiles memory
         env = child_env({"VLLM_CACHE_ROOT": f"/tmp/vllm-cache-{k}"})

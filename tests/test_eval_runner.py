@@ -104,7 +104,6 @@ async def test_by_default_the_team_never_sees_the_tests_that_grade_it(agent_stac
     assert held_out.correct and shown.correct  # graded with the dataset's tests either way
 
 
-
 @pytest.fixture
 def plain_nats():
     """A real nats-server without JetStream (no store, no users): its URL."""

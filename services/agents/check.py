@@ -68,6 +68,11 @@ def is_echo(code: str) -> bool:
     return bool(prints) and all(all(_constant(a) for a in n.args) for n in prints)
 
 
+def _inconclusive(out: agents_pb2.ExecutionResult, why: str) -> None:
+    out.status = "error"
+    out.output = (f"inconclusive: {why}\n" + out.output)[-_OUTPUT_TAIL:]
+
+
 def judge(kind: str, solution_answer: str, status: str, stdout: str, stderr: str,
           code: str = "") -> agents_pb2.ExecutionResult:
     """What a finished check run (of the program `code`) says about the solution's answer."""
@@ -83,15 +88,12 @@ def judge(kind: str, solution_answer: str, status: str, stdout: str, stderr: str
         out.output = ("inconclusive: " + ("the check printed no ANSWER line" if status == "ok" else
                                           f"the check did not run to the end ({status})") + "\n" + out.output)
     elif _TEMPLATE.search(out.check_answer):
-        out.status = "error"
-        out.output = ("inconclusive: the check printed a template, not a value (an f-string without its f?)\n"
-                      + out.output)[-_OUTPUT_TAIL:]
-    elif answers_match(kind, out.check_answer, solution_answer) and is_echo(code):
-        out.status = "error"
-        out.output = ("inconclusive: the check printed the answer as a constant; it computed nothing\n"
-                      + out.output)[-_OUTPUT_TAIL:]
+        _inconclusive(out, "the check printed a template, not a value (an f-string without its f?)")
     elif answers_match(kind, out.check_answer, solution_answer):
-        out.status, out.passed = "ok", True
+        if is_echo(code):
+            _inconclusive(out, "the check printed the answer as a constant; it computed nothing")
+        else:
+            out.status, out.passed = "ok", True
     else:
         out.status, out.contradicts = "failed", True
         out.output = (f"the check computed {out.check_answer}, the solution says {solution_answer}\n"

@@ -77,27 +77,19 @@ def pod_argv(args: argparse.Namespace) -> list[str]:
 def ports_taken(args: argparse.Namespace, services: list[str]) -> list[str]:
     """The local ports this stack would listen on that something else holds already, each with what it is
     for and how to move it (a taken port otherwise shows as a service restarting in a loop)."""
-    import socket
+    from services.inference.settings import InferenceSettings
+    from services.stack.natsd import reachable
 
     wanted = []
     if "inference" in services:
-        wanted.append((int(os.environ.get("CONCLAVE_GRPC_PORT", "50051") or 50051), "the inference gateway's gRPC",
+        wanted.append((InferenceSettings().grpc_port, "the inference gateway's gRPC",
                        "set CONCLAVE_GRPC_PORT and CONCLAVE_INFERENCE_ADDR=127.0.0.1:PORT"))
     if "openai-door" in services:
         wanted.append((args.door_port, "the OpenAI-compatible door", "pass --door-port"))
     if not args.pods:
         wanted.append((args.pod_port, "the local model pod", "pass --pod-port"))
-    taken = []
-    for port, what, move in wanted:
-        if port == 0:
-            continue
-        with socket.socket() as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT is no owner
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                taken.append(f"port {port} ({what}) is in use, by another `conclave up`? Stop it, or {move}")
-    return taken
+    return [f"port {port} ({what}) is in use, by another `conclave up`? Stop it, or {move}"
+            for port, what, move in wanted if port and reachable(f"127.0.0.1:{port}")]
 
 
 def run(args: argparse.Namespace) -> int:

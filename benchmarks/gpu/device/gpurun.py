@@ -166,23 +166,39 @@ def load_between(before: dict[str, float], after: dict[str, float], seconds: flo
     }
 
 
-class PodSampler(threading.Thread):
-    """Samples the pod's running and waiting requests every `every` seconds while a step runs."""
+class Sampler(threading.Thread):
+    """Calls `sample()` every `every` seconds while a step runs, until `stop()`."""
 
-    def __init__(self, port: int, every: float = 2.0) -> None:
+    def __init__(self, every: float) -> None:
         super().__init__(daemon=True)
-        self.port, self.every, self.samples = port, every, []
-        self.halt = threading.Event()
+        self.every, self.halt = every, threading.Event()
+
+    def sample(self) -> None:
+        raise NotImplementedError
 
     def run(self) -> None:
         while not self.halt.wait(self.every):
-            m = pod_metrics(self.port)
-            if m:
-                self.samples.append((m.get("vllm:num_requests_running", 0.0), m.get("vllm:num_requests_waiting", 0.0)))
+            self.sample()
 
-    def finish(self) -> dict[str, float]:
+    def stop(self) -> None:
         self.halt.set()
         self.join(timeout=10)
+
+
+class PodSampler(Sampler):
+    """The pod's running and waiting requests, every 2 s."""
+
+    def __init__(self, port: int, every: float = 2.0) -> None:
+        super().__init__(every)
+        self.port, self.samples = port, []
+
+    def sample(self) -> None:
+        m = pod_metrics(self.port)
+        if m:
+            self.samples.append((m.get("vllm:num_requests_running", 0.0), m.get("vllm:num_requests_waiting", 0.0)))
+
+    def finish(self) -> dict[str, float]:
+        self.stop()
         busy = [r for r, _ in self.samples if r > 0]
         return {"mean_running": round(sum(r for r, _ in self.samples) / max(len(self.samples), 1), 1),
                 "mean_running_while_busy": round(sum(busy) / max(len(busy), 1), 1),
@@ -211,23 +227,20 @@ def cpu_ticks() -> dict[int, tuple[str, int]]:
     return out
 
 
-class CpuSampler(threading.Thread):
+class CpuSampler(Sampler):
     """Every process's CPU time, last seen every `every` seconds: a process that ends inside the step (the
     benchmark's gateway and clients) still counts with what it had used by its last sample."""
 
     def __init__(self, every: float = 1.0) -> None:
-        super().__init__(daemon=True)
-        self.every, self.seen = every, cpu_ticks()
-        self.halt = threading.Event()
+        super().__init__(every)
+        self.seen = cpu_ticks()
 
-    def run(self) -> None:
-        while not self.halt.wait(self.every):
-            self.seen.update(cpu_ticks())
+    def sample(self) -> None:
+        self.seen.update(cpu_ticks())
 
     def finish(self) -> dict[int, tuple[str, int]]:
-        self.halt.set()
-        self.join(timeout=10)
-        self.seen.update(cpu_ticks())
+        self.stop()
+        self.sample()
         return self.seen
 
 
