@@ -8,7 +8,7 @@ from dataclasses import asdict
 import pytest
 
 from services.cli.main import main
-from services.evaluation.compare import NothingToCompare, compare
+from services.evaluation.compare import NothingToCompare, compare, compare_pooled
 from services.evaluation.runner import Graded
 from services.evaluation.stats import mcnemar_exact_p, wilson_interval
 
@@ -78,3 +78,38 @@ def test_the_compare_command_prints_and_writes_the_paired_table(tmp_path, capsys
 def test_the_compare_command_says_what_is_missing(tmp_path, capsys):
     assert main(["compare", str(tmp_path / "nope"), str(tmp_path / "nada")]) == 2
     assert "results.jsonl does not exist" in capsys.readouterr().out
+
+
+def test_repeated_runs_count_each_problem_once_by_its_share_of_right_runs():
+    ids = [f"p{i}" for i in range(6)]
+    # base: p0 right twice, p1 once; tuned: p0 twice, p1 twice, p2 once, p3 once.
+    base = [{i: graded(i, i == "p0" or (i == "p1" and r == 0)) for i in ids} for r in range(2)]
+    tuned = [{i: graded(i, i in ("p0", "p1") or (i == "p2" and r == 0) or (i == "p3" and r == 1), 50) for i in ids}
+             for r in range(2)]
+    c = compare_pooled(base, tuned, ("base", "tuned"))
+    assert (c.problems, c.a_better, c.b_better, c.ties) == (6, 0, 3, 3)
+    assert c.b_better_ids == ["p1", "p2", "p3"]
+    assert c.a.correct_per_run == [2, 1] and c.b.correct_per_run == [3, 3]
+    assert c.a.mean_accuracy == pytest.approx(1.5 / 6) and c.b.mean_accuracy == pytest.approx(3 / 6)
+    assert c.p_value == mcnemar_exact_p(0, 3)  # the sign test on the problems whose shares differ
+    assert c.b.tokens_per_problem == 50
+    lo, hi = c.b.interval
+    assert 0 <= lo <= c.b.mean_accuracy <= hi <= 1
+
+
+def test_one_run_a_side_pooled_is_mcnemars_test():
+    a = {f"p{i}": graded(f"p{i}", i < 3) for i in range(10)}
+    b = {f"p{i}": graded(f"p{i}", 1 <= i < 9) for i in range(10)}
+    single, pooled = compare(a, b), compare_pooled([a], [b])
+    assert (pooled.a_better, pooled.b_better, pooled.p_value) == (single.only_a, single.only_b, single.p_value)
+
+
+def test_the_compare_command_pools_repeated_runs(tmp_path, capsys):
+    for name, right in (("base", 2), ("base2", 3), ("tuned", 8), ("tuned2", 9)):
+        write_run(tmp_path / name, [graded(f"p{i}", i < right) for i in range(10)])
+    assert main(["compare", str(tmp_path / "base"), str(tmp_path / "tuned"), "--more-a", str(tmp_path / "base2"),
+                 "--more-b", str(tmp_path / "tuned2"), "--out", str(tmp_path / "c.md")]) == 0
+    printed = capsys.readouterr().out
+    assert "| base | 2 | 2 + 3 (of 10 each) | 25.0% |" in printed and "| tuned | 2 | 8 + 9 (of 10 each) | 85.0% |" in printed
+    assert "higher for base on 0, for tuned on 7, equal on 3" in printed and "tuned is better beyond chance" in printed
+    assert json.loads((tmp_path / "c.json").read_text())["b_better"] == 7

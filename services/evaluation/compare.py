@@ -115,3 +115,106 @@ def markdown(c: Comparison) -> str:
 
 def to_json(c: Comparison) -> str:
     return json.dumps(asdict(c) | {"token_ratio": c.token_ratio}, indent=2)
+
+
+@dataclass(frozen=True)
+class PooledSide:
+    name: str
+    runs: int
+    correct_per_run: list[int]
+    mean_accuracy: float
+    interval: tuple[float, float]  # over problems (a cluster bootstrap), not over attempts
+    tokens_per_problem: float
+
+
+@dataclass(frozen=True)
+class Pooled:
+    """Repeated runs of two systems on the same problems. Each problem counts once, by the share of its
+    runs each system got right; the test is the exact sign test on the problems where the shares differ
+    (with one run a side it is McNemar's test). Sampling noise of the model is averaged per problem
+    instead of being read as a difference."""
+
+    problems: int
+    a: PooledSide
+    b: PooledSide
+    a_better: int
+    b_better: int
+    ties: int
+    p_value: float
+    a_better_ids: list[str]
+    b_better_ids: list[str]
+
+
+def _bootstrap_interval(shares: list[float], draws: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile interval of the mean share, resampling problems (seeded: the same runs, the same
+    interval)."""
+    import random
+
+    rng, n = random.Random(seed), len(shares)
+    means = sorted(sum(rng.choice(shares) for _ in range(n)) / n for _ in range(draws))
+    return means[int(0.025 * draws)], means[int(0.975 * draws) - 1]
+
+
+def compare_pooled(a_runs: list[dict[str, Graded]], b_runs: list[dict[str, Graded]],
+                   names: tuple[str, str] = ("a", "b")) -> Pooled:
+    common = sorted((i for i in a_runs[0] if all(i in r for r in (*a_runs, *b_runs))), key=natural)
+    if not common:
+        raise NothingToCompare("the runs have no graded problem in common")
+
+    def shares(runs: list[dict[str, Graded]]) -> dict[str, float]:
+        return {i: sum(r[i].correct for r in runs) / len(runs) for i in common}
+
+    sa, sb = shares(a_runs), shares(b_runs)
+    a_better = [i for i in common if sa[i] > sb[i]]
+    b_better = [i for i in common if sb[i] > sa[i]]
+
+    def side(name: str, runs: list[dict[str, Graded]], s: dict[str, float]) -> PooledSide:
+        tokens = sum(r[i].total_tokens for r in runs for i in common) / (len(runs) * len(common))
+        return PooledSide(name=name, runs=len(runs), correct_per_run=[sum(r[i].correct for i in common) for r in runs],
+                          mean_accuracy=sum(s.values()) / len(common), interval=_bootstrap_interval(list(s.values())),
+                          tokens_per_problem=tokens)
+
+    return Pooled(problems=len(common), a=side(names[0], a_runs, sa), b=side(names[1], b_runs, sb),
+                  a_better=len(a_better), b_better=len(b_better), ties=len(common) - len(a_better) - len(b_better),
+                  p_value=mcnemar_exact_p(len(a_better), len(b_better)),
+                  a_better_ids=a_better, b_better_ids=b_better)
+
+
+def compare_pooled_dirs(dirs_a: list[Path], dirs_b: list[Path]) -> Pooled:
+    def load(d: Path) -> dict[str, Graded]:
+        path = d / "results.jsonl"
+        if not path.exists():
+            raise NothingToCompare(f"{path} does not exist: point at the --out directory of a `conclave eval` run")
+        return load_done(path)
+
+    names = (dirs_a[0].name, dirs_b[0].name) if dirs_a[0].name != dirs_b[0].name else (str(dirs_a[0]), str(dirs_b[0]))
+    return compare_pooled([load(d) for d in dirs_a], [load(d) for d in dirs_b], names)
+
+
+def pooled_markdown(c: Pooled) -> str:
+    def row(s: PooledSide) -> str:
+        lo, hi = s.interval
+        runs = " + ".join(str(k) for k in s.correct_per_run)
+        return (f"| {s.name} | {s.runs} | {runs} (of {c.problems} each) | {s.mean_accuracy:.1%} | {lo:.0%}–{hi:.0%} | "
+                f"{s.tokens_per_problem:.0f} |")
+
+    verdict = ("the difference is within chance" if c.p_value >= 0.05
+               else f"{c.b.name if c.b_better > c.a_better else c.a.name} is better beyond chance")
+    return "\n".join([
+        f"# {c.a.name} against {c.b.name}, {c.a.runs} and {c.b.runs} runs, on the {c.problems} problems all graded",
+        "",
+        "| system | runs | correct per run | mean accuracy | 95% interval (over problems) | tokens / problem |",
+        "|---|---|---|---|---|---|",
+        row(c.a), row(c.b),
+        "",
+        f"Per problem, the share of runs right: higher for {c.a.name} on {c.a_better}, for {c.b.name} on "
+        f"{c.b_better}, equal on {c.ties}. Exact sign test p = {c.p_value:.3g}: {verdict}.",
+        "",
+        f"{c.a.name} higher: {', '.join(c.a_better_ids) or '-'}",
+        f"{c.b.name} higher: {', '.join(c.b_better_ids) or '-'}",
+        "",
+    ])
+
+
+def pooled_to_json(c: Pooled) -> str:
+    return json.dumps(asdict(c), indent=2)
