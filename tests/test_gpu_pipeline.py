@@ -116,7 +116,7 @@ def test_a_short_lease_may_skip_a_measurement_beside_the_loop_but_not_a_step_of_
     (stage / "manifest.json").write_text('{"artifacts": {}, "model": {"sha256": "0" }}')
     pipe = g.Pipeline(stage, deadline_s=60)
     soft = {name for name, _, is_soft in pipe.steps() if is_soft}
-    assert soft == {"synthetic-base-team", "gateway-base", "gateway-tuned"}
+    assert soft == {"synthetic-base-team", "audit", "base-others", "gateway-base", "gateway-tuned"}
     with pytest.raises(SystemExit, match="only a measurement beside the loop"):
         pipe.go(only=["dataset"], skip=["dataset"])
     assert pipe.go(only=["gateway-tuned"], skip=["gateway-tuned"])
@@ -159,3 +159,20 @@ def test_a_process_that_ends_inside_the_step_still_counts_its_cpu(g):
     time.sleep(0.3)
     seen = sampler.finish()
     assert busy.pid in seen and seen[busy.pid][1] > 0  # gone now, yet its ticks were kept
+
+
+def test_only_training_half_runs_feed_m500_and_each_held_out_team_arm_runs_repeatedly(g, tmp_path):
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    (stage / "manifest.json").write_text('{"artifacts": {}, "model": {"sha256": "0" }}')
+    pipe = g.Pipeline(stage, deadline_s=60)
+    groups = pipe.groups()
+    evals = {ev.name: ev for chain in groups["base-team"] for ev in chain}
+    assert g.TRAIN_RUNS == ("base-mas-train", "base-mas-train2", "base-mas-train3", "base-mas-train4")
+    assert all(evals[name].split == "train" for name in g.TRAIN_RUNS)
+    held_out = [ev for ev in evals.values() if ev.split == "heldout"]
+    assert [ev.name for ev in held_out] == ["base-mas-heldout", "base-mas-heldout2"]
+    tuned = [ev for chain in groups["tuned-heldout"] for ev in chain]
+    assert [ev.name for ev in tuned if ev.mode == "mas"] == ["tuned-mas-heldout", "tuned-mas-heldout2"]
+    assert all(ev.split == "heldout" for ev in tuned)
+    assert {name for name, _, _ in pipe.steps()} >= set(groups)

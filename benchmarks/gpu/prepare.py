@@ -89,7 +89,12 @@ def vllm_bundle(parts_dir: Path | None, work: Path) -> Path:
 def project_files(root: Path) -> list[str]:
     listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=root,
                             check=True, capture_output=True, text=True).stdout.splitlines()
-    return [f for f in listed if not f.startswith(SKIP_PREFIXES) and (root / f).is_file()]
+    # Earlier leases' M500 selections do travel: the pipeline trains on them too (gpurun.EARLIER_M500).
+    return [f for f in listed if (not f.startswith(SKIP_PREFIXES) or _is_m500(f)) and (root / f).is_file()]
+
+
+def _is_m500(rel: str) -> bool:
+    return rel.startswith("docs/gpu-runs/") and Path(rel).name.startswith("m500-") and rel.endswith(".jsonl")
 
 
 def copy_project(root: Path, dest: Path) -> int:

@@ -340,10 +340,31 @@ class Eval:
     extra: tuple[str, ...] = ()
 
 
-TRAIN_RUNS = ("base-mas-train", "base-mas-train2")  # two team runs of the training half: more trajectories
+def numbered(name: str, n: int) -> tuple[str, ...]:
+    """name, name2, name3, ...: repeated runs of one eval."""
+    return tuple(f"{name}{i if i > 1 else ''}" for i in range(1, n + 1))
+
+
+# Team runs of the training half: each adds trajectories, and M500 keeps only the correct ones (v2: 2 runs
+# kept 32 problems, too few to move the tuned team beyond chance).
+TRAIN_RUNS = numbered("base-mas-train", int(os.environ.get("GPURUN_TRAIN_RUNS", "4")))
+# Each held-out team arm (base, tuned) runs this often; `conclave compare --more-a/--more-b` pools them, so
+# the model's sampling noise (±3 problems between runs in v1 and v2) is averaged per problem.
+HELDOUT_RUNS = int(os.environ.get("GPURUN_HELDOUT_RUNS", "2"))
+# The M500 selections of earlier leases: the same base model and revision, the same training half only.
+EARLIER_M500 = ("docs/gpu-runs/2026-12-07-qwen0.5b-math500-loop/runs/train",
+                "docs/gpu-runs/2026-12-07b-qwen0.5b-loop-v2/train")
+# The team's concurrency in problems (each run) and in calls (the CEO's slots, the gateway's in-flight calls):
+# v2 kept the pod at 0.66 of its synthetic throughput with 256 problems and 256 calls in flight.
+TEAM_CONCURRENCY = int(os.environ.get("GPURUN_TEAM_CONCURRENCY", "96"))
+STACK_CONCURRENCY = os.environ.get("GPURUN_STACK_CONCURRENCY", "512")
+# The ablations of issue 15 on all 500 problems (profiles in services/protocol/profiles/)
+ABLATIONS = ("math500-ablate-direction", "math500-ablate-persona", "math500-ablate-norevision")
 GATEWAY_LEVELS = os.environ.get("GPURUN_GATEWAY_LEVELS", "1 32 128").split()
 # Seconds each gateway measurement may take: beside the loop, so it must not eat a lease's device time.
 GATEWAY_BUDGET_S = int(os.environ.get("GPURUN_GATEWAY_BUDGET_S", "150"))
+# Requests per cell: v2's cells (2 waves) were 1-3 s of load, too short to read a 2% difference.
+GATEWAY_WAVES = os.environ.get("GPURUN_GATEWAY_WAVES", "12")
 
 
 class Pipeline:
@@ -414,8 +435,8 @@ class Pipeline:
             for other in ("stack-base", "stack-tuned"):
                 stop(self.st["steps"].get(other, {}).get("pid"))
             env = env_for("app", self.proj) | {
-                "CONCLAVE_POD_MAX_INFLIGHT": "256", "CONCLAVE_POD_QUEUE_LIMIT": "8192",
-                "CONCLAVE_CONTEXT_LENGTH": "32768", "CONCLAVE_CONCURRENCY": "256"}
+                "CONCLAVE_POD_MAX_INFLIGHT": STACK_CONCURRENCY, "CONCLAVE_POD_QUEUE_LIMIT": "8192",
+                "CONCLAVE_CONTEXT_LENGTH": "32768", "CONCLAVE_CONCURRENCY": STACK_CONCURRENCY}
             # Its log is appended to: only what this start writes says whether this start is up.
             logf = LOGS / f"{key}.log"
             self.record(key, log_from=logf.stat().st_size if logf.exists() else 0)
@@ -482,7 +503,9 @@ class Pipeline:
         """Runs the chains side by side (each chain's evals one after another) against one pod, and records
         what the pod did meanwhile: tokens/s, request sizes, how many requests it held."""
         sampler, before, started = PodSampler(PORTS[which]), pod_metrics(PORTS[which]), time.monotonic()
+        cpu0, cpu = cpu_ticks(), CpuSampler(every=5.0)  # is a Conclave process (one CEO) the limit, or the pod?
         sampler.start()
+        cpu.start()
         failures: list[str] = []
 
         def run_chain(chain: list[Eval]) -> None:
@@ -502,7 +525,8 @@ class Pipeline:
         secs = time.monotonic() - started
         prev = self.st["steps"].get(name, {})
         self.record(name, **{f"load_{len(prev.get('calls', []))}": load_between(before, pod_metrics(PORTS[which]), secs)
-                             | sampler.finish()}, calls=[*prev.get("calls", []), round(secs, 1)])
+                             | sampler.finish() | {"cores": cores_between(cpu0, cpu.finish(), secs)}},
+                    calls=[*prev.get("calls", []), round(secs, 1)])
         if failures:
             raise Deadline("; ".join(failures)[:3000])
         self.record(name, done=True)
@@ -555,10 +579,19 @@ class Pipeline:
             summaries[label] = (r.stdout + r.stderr)[-1500:]
             if r.returncode != 0:
                 raise SystemExit(f"trainer.dataset ({label}) failed:\n{summaries[label]}")
-        problems = {label: len({json.loads(x)["problem_id"] for x in (W / f"m500-{label}.jsonl").read_text().splitlines() if x})
-                    for label in summaries}
-        chosen = "strict" if problems["strict"] >= MIN_STRICT_PROBLEMS else "relaxed"
-        self.record("dataset", done=True, trajectories=copied, summaries=summaries, problems=problems, chosen=chosen)
+        # Earlier leases' selections join this one's, label for label (the same model, the training half).
+        earlier = {label: [self.proj / d / f"m500-{label}.jsonl" for d in EARLIER_M500
+                           if (self.proj / d / f"m500-{label}.jsonl").exists()] for label in summaries}
+        trajectories = {}
+        for label in summaries:
+            rows = [x for f in (W / f"m500-{label}.jsonl", *earlier[label]) for x in f.read_text().splitlines() if x]
+            (W / f"m500-{label}-all.jsonl").write_text("".join(x + "\n" for x in rows))
+            trajectories[label] = {"this_lease": len({json.loads(x)["problem_id"] for x in (W / f"m500-{label}.jsonl").read_text().splitlines() if x}),
+                                   "with_earlier": len({json.loads(x)["problem_id"] for x in rows}),
+                                   "samples": len(rows)}
+        chosen = "strict" if trajectories["strict"]["with_earlier"] >= MIN_STRICT_PROBLEMS else "relaxed"
+        self.record("dataset", done=True, trajectories=copied, summaries=summaries, problems=trajectories,
+                    earlier=[str(f.relative_to(self.proj)) for f in earlier[chosen]], chosen=chosen)
 
     def sft_start(self) -> None:
         """Full fine-tuning in the background, beside the base pod (both fit the GPU; the pod has fixed KV)."""
@@ -566,7 +599,7 @@ class Pipeline:
             self.record("sft-start", done=True)
             return
         chosen = self.st["steps"]["dataset"]["chosen"]
-        argv = [sys.executable, "-m", "trainer.sft", "--data", str(W / f"m500-{chosen}.jsonl"),
+        argv = [sys.executable, "-m", "trainer.sft", "--data", str(W / f"m500-{chosen}-all.jsonl"),
                 "--base-model", str(W / "base"), "--output", str(W / "sft"), "--epochs", "3", "--seq-len", "8192",
                 "--global-batch", "16", "--micro-batch", "4", "--lr", "1e-5"]
         self.record("sft", pid=spawn("sft", argv, env_for("app", self.proj), cwd=self.proj), started=time.time(),
@@ -615,6 +648,7 @@ class Pipeline:
         sampler.start()
         argv = [sys.executable, "benchmarks/gpu_gateway.py", "--steps", "23", "--pod-url",
                 f"http://127.0.0.1:{PORTS[which]}", "--levels", *GATEWAY_LEVELS, "--rounds", "2",
+                "--waves", GATEWAY_WAVES, "--min-requests", str(4 * int(GATEWAY_WAVES)),
                 "--no-ignore-eos", "--client-procs", "4", "--gateway-inflight", "256",
                 "--budget-s", str(max(30, min(GATEWAY_BUDGET_S, int(self.left() - 20)))), "--out-dir", str(out), "--log-dir", str(LOGS),
                 *os.environ.get("GPURUN_GATEWAY_ARGS", "").split()]  # a rehearsal's smaller load
@@ -630,36 +664,66 @@ class Pipeline:
                     throughput=res.get("throughput", {}).get("results"), cores=cores,
                     **({"error": tail(LOGS / f"gateway-{which}.log", 800)} if r.returncode else {}))
 
-    def steps(self):
-        base_team = [[Eval("base-mas-heldout", "base", "math500", "mas", 96, "heldout")],
-                     [Eval("base-mas-train", "base", "math500", "mas", 80, "train")],
-                     [Eval("base-mas-train2", "base", "math500", "mas", 80, "train")]]
-        verified = Eval("base-verified-all", "base", "math500", "mas", 96, extra=("--profile", "math500-verified"))
+    def audit(self) -> None:
+        """`conclave audit` of every base team run against the single agent on all 500: where right answers
+        were lost (issue 15's first question), written beside each run's results."""
+        single = RUNS / "base-single-all"
+        env = env_for("app", self.proj)
+        audited = {}
+        for run in sorted(RUNS.glob("base-*")):
+            if not (run / "results.jsonl").exists() or "single" in run.name or "vote" in run.name:
+                continue
+            r = subprocess.run([sys.executable, "-m", "services.cli.main", "audit", str(run), "--archive",
+                                str(W / "stack-base" / "archive"), "--single", str(single)],
+                               env=env, cwd=self.proj, capture_output=True, text=True, timeout=max(30.0, self.left() - 5))
+            audited[run.name] = r.returncode if r.returncode else "ok"
+        self.record("audit", done=True, runs=audited)
+
+    def groups(self) -> dict[str, list[list[Eval]]]:
+        """Every eval of the pipeline, by the group step that runs it: chains side by side, each one's evals
+        one after another."""
+        def team(name: str, which: str, split: str | None = None, profile: str | None = None) -> Eval:
+            return Eval(name, which, "math500", "mas", TEAM_CONCURRENCY, split, ("--profile", profile) if profile else ())
+
+        verified = team("base-verified-all", "base", profile="math500-verified")
         vote = Eval("base-vote-all", "base", "math500", "vote", 64,
                     extra=("--k", "auto", "--match", str(RUNS / "base-verified-all"), "--k-max", "32"))
         others = [Eval(f"base-{b}-{m}", "base", b, m, 64) for b in ("aime2024", "humaneval", "mbpp")
                   for m in ("single", "mas")]
-        base_rest = [[Eval("base-single-heldout", "base", "math500", "single", 128, "heldout"),
-                      Eval("base-single-train", "base", "math500", "single", 128, "train")],
-                     [verified, vote], others[:2], others[2:4], others[4:]]
-        tuned = [[Eval("tuned-single-heldout", "tuned", "math500", "single", 128, "heldout")],
-                 [Eval("tuned-mas-heldout", "tuned", "math500", "mas", 96, "heldout")]]
+        return {
+            "base-team": [[team(n, "base", "heldout")] for n in numbered("base-mas-heldout", HELDOUT_RUNS)]
+            + [[team(n, "base", "train")] for n in TRAIN_RUNS],
+            "base-rest": [[Eval("base-single-all", "base", "math500", "single", 128)],
+                          *[[team(f"base-{p.removeprefix('math500-')}-all", "base", profile=p)] for p in ABLATIONS]],
+            "base-others": [[verified, vote], others[:2], others[2:4], others[4:]],
+            "tuned-heldout": [[Eval("tuned-single-heldout", "tuned", "math500", "single", 128, "heldout")],
+                              *[[team(n, "tuned", "heldout")] for n in numbered("tuned-mas-heldout", HELDOUT_RUNS)]],
+        }
+
+    def steps(self):
+        groups = self.groups()
+
+        def group(name: str, which: str):
+            return lambda: self.group(name, which, groups[name])
+
         # soft: a failure is recorded and the pipeline goes on (measurements beside the loop, not the loop)
         return [
             ("convert", self.convert, False),
             ("serve-base", lambda: self.serve("base"), False),
             ("stack-base", lambda: self.stack("base"), False),
-            ("base-team", lambda: self.group("base-team", "base", base_team), False),
+            ("base-team", group("base-team", "base"), False),
             ("synthetic-base-team", lambda: self.synthetic("base-team", "base"), True),
             ("dataset", self.dataset, False),
             ("sft-start", self.sft_start, False),
-            ("base-rest", lambda: self.group("base-rest", "base", base_rest), False),
+            ("base-rest", group("base-rest", "base"), False),
+            ("audit", self.audit, True),
+            ("base-others", group("base-others", "base"), True),
             ("gateway-base", lambda: self.gateway("base"), True),
             ("sft-wait", self.sft_wait, False),
             ("retire-base", self.retire_base, False),
             ("serve-tuned", lambda: self.serve("tuned"), False),
             ("stack-tuned", lambda: self.stack("tuned"), False),
-            ("tuned-heldout", lambda: self.group("tuned-heldout", "tuned", tuned), False),
+            ("tuned-heldout", group("tuned-heldout", "tuned"), False),
             ("gateway-tuned", lambda: self.gateway("tuned"), True),
         ]
 
@@ -768,7 +832,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--deadline-s", type=float, default=540)
     g.add_argument("--only", nargs="*", default=[], help="run only these steps")
     g.add_argument("--skip", nargs="*", default=[],
-                   help="skip these soft steps (synthetic-base-team, gateway-base, gateway-tuned) for a short lease")
+                   help="skip these soft steps (synthetic-base-team, audit, base-others, gateway-base, "
+                        "gateway-tuned) for a short lease")
     args = p.parse_args(argv)
     W.mkdir(parents=True, exist_ok=True)
     stash(args.stage)
