@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import http.server
 import importlib.util
+import json
 import os
 import sys
 import threading
@@ -116,7 +117,7 @@ def test_a_short_lease_may_skip_a_measurement_beside_the_loop_but_not_a_step_of_
     (stage / "manifest.json").write_text('{"artifacts": {}, "model": {"sha256": "0" }}')
     pipe = g.Pipeline(stage, deadline_s=60)
     soft = {name for name, _, is_soft in pipe.steps() if is_soft}
-    assert soft == {"synthetic-base-team", "audit", "base-others", "gateway-base", "gateway-tuned"}
+    assert soft == {"seed", "synthetic-base-team", "audit", "base-others", "gateway-base", "gateway-tuned"}
     with pytest.raises(SystemExit, match="only a measurement beside the loop"):
         pipe.go(only=["dataset"], skip=["dataset"])
     assert pipe.go(only=["gateway-tuned"], skip=["gateway-tuned"])
@@ -176,3 +177,22 @@ def test_only_training_half_runs_feed_m500_and_each_held_out_team_arm_runs_repea
     assert [ev.name for ev in tuned if ev.mode == "mas"] == ["tuned-mas-heldout", "tuned-mas-heldout2"]
     assert all(ev.split == "heldout" for ev in tuned)
     assert {name for name, _, _ in pipe.steps()} >= set(groups)
+
+
+def test_an_earlier_leases_run_is_resumed_only_when_it_was_made_with_the_same_model_revision(g, tmp_path, monkeypatch):
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    (stage / "manifest.json").write_text('{"artifacts": {}, "model": {"sha256": "1d9614638d18aaaa"}}')
+    pipe = g.Pipeline(stage, deadline_s=60)
+    same, other = pipe.proj / "earlier/same", pipe.proj / "earlier/other"
+    for folder, revision in ((same, "1d9614638d18"), (other, "ffffffffffff")):
+        folder.mkdir(parents=True)
+        (folder / "run.json").write_text(json.dumps({"run_id": "x", "revision": revision}))
+        (folder / "results.jsonl").write_text('{"id": "p1"}\n{"id": "p2"}\n')
+    monkeypatch.setattr(g, "EARLIER_RUNS", {"base-vote-all": "earlier/same", "base-verified-all": "earlier/other"})
+    pipe.seed()
+    assert (g.RUNS / "base-vote-all" / "results.jsonl").read_text().count("\n") == 2
+    assert not (g.RUNS / "base-verified-all").exists()
+    assert pipe.st["steps"]["seed"]["runs"] == {
+        "base-vote-all": "2 graded, resumed from earlier/same",
+        "base-verified-all": "made with another model revision: not resumed"}

@@ -20,6 +20,8 @@ this file says the whole procedure.
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -89,12 +91,27 @@ def vllm_bundle(parts_dir: Path | None, work: Path) -> Path:
 def project_files(root: Path) -> list[str]:
     listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=root,
                             check=True, capture_output=True, text=True).stdout.splitlines()
-    # Earlier leases' M500 selections do travel: the pipeline trains on them too (gpurun.EARLIER_M500).
-    return [f for f in listed if (not f.startswith(SKIP_PREFIXES) or _is_m500(f)) and (root / f).is_file()]
+    return [f for f in listed if (not f.startswith(SKIP_PREFIXES) or _earlier(f)) and (root / f).is_file()]
 
 
-def _is_m500(rel: str) -> bool:
-    return rel.startswith("docs/gpu-runs/") and Path(rel).name.startswith("m500-") and rel.endswith(".jsonl")
+def _earlier(rel: str) -> bool:
+    """What the pipeline reads of earlier leases does travel: their M500 selections (it trains on them too) and
+    the runs it resumes (gpurun.EARLIER_M500 and EARLIER_RUNS)."""
+    if not rel.startswith("docs/gpu-runs/"):
+        return False
+    name, folder = Path(rel).name, str(Path(rel).parent)
+    return (name.startswith("m500-") and name.endswith(".jsonl")) or \
+        (folder in _gpurun().EARLIER_RUNS.values() and name.endswith((".jsonl", ".json")))
+
+
+@functools.cache
+def _gpurun():
+    """The device script (stdlib only, not a package module), for the one list of what it reads."""
+    spec = importlib.util.spec_from_file_location("gpurun", ROOT / "benchmarks" / "gpu" / "device" / "gpurun.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
 
 
 def copy_project(root: Path, dest: Path) -> int:

@@ -354,6 +354,10 @@ HELDOUT_RUNS = int(os.environ.get("GPURUN_HELDOUT_RUNS", "2"))
 # The M500 selections of earlier leases: the same base model and revision, the same training half only.
 EARLIER_M500 = ("docs/gpu-runs/2026-12-07-qwen0.5b-math500-loop/runs/train",
                 "docs/gpu-runs/2026-12-07b-qwen0.5b-loop-v2/train")
+# Runs of an earlier lease, resumed rather than redone when they were made with this lease's model and revision
+# (v2's vote was cut at 210 of 500 by its lease's end; its verified run, which the vote matches, is whole).
+EARLIER_RUNS = {"base-verified-all": "docs/gpu-runs/2026-12-07b-qwen0.5b-loop-v2/base-verified-all",
+                "base-vote-all": "docs/gpu-runs/2026-12-07b-qwen0.5b-loop-v2/base-vote-all"}
 # The team's concurrency in problems (each run) and in calls (the CEO's slots, the gateway's in-flight calls):
 # v2 kept the pod at 0.66 of its synthetic throughput with 256 problems and 256 calls in flight.
 TEAM_CONCURRENCY = int(os.environ.get("GPURUN_TEAM_CONCURRENCY", "96"))
@@ -664,6 +668,20 @@ class Pipeline:
                     throughput=res.get("throughput", {}).get("results"), cores=cores,
                     **({"error": tail(LOGS / f"gateway-{which}.log", 800)} if r.returncode else {}))
 
+    def seed(self) -> None:
+        """Earlier leases' runs of the same model and revision into RUNS: their evals resume where they stopped."""
+        revision, seeded = self.revision("base")[1], {}
+        for name, rel in EARLIER_RUNS.items():
+            src, dest = self.proj / rel, RUNS / name
+            if dest.exists() or not (src / "run.json").exists():
+                continue
+            if json.loads((src / "run.json").read_text()).get("revision") != revision:
+                seeded[name] = "made with another model revision: not resumed"
+                continue
+            shutil.copytree(src, dest)
+            seeded[name] = f"{len((dest / 'results.jsonl').read_text().splitlines())} graded, resumed from {rel}"
+        self.record("seed", done=True, runs=seeded)
+
     def audit(self) -> None:
         """`conclave audit` of every base team run against the single agent on all 500: where right answers
         were lost (issue 15's first question), written beside each run's results."""
@@ -693,9 +711,11 @@ class Pipeline:
         return {
             "base-team": [[team(n, "base", "heldout")] for n in numbered("base-mas-heldout", HELDOUT_RUNS)]
             + [[team(n, "base", "train")] for n in TRAIN_RUNS],
+            # issue 15 on MATH-500: the single agent, the ablations, the verified team and the vote matched to it
             "base-rest": [[Eval("base-single-all", "base", "math500", "single", 128)],
-                          *[[team(f"base-{p.removeprefix('math500-')}-all", "base", profile=p)] for p in ABLATIONS]],
-            "base-others": [[verified, vote], others[:2], others[2:4], others[4:]],
+                          *[[team(f"base-{p.removeprefix('math500-')}-all", "base", profile=p)] for p in ABLATIONS],
+                          [verified, vote]],
+            "base-others": [others[:2], others[2:4], others[4:]],
             "tuned-heldout": [[Eval("tuned-single-heldout", "tuned", "math500", "single", 128, "heldout")],
                               *[[team(n, "tuned", "heldout")] for n in numbered("tuned-mas-heldout", HELDOUT_RUNS)]],
         }
@@ -711,6 +731,7 @@ class Pipeline:
             ("convert", self.convert, False),
             ("serve-base", lambda: self.serve("base"), False),
             ("stack-base", lambda: self.stack("base"), False),
+            ("seed", self.seed, True),
             ("base-team", group("base-team", "base"), False),
             ("synthetic-base-team", lambda: self.synthetic("base-team", "base"), True),
             ("dataset", self.dataset, False),
@@ -832,7 +853,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--deadline-s", type=float, default=540)
     g.add_argument("--only", nargs="*", default=[], help="run only these steps")
     g.add_argument("--skip", nargs="*", default=[],
-                   help="skip these soft steps (synthetic-base-team, audit, base-others, gateway-base, "
+                   help="skip these soft steps (seed, synthetic-base-team, audit, base-others, gateway-base, "
                         "gateway-tuned) for a short lease")
     args = p.parse_args(argv)
     W.mkdir(parents=True, exist_ok=True)
@@ -841,6 +862,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     pipe = Pipeline(args.stage, args.deadline_s)
     finished = pipe.go(args.only, args.skip)
+    if finished and REHEARSAL:  # a device machine goes back with its servers; a rehearsal's host stays
+        for key in ("stack-base", "stack-tuned"):
+            stop(pipe.st["steps"].get(key, {}).get("pid"))
     if os.environ.get("OUT"):
         collect(Path(os.environ["OUT"]), load_state())
     print(json.dumps({k: {kk: v for kk, v in s.items() if kk not in ("summaries",)} for k, s in pipe.st["steps"].items()},
