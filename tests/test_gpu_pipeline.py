@@ -117,7 +117,7 @@ def test_a_short_lease_may_skip_a_measurement_beside_the_loop_but_not_a_step_of_
     (stage / "manifest.json").write_text('{"artifacts": {}, "model": {"sha256": "0" }}')
     pipe = g.Pipeline(stage, deadline_s=60)
     soft = {name for name, _, is_soft in pipe.steps() if is_soft}
-    assert soft == {"seed", "synthetic-base-team", "audit", "base-vote", "base-others", "gateway-base", "gateway-tuned"}
+    assert soft == {"seed", "synthetic-base-team", "ablations", "audit", "base-vote", "base-others", "gateway-base", "gateway-tuned"}
     with pytest.raises(SystemExit, match="only a measurement beside the loop"):
         pipe.go(only=["dataset"], skip=["dataset"])
     assert pipe.go(only=["gateway-tuned"], skip=["gateway-tuned"])
