@@ -45,10 +45,6 @@ async def solve(
     timeout_s: float | None = None,
     reuse_existing: bool = True,
 ) -> outcome_pb2.Result:
-    if reuse_existing and subjects.valid_problem_id(problem.id):
-        found = await existing_result(nc, problem.id)
-        if found is not None:
-            return found
     done: asyncio.Future[outcome_pb2.Result] = asyncio.get_running_loop().create_future()
 
     async def on_result(msg) -> None:
@@ -80,6 +76,13 @@ async def solve(
         subs.append(await nc.subscribe(subjects.result(problem.id), cb=on_result))
         subs.append(await nc.subscribe(subjects.event(problem.id), cb=on_progress))
     try:
+        # Subscribed first, then looked up: a result stored before the subscription is found, one published
+        # after it is delivered. Looked up first, a resubmitted id whose run finished in between waited
+        # forever (intake deduplicates it and sends nothing; seen when a cut `conclave eval` resumed).
+        if reuse_existing and subjects.valid_problem_id(problem.id):
+            found = await existing_result(nc, problem.id)
+            if found is not None:
+                return found
         await nc.publish(subjects.PROBLEMS_SUBMIT, problem.SerializeToString(), reply=inbox,
                          headers={CONTENT_TYPE: PROTOBUF, MSG_ID: problem.id})
         return await asyncio.wait_for(done, timeout_s)
