@@ -177,3 +177,16 @@ def test_the_dataset_command_writes_the_selection_and_says_what_it_left_out(tmp_
 def test_the_dataset_command_names_a_missing_archive(tmp_path, capsys):
     assert dataset.main(["--archive", str(tmp_path / "nope"), "--out", str(tmp_path / "x.jsonl")]) == 2
     assert "is not a directory" in capsys.readouterr().err
+
+
+def test_a_step_with_non_finite_gradients_is_skipped_and_too_many_in_a_row_stop_the_run():
+    from trainer.sft import NonFiniteGradients, NonFiniteGuard
+
+    guard = NonFiniteGuard(limit=3)
+    assert guard.apply(2.5)
+    assert not guard.apply(float("nan")) and not guard.apply(float("inf"))
+    assert guard.apply(1.0) and guard.in_row == 0  # a finite step resets the count in a row
+    assert not guard.apply(float("nan")) and not guard.apply(float("nan"))
+    with pytest.raises(NonFiniteGradients, match="3 optimizer steps in a row"):
+        guard.apply(float("-inf"))
+    assert guard.skipped == 5

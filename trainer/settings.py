@@ -36,5 +36,8 @@ class TrainSettings(BaseSettings):
     keep_checkpoints: int = Field(2, description="complete checkpoints kept; older ones are deleted")
     resume: bool = Field(False, description="continue from the latest complete checkpoint in OUTPUT/checkpoints "
                          "(starts afresh when there is none)")
+    max_nonfinite_steps: int = Field(8, ge=1, description="optimizer steps in a row whose gradients are NaN or "
+                                     "infinite (each skipped, the weights untouched) before training stops with an "
+                                     "error and saves nothing")
     stop_after: int = Field(0, description="end this run after N optimizer steps with a checkpoint, the schedule "
                             "still spanning every step (time-sliced or preemptible GPUs; continue with --resume)")

@@ -66,6 +66,31 @@ def load_samples(cfg: TrainSettings) -> list[Sample]:
     raise SystemExit("give --data (from python -m trainer.dataset) or --archive")
 
 
+class NonFiniteGradients(RuntimeError):
+    """Too many optimizer steps in a row had NaN or infinite gradients."""
+
+
+class NonFiniteGuard:
+    """Whether an optimizer step may apply its gradients. One with a NaN or infinite norm is skipped, so the
+    weights keep their last finite values (applied, one such step made every weight NaN for the rest of a
+    run, and the NaN model was saved and served). `limit` in a row end the run: the data or the recipe is
+    broken, and going on would hide it."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.in_row, self.skipped = limit, 0, 0
+
+    def apply(self, grad_norm: float) -> bool:
+        if math.isfinite(grad_norm):
+            self.in_row = 0
+            return True
+        self.in_row += 1
+        self.skipped += 1
+        if self.in_row >= self.limit:
+            raise NonFiniteGradients(f"{self.in_row} optimizer steps in a row had non-finite gradients "
+                                     f"({self.skipped} in all); stopped without saving")
+        return False
+
+
 @dataclass
 class Prepared:
     samples: list[Sample]
@@ -236,6 +261,7 @@ def train(cfg: TrainSettings, torch: Any, dist: Any) -> dict:
     step, started, history = progress.step, time.perf_counter() - progress.elapsed_s, []
     trained_total, this_run = progress.trained_tokens, 0
     stopped_early = False
+    guard = NonFiniteGuard(cfg.max_nonfinite_steps)
     epoch, skip = position(step, per_epoch)
     while step < total and (cfg.max_steps or epoch < cfg.epochs):
         plan = epoch_plan(epoch_order(prepared.samples, epoch, cfg.seed), problem_of, lengths, dist.world,
@@ -267,7 +293,11 @@ def train(cfg: TrainSettings, torch: Any, dist: Any) -> dict:
                 loss_sum += loss.item()
                 n_tokens += int(mask.sum())
             norm = distributed.grad_norm(torch.nn.utils.clip_grad_norm_(params, 1.0))
-            optimizer.step()
+            applied = guard.apply(norm)  # the norm is reduced over the ranks: every rank decides alike
+            if applied:
+                optimizer.step()
+            else:
+                log.warning("step %d: gradient norm %s, step skipped (%d in a row)", step + 1, norm, guard.in_row)
             optimizer.zero_grad(set_to_none=True)
             loss_sum, n_tokens = distributed.all_sum(torch, dist, [loss_sum, float(n_tokens)])
             if dist.device_type == "cuda":
@@ -282,6 +312,8 @@ def train(cfg: TrainSettings, torch: Any, dist: Any) -> dict:
                    "elapsed_s": round(time.perf_counter() - started, 2)}
             if dist.sharded:
                 row["ranks"] = dist.world
+            if not applied:
+                row["skipped"] = True
             history.append(row)
             if dist.main:
                 with metrics_path.open("a", encoding="utf-8") as f:
@@ -303,7 +335,8 @@ def train(cfg: TrainSettings, torch: Any, dist: Any) -> dict:
     summary = {"steps": step, "first_loss": history[0]["loss"] if history else None,
                "last_loss": history[-1]["loss"] if history else None,
                "trained_tokens": trained_total, "seconds": round(time.perf_counter() - started, 2),
-               "samples": len(prepared.encoded), "skipped": prepared.skipped, "device": device,
+               "samples": len(prepared.encoded), "skipped": prepared.skipped,
+               "nonfinite_steps_skipped": guard.skipped, "device": device,
                "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)
                if dist.device_type == "cuda" else None}
     if dist.sharded:
@@ -339,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-model", required=True, help=TrainSettings.model_fields["base_model"].description)
     p.add_argument("--output", type=Path, default=defaults["output"])
     for name in ("epochs", "global_batch", "micro_batch", "max_steps", "lora_rank", "lora_alpha", "seq_len", "seed",
-                 "save_every", "keep_checkpoints", "stop_after"):
+                 "save_every", "keep_checkpoints", "stop_after", "max_nonfinite_steps"):
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=defaults[name],
                        help=TrainSettings.model_fields[name].description or f"default {defaults[name]}")
     p.add_argument("--lr", type=float, default=defaults["lr"])
@@ -363,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         run(cfg)
-    except ResumeError as exc:
+    except (ResumeError, NonFiniteGradients) as exc:
         print(f"trainer.sft: {exc}", file=sys.stderr)
         return 2
     return 0
