@@ -196,3 +196,16 @@ def test_an_earlier_leases_run_is_resumed_only_when_it_was_made_with_the_same_mo
     assert pipe.st["steps"]["seed"]["runs"] == {
         "base-vote-all": "2 graded, resumed from earlier/same",
         "base-verified-all": "made with another model revision: not resumed"}
+
+
+def test_a_diverged_fine_tune_is_recorded_as_failed_and_never_served_as_the_tuned_model(g, tmp_path):
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    (stage / "manifest.json").write_text('{"artifacts": {}, "model": {"sha256": "0"}}')
+    pipe = g.Pipeline(stage, deadline_s=60)
+    (g.W / "sft" / "final").mkdir(parents=True)
+    (g.W / "sft" / "summary.json").write_text('{"steps": 243, "last_loss": NaN}')  # as trainer.sft wrote it
+    pipe.record("sft", pid=2**22 + 12345, started=0)  # a pid that is not running: training has ended
+    assert pipe.tick() is False
+    assert "ended with loss nan: not served" in pipe.st["steps"]["sft"]["error"]
+    assert not pipe.done("sft") and not (g.W / "tuned").exists()

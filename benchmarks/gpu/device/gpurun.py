@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -618,6 +619,10 @@ class Pipeline:
         summary = W / "sft" / "summary.json"
         if not summary.exists():
             self.record("sft", error=f"trainer.sft ended without a summary:\n{tail(LOGS / 'sft.log')}")
+            return False
+        trained = json.loads(summary.read_text())
+        if not math.isfinite(trained.get("last_loss") or 0.0):  # never serve a diverged model as "tuned"
+            self.record("sft", error=f"trainer.sft ended with loss {trained.get('last_loss')}: not served")
             return False
         if (W / "tuned").exists():
             shutil.rmtree(W / "tuned")
