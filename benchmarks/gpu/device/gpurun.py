@@ -354,7 +354,8 @@ TRAIN_RUNS = numbered("base-mas-train", int(os.environ.get("GPURUN_TRAIN_RUNS", 
 HELDOUT_RUNS = int(os.environ.get("GPURUN_HELDOUT_RUNS", "2"))
 # The M500 selections of earlier leases: the same base model and revision, the same training half only.
 EARLIER_M500 = ("docs/gpu-runs/2026-12-07-qwen0.5b-math500-loop/runs/train",
-                "docs/gpu-runs/2026-12-07b-qwen0.5b-loop-v2/train")
+                "docs/gpu-runs/2026-12-07b-qwen0.5b-loop-v2/train",
+                "docs/gpu-runs/2026-12-07c-qwen0.5b-loop-v3/train")
 # Runs of an earlier lease, resumed rather than redone when they were made with this lease's model and revision
 # (v2's vote was cut at 210 of 500 by its lease's end; its verified run, which the vote matches, is whole).
 EARLIER_RUNS = {"base-verified-all": "docs/gpu-runs/2026-12-07b-qwen0.5b-loop-v2/base-verified-all",
