@@ -93,3 +93,16 @@ def test_a_corrupt_part_is_caught_by_the_sha256(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu/device/gpurun.py"), "--stage", str(st), "stash"],
                        env=dict(os.environ, GPURUN_DIR=str(tmp_path / "w")), capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "does not match the manifest" in r.stderr
+
+
+def test_of_earlier_leases_only_what_the_pipeline_reads_travels_with_the_project():
+    from benchmarks.gpu.prepare import ROOT, _gpurun, project_files
+
+    files = set(project_files(ROOT))
+    runs = [f for f in files if f.startswith("docs/gpu-runs/")]
+    for folder in _gpurun().EARLIER_M500:
+        assert f"{folder}/m500-relaxed.jsonl" in files
+    for folder in _gpurun().EARLIER_RUNS.values():
+        assert f"{folder}/results.jsonl" in files and f"{folder}/run.json" in files
+    assert all(f.endswith((".json", ".jsonl")) for f in runs)  # no logs, tarballs, pictures of old runs
+    assert not any(f.startswith(("docs/results/", "deploy/")) for f in files)
