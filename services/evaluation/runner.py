@@ -10,6 +10,7 @@ a model change) gets new ids, so the RESULTS stream never hands it another run's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -175,8 +176,10 @@ async def run_eval(
     nc: Client, items: list[BenchItem], settings: RunSettings, out_dir: Path,
     progress: Callable[[Graded | None, int, int], None] | None = None,
     solver: Callable[..., Awaitable[outcome_pb2.Result]] = solve,
+    stall_warn_s: float = 120.0,
 ) -> list[Graded]:
-    """`solver` answers one problem (default: the team or single agent; vote.VoteSolver for --mode vote)."""
+    """`solver` answers one problem (default: the team or single agent; vote.VoteSolver for --mode vote).
+    When no problem finishes for `stall_warn_s` while some are in flight, a WARNING names the longest waits."""
     out_dir.mkdir(parents=True, exist_ok=True)
     results_path = out_dir / "results.jsonl"
     items = items[: settings.limit] if settings.limit else items
@@ -188,8 +191,11 @@ async def run_eval(
     if progress:
         progress(None, len(items) - len(todo), len(items))
 
+    in_flight: dict[str, float] = {}  # item id -> when its problem was submitted
+
     async def one(item: BenchItem) -> None:
         async with slots:
+            in_flight[item.id] = time.monotonic()
             problem = item_to_problem(item, profile=settings.profile, single_agent=settings.mode == "single",
                                       prefix=prefix, max_turns=settings.max_turns,
                                       with_tests=settings.executor_tests == "dataset")
@@ -220,12 +226,32 @@ async def run_eval(
                 with results_path.open("a", encoding="utf-8") as f:
                     f.write(json.dumps(asdict(graded)) + "\n")
                 done[item.id] = graded
+                in_flight.pop(item.id, None)
                 if progress:
                     progress(graded, len(done), len(items))
 
+    async def watch() -> None:
+        # A problem that never comes back is otherwise silent until its timeout (an hour by default).
+        seen = len(done)
+        while True:
+            await asyncio.sleep(stall_warn_s)
+            if len(done) == seen and in_flight:
+                now = time.monotonic()
+                longest = sorted(in_flight.items(), key=lambda kv: kv[1])[:5]
+                log.warning("no problem finished in the last %g s; %d in flight, the longest waits: %s",
+                            stall_warn_s, len(in_flight),
+                            ", ".join(f"{pid} {now - since:.0f} s" for pid, since in longest))
+            seen = len(done)
+
     # A TaskGroup: when one problem fails (or the user interrupts), the others are cancelled, and what
     # was graded so far is already on disk for the rerun.
-    async with asyncio.TaskGroup() as group:
-        for item in todo:
-            group.create_task(one(item))
+    watcher = asyncio.create_task(watch())
+    try:
+        async with asyncio.TaskGroup() as group:
+            for item in todo:
+                group.create_task(one(item))
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
     return [done[i.id] for i in items if i.id in done]
