@@ -67,7 +67,9 @@ class StepRunner:
     def __init__(self, nc: Client, js: JetStreamContext, problem_id: str, timing: StepTiming, *,
                  resuming: bool, metrics: CeoMetrics | None = None) -> None:
         self._nc, self._js, self._pid, self._t, self._m = nc, js, problem_id, timing, metrics
-        # A fresh problem has no stored replies; only a resumed one must look before publishing.
+        # A fresh problem has no stored replies; only a resumed one must look before publishing, and it
+        # looks until a step is missing a reply: the crashed run got no further than that step. (Its
+        # saves did not wait for their acknowledgements, so the state may lag several completed steps.)
         self._look_up_stored = resuming
         self._replies: dict[str, agents_pb2.RoleReply] = {}
         self._arrived = asyncio.Condition()
@@ -157,7 +159,8 @@ class StepRunner:
         for t in to_publish:
             self._spans.start(step_of(t.task_id), t)
         await asyncio.gather(*(self._publish(t, t.task_id, give_up_s=timeout_s) for t in to_publish))
-        self._look_up_stored = False  # the step that was in flight at the crash is settled after this
+        if to_publish:
+            self._look_up_stored = False  # the step that was in flight at the crash: none came after it
         await self._wait(tasks, steps, timeout_s)
         out = []
         for task, step in zip(tasks, steps, strict=True):
