@@ -109,6 +109,9 @@ class ProblemRun:
         self._saving = asyncio.get_running_loop().create_task(self._write_state(previous, data))
 
     async def _write_state(self, previous: asyncio.Task[None] | None, data: bytes) -> None:
+        # One turn of the event loop first: the next step publishes its tasks in the turn that called
+        # `save`, and they should reach the server ahead of this write, not be stored after it.
+        await asyncio.sleep(0)
         if previous is not None:
             await previous
         # Rides out a NATS restart: failing here would retry the whole message after its BackOff.
