@@ -186,8 +186,11 @@ class StepRunner:
                 async with self._arrived:
                     if all(s in self._replies for s in steps):
                         return
+                    # asyncio.timeout, not wait_for: no task per wait, so a reply wakes the step a turn
+                    # of the event loop sooner.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._arrived.wait(), t.tick_s)
+                        async with asyncio.timeout(t.tick_s):
+                            await self._arrived.wait()
                     if all(s in self._replies for s in steps):
                         return
                 now = time.monotonic()
