@@ -111,6 +111,7 @@ async def finish(run: ProblemRun, st: ProblemState) -> None:
         run.metrics.consensus.labels(str(result.consensus).lower()).inc()
         log.info("problem done", extra={"stop_reason": st.stop_reason, "tokens": st.tokens_used})
     st.published = True
-    await run.saved()  # the steps' saves first: an older state must not land over this one
+    # The steps' writes first (an older state must not land over this one), less the one this replaces.
+    await run.saved(superseded=True)
     await retrying(lambda: run.kv.put(run.problem.id, st.to_bytes()), "save problem state",
                    give_up_s=run.step_timeout_s)

@@ -78,7 +78,8 @@ class ProblemRun:
         # becomes an error reply (FAILURE_REASON_TIMEOUT) and the problem ends as a failed step. Bus
         # operations (state saves, the ledger, the result) ride out a NATS outage for as long.
         self.step_timeout_s = cfg.step.timeout_s
-        # The state save still in flight (`save`): the next step does not wait for its acknowledgement.
+        # The state `save` recorded and not yet sent, and the write in flight (`write_saved_state`).
+        self._unsaved: bytes | None = None
         self._saving: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ state and events
@@ -95,23 +96,27 @@ class ProblemRun:
             return ProblemState(problem_id=self.problem.id, n=self.profile.initial_n)
 
     def save(self, st: ProblemState) -> None:
-        """Stores the state of a completed step in KV, without holding up the next step: its tasks leave
-        while the write is acknowledged (a round trip of every step's critical path otherwise). Saves are
-        written one after another, so an older state never lands over a newer one. A crash before a save
-        lands resumes from an earlier step, whose replies (and those of the steps after it) are read
-        back from REPLIES (ceo/steps.py), so nothing is asked twice and the replay reaches the same state;
-        only the CEO's own decision has no such record, so `run` waits for its save. A save that fails
-        for good fails the run at the next save, or before the final one (`saved`)."""
+        """Records the state of a completed step for KV, without holding up the next step: it is written
+        once the next step's tasks are out (`write_saved_state`, called by the StepRunner), not before
+        them (a round trip of every step's critical path otherwise); a newer state recorded before that
+        replaces it. Writes go one after another, so an older state never lands over a newer one. A crash
+        before a state lands resumes from an earlier step, whose replies (and those of the steps after
+        it) are read back from REPLIES (ceo/steps.py), so nothing is asked twice and the replay reaches
+        the same state; only the CEO's own decision has no such record, so `run` waits for its save. A
+        write that fails for good fails the run at the next save, or before the final one (`saved`)."""
         previous = self._saving
         if previous is not None and previous.done():
             previous.result()  # a failed save fails the run here, as an awaited one would have
-        data = st.to_bytes()  # this step's state, whatever the next step changes meanwhile
-        self._saving = asyncio.get_running_loop().create_task(self._write_state(previous, data))
+        self._unsaved = st.to_bytes()  # this step's state, whatever the next step changes meanwhile
+
+    def write_saved_state(self) -> None:
+        """Starts writing the state `save` recorded (after the write before it), if any."""
+        if self._unsaved is None:
+            return
+        data, self._unsaved = self._unsaved, None
+        self._saving = asyncio.get_running_loop().create_task(self._write_state(self._saving, data))
 
     async def _write_state(self, previous: asyncio.Task[None] | None, data: bytes) -> None:
-        # One turn of the event loop first: the next step publishes its tasks in the turn that called
-        # `save`, and they should reach the server ahead of this write, not be stored after it.
-        await asyncio.sleep(0)
         if previous is not None:
             await previous
         # Rides out a NATS restart: failing here would retry the whole message after its BackOff.
@@ -120,14 +125,19 @@ class ProblemRun:
         with contextlib.suppress(Exception):
             await self.keepalive()
 
-    async def saved(self) -> None:
-        """Waits until every state save so far is written (raises the error of one that failed)."""
+    async def saved(self, *, superseded: bool = False) -> None:
+        """Writes the recorded state now (or drops it, when the caller writes a newer one next) and waits
+        until every write so far is done (raises the error of one that failed)."""
+        if superseded:
+            self._unsaved = None
+        self.write_saved_state()
         if self._saving is not None:
             await self._saving
 
     async def _abandon_saves(self) -> None:
         """The run failed: a save still in flight is cancelled (the redelivered run resumes from what was
         written, which is safe: see `save`), and its error, if any, is not left unretrieved."""
+        self._unsaved = None
         if self._saving is not None:
             self._saving.cancel()
             await asyncio.gather(self._saving, return_exceptions=True)
@@ -192,7 +202,7 @@ class ProblemRun:
         st, *_ = await asyncio.gather(self.load(), *opening)
         unavailable_since = 0.0
         async with StepRunner(self.nc, self.js, self.problem.id, self.cfg.step, resuming=self.resuming,
-                              metrics=self.metrics) as steps, TurnSpans() as spans:
+                              metrics=self.metrics, published=self.write_saved_state) as steps, TurnSpans() as spans:
             while st.phase != FINISH:
                 if self.out_of_time(st):
                     self.stop(st, "deadline", f"deadline of {self.problem.limits.deadline_s:.0f}s passed")

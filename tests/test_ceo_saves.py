@@ -1,5 +1,6 @@
-"""The CEO saves a problem's state after every step without waiting for the write: the saves still land in
-order, each with the state of its own step, and one that fails fails the run (real nats-server)."""
+"""The CEO saves a problem's state after every step without waiting for the write (it is sent once the next
+step's tasks are out): the writes still land in order, each with the state of its own step, a state replaced
+before it was sent is not written, and a write that fails fails the run (real nats-server)."""
 
 from __future__ import annotations
 
@@ -35,11 +36,28 @@ async def test_saves_that_do_not_wait_land_in_order_each_with_its_own_step(nc, b
     run = problem_run(nc, bus, kv, "saves-1")
     st = ProblemState(problem_id="saves-1")
     for turn in range(1, 31):
-        st.turn, st.plan = turn, f"plan of turn {turn}"  # the next step changes the state at once
+        st.turn, st.plan = turn, f"plan of turn {turn}"
         run.save(st)
+        run.write_saved_state()  # the next step's tasks are out
+        st.plan = "changed by the next step"  # the state written is the one saved, not this
     await run.saved()
     stored = ProblemState.from_bytes((await kv.get("saves-1")).value)
     assert (stored.turn, stored.plan) == (30, "plan of turn 30")
+    assert (await bus.stream_info(f"KV_{topology.PROBLEM_STATE.bucket}")).state.last_seq == 30
+
+
+async def test_a_state_saved_before_the_next_one_is_sent_is_replaced_not_written(nc, bus):
+    # Two steps in a row without tasks (the math profiles' execute) write their state once.
+    kv = await bus.key_value(topology.PROBLEM_STATE.bucket)
+    run = problem_run(nc, bus, kv, "saves-3")
+    st = ProblemState(problem_id="saves-3")
+    run.save(st)
+    st.turn = 2
+    run.save(st)
+    assert (await bus.stream_info(f"KV_{topology.PROBLEM_STATE.bucket}")).state.last_seq == 0  # not yet sent
+    await run.saved()
+    assert ProblemState.from_bytes((await kv.get("saves-3")).value).turn == 2
+    assert (await bus.stream_info(f"KV_{topology.PROBLEM_STATE.bucket}")).state.last_seq == 1
 
 
 class FailingStore:
