@@ -59,6 +59,7 @@ async def finish(run: ProblemRun, st: ProblemState) -> None:
     already = await retrying(lambda: result_stored(run), "look up the result", give_up_s=run.step_timeout_s) \
         if run.resuming or st.published else False
     if st.published and already:
+        await run.saved()
         return
     extracted = extract_answer(st.plan, run.kind) if st.plan else ""
     result = outcome_pb2.Result(
@@ -110,5 +111,7 @@ async def finish(run: ProblemRun, st: ProblemState) -> None:
         run.metrics.consensus.labels(str(result.consensus).lower()).inc()
         log.info("problem done", extra={"stop_reason": st.stop_reason, "tokens": st.tokens_used})
     st.published = True
+    # The steps' writes first (an older state must not land over this one), less the one this replaces.
+    await run.saved(superseded=True)
     await retrying(lambda: run.kv.put(run.problem.id, st.to_bytes()), "save problem state",
                    give_up_s=run.step_timeout_s)

@@ -78,6 +78,9 @@ class ProblemRun:
         # becomes an error reply (FAILURE_REASON_TIMEOUT) and the problem ends as a failed step. Bus
         # operations (state saves, the ledger, the result) ride out a NATS outage for as long.
         self.step_timeout_s = cfg.step.timeout_s
+        # The state `save` recorded and not yet sent, and the write in flight (`write_saved_state`).
+        self._unsaved: bytes | None = None
+        self._saving: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ state and events
     async def load(self) -> ProblemState:
@@ -92,12 +95,52 @@ class ProblemRun:
             self.resuming = False
             return ProblemState(problem_id=self.problem.id, n=self.profile.initial_n)
 
-    async def save(self, st: ProblemState) -> None:
+    def save(self, st: ProblemState) -> None:
+        """Records the state of a completed step for KV, without holding up the next step: it is written
+        once the next step's tasks are out (`write_saved_state`, called by the StepRunner), not before
+        them (a round trip of every step's critical path otherwise); a newer state recorded before that
+        replaces it. Writes go one after another, so an older state never lands over a newer one. A crash
+        before a state lands resumes from an earlier step, whose replies (and those of the steps after
+        it) are read back from REPLIES (ceo/steps.py), so nothing is asked twice and the replay reaches
+        the same state; only the CEO's own decision has no such record, so `run` waits for its save. A
+        write that fails for good fails the run at the next save, or before the final one (`saved`)."""
+        previous = self._saving
+        if previous is not None and previous.done():
+            previous.result()  # a failed save fails the run here, as an awaited one would have
+        self._unsaved = st.to_bytes()  # this step's state, whatever the next step changes meanwhile
+
+    def write_saved_state(self) -> None:
+        """Starts writing the state `save` recorded (after the write before it), if any."""
+        if self._unsaved is None:
+            return
+        data, self._unsaved = self._unsaved, None
+        self._saving = asyncio.get_running_loop().create_task(self._write_state(self._saving, data))
+
+    async def _write_state(self, previous: asyncio.Task[None] | None, data: bytes) -> None:
+        if previous is not None:
+            await previous
         # Rides out a NATS restart: failing here would retry the whole message after its BackOff.
-        await retrying(lambda: self.kv.put(self.problem.id, st.to_bytes()), "save problem state",
+        await retrying(lambda: self.kv.put(self.problem.id, data), "save problem state",
                        give_up_s=self.step_timeout_s)
         with contextlib.suppress(Exception):
             await self.keepalive()
+
+    async def saved(self, *, superseded: bool = False) -> None:
+        """Writes the recorded state now (or drops it, when the caller writes a newer one next) and waits
+        until every write so far is done (raises the error of one that failed)."""
+        if superseded:
+            self._unsaved = None
+        self.write_saved_state()
+        if self._saving is not None:
+            await self._saving
+
+    async def _abandon_saves(self) -> None:
+        """The run failed: a save still in flight is cancelled (the redelivered run resumes from what was
+        written, which is safe: see `save`), and its error, if any, is not left unretrieved."""
+        self._unsaved = None
+        if self._saving is not None:
+            self._saving.cancel()
+            await asyncio.gather(self._saving, return_exceptions=True)
 
     async def event(self, st: ProblemState, type_: str, **fields) -> None:
         fields = {"turn": st.turn, "round": st.round, **fields}
@@ -144,14 +187,22 @@ class ProblemRun:
 
     # ------------------------------------------------------------------ the loop
     async def run(self) -> None:
-        st = await self.load()
-        if self.ceiling:
-            # The gateway enforces the ceiling on every call of this problem from this ledger entry.
-            await retrying(lambda: Ledger(self.js).open(self.problem.id, self.ceiling), "open token ledger",
-                           give_up_s=self.step_timeout_s)
+        try:
+            await self._run()
+        except BaseException:
+            await self._abandon_saves()
+            raise
+
+    async def _run(self) -> None:
+        # The state and the ledger entry are independent: both round trips at once. `open` creates the
+        # entry of a fresh problem and sets the ceiling of a resumed one's.
+        opening = [retrying(lambda: Ledger(self.js).open(self.problem.id, self.ceiling), "open token ledger",
+                            give_up_s=self.step_timeout_s)] if self.ceiling else []
+        # The gateway enforces the ceiling on every call of this problem from this ledger entry.
+        st, *_ = await asyncio.gather(self.load(), *opening)
         unavailable_since = 0.0
         async with StepRunner(self.nc, self.js, self.problem.id, self.cfg.step, resuming=self.resuming,
-                              metrics=self.metrics) as steps, TurnSpans() as spans:
+                              metrics=self.metrics, published=self.write_saved_state) as steps, TurnSpans() as spans:
             while st.phase != FINISH:
                 if self.out_of_time(st):
                     self.stop(st, "deadline", f"deadline of {self.problem.limits.deadline_s:.0f}s passed")
@@ -179,7 +230,12 @@ class ProblemRun:
                     else:
                         raise
                 unavailable_since = 0.0
-                await self.save(st)
+                self.save(st)
+                if phase == DECIDE and not self.problem.single_agent:
+                    # The CEO's own decision is the one outcome no store holds (a role's reply is in
+                    # REPLIES): it must be written before the steps it shapes leave, or a crash could
+                    # decide again, differently, under tasks already sent.
+                    await self.saved()
         await finish(self, st)
 
     async def _decide(self, st: ProblemState, steps: StepRunner) -> None:

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from nats.aio.client import Client
@@ -65,9 +66,14 @@ class StepTiming:
 
 class StepRunner:
     def __init__(self, nc: Client, js: JetStreamContext, problem_id: str, timing: StepTiming, *,
-                 resuming: bool, metrics: CeoMetrics | None = None) -> None:
+                 resuming: bool, metrics: CeoMetrics | None = None,
+                 published: Callable[[], None] | None = None) -> None:
         self._nc, self._js, self._pid, self._t, self._m = nc, js, problem_id, timing, metrics
-        # A fresh problem has no stored replies; only a resumed one must look before publishing.
+        # Called once a step's tasks are stored (the CEO then writes the state of the step before).
+        self._published = published
+        # A fresh problem has no stored replies; only a resumed one must look before publishing, and it
+        # looks until a step is missing a reply: the crashed run got no further than that step. (Its
+        # saves did not wait for their acknowledgements, so the state may lag several completed steps.)
         self._look_up_stored = resuming
         self._replies: dict[str, agents_pb2.RoleReply] = {}
         self._arrived = asyncio.Condition()
@@ -157,7 +163,10 @@ class StepRunner:
         for t in to_publish:
             self._spans.start(step_of(t.task_id), t)
         await asyncio.gather(*(self._publish(t, t.task_id, give_up_s=timeout_s) for t in to_publish))
-        self._look_up_stored = False  # the step that was in flight at the crash is settled after this
+        if self._published is not None:
+            self._published()
+        if to_publish:
+            self._look_up_stored = False  # the step that was in flight at the crash: none came after it
         await self._wait(tasks, steps, timeout_s)
         out = []
         for task, step in zip(tasks, steps, strict=True):
@@ -183,8 +192,11 @@ class StepRunner:
                 async with self._arrived:
                     if all(s in self._replies for s in steps):
                         return
+                    # asyncio.timeout, not wait_for: no task per wait, so a reply wakes the step a turn
+                    # of the event loop sooner.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._arrived.wait(), t.tick_s)
+                        async with asyncio.timeout(t.tick_s):
+                            await self._arrived.wait()
                     if all(s in self._replies for s in steps):
                         return
                 now = time.monotonic()

@@ -197,3 +197,28 @@ async def test_drain_hands_back_work_that_outlives_the_grace_period(bus):
     await eventually(lambda: _true(finished), timeout=3)
     await second.drain(5)
     assert finished == [(b"long", 2)]
+
+
+async def test_a_worker_with_several_pull_requests_never_takes_more_than_it_has_room_for(bus):
+    # Several pull requests wait on the server at once (so that the critics of a round arrive together),
+    # but only for messages the worker can start: the rest stay in the stream for other replicas.
+    release = asyncio.Event()
+    seen: list[bytes] = []
+
+    async def held(ctx):
+        seen.append(ctx.msg.data)
+        await release.wait()
+
+    for i in range(5):
+        await bus.publish(subjects.task("solver"), f"m{i}".encode(), headers={MSG_ID: f"room-{i}"})
+    worker = JetStreamWorker(bus, SOLVER, held, timing=FAST, concurrency=2, pull_requests=4,
+                             letters=DeadLetters(bus, CollectorRegistry()), metrics=WorkerMetrics(CollectorRegistry()))
+    await worker.start()
+    await eventually(lambda: _true(worker.in_flight == 2), timeout=5)
+    await asyncio.sleep(0.5)  # room for a wrong worker to take a third
+    info = await bus.consumer_info(TASKS.name, SOLVER.durable)
+    assert (worker.in_flight, info.num_ack_pending, info.num_pending) == (2, 2, 3)
+    release.set()
+    await eventually(lambda: _true(len(seen) == 5), timeout=10)
+    await worker.drain(5)
+    assert sorted(seen) == [f"m{i}".encode() for i in range(5)]  # each exactly once

@@ -49,10 +49,22 @@ async def test_ceiling_refuses_a_reservation_that_would_cross_it(bus) -> None:  
     with pytest.raises(CeilingReached, match="token ceiling reached"):
         await ledger.reserve("p2", 41)
     await ledger.reserve("p2", 40)
-    # Without an entry there is no ceiling, but usage is still tracked.
+    # A Ledger without a default ceiling (not the gateway's) lets a key nobody opened run free, tracked.
     free = await ledger.reserve("p3", 10**6)
     await ledger.commit(free, 7)
     assert await ledger.spent("p3") == 7
+
+
+async def test_a_key_no_ceo_opened_gets_the_default_ceiling(bus) -> None:  # type: ignore[no-untyped-def]
+    # A direct caller naming a made-up ledger_key must not escape the ceiling a call without a key gets.
+    ledger = Ledger(bus, default_ceiling=100)
+    with pytest.raises(CeilingReached, match="token ceiling reached"):
+        await ledger.reserve("made-up", 101)
+    await ledger.reserve("made-up", 100)
+    entry = await ledger.entry("made-up")
+    assert entry is not None and (entry.ceiling, entry.reserved) == (100, 100)
+    await ledger.open("opened", 5000)  # a problem the CEO opened keeps its own ceiling
+    await ledger.reserve("opened", 4000)
 
 
 async def test_concurrent_reservations_never_overshoot(bus) -> None:  # type: ignore[no-untyped-def]
@@ -166,7 +178,7 @@ async def serving(nats_server: NatsServer, tmp_path: Path, **overrides) -> Async
 
 
 async def test_service_accounts_calls_and_enforces_the_ceiling(nats_server: NatsServer, nc, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    async with serving(nats_server, tmp_path, scripted_token_latency_s=0.01) as service:
+    async with serving(nats_server, tmp_path, scripted_token_latency_s=0.01, unledgered_max_tokens=1000) as service:
         ledger = Ledger(nc.jetstream())
         await ledger.open("prob-1", 200)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
@@ -211,6 +223,17 @@ async def test_service_accounts_calls_and_enforces_the_ceiling(nats_server: Nats
             await eventually(settled, timeout=5)
             entry = await ledger.entry("prob-1")
             assert entry is not None and entry.committed - before < 100
+
+            # A key no CEO opened gets the gateway's default ceiling (unledgered_max_tokens), not none.
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                async for _ in stub.Generate(chat("how are you", 2000, ledger_key="made-up"), timeout=10):
+                    pass
+            assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "token ceiling reached" in (err.value.details() or "")
+            async for _ in stub.Generate(chat("how are you", 20, ledger_key="made-up"), timeout=10):
+                pass
+            made_up = await ledger.entry("made-up")
+            assert made_up is not None and made_up.ceiling == 1000
 
             # A call without a ledger key does not touch the KV at all.
             async for _ in stub.Generate(chat("how are you", 5), timeout=10):

@@ -88,3 +88,25 @@ async def _queued(js, at_least: int) -> bool:
     info = await js.stream_info(topology.TASKS.name)
     return info.state.messages >= at_least
 
+
+
+async def test_a_resumed_runner_reads_every_step_the_crashed_run_completed_and_publishes_only_the_next(nc, bus):
+    # The CEO does not wait for a state save before the next step, so a crash can leave the stored state
+    # several completed steps behind: the resumed runner must find all of them in REPLIES (none asked
+    # twice, none waiting for a reply that was published before it subscribed), and publish the first
+    # step that has no reply.
+    pid = "lagging-1"
+    solver = agents_pb2.RoleTask(task_id=task_id(pid, 1, 0, R.ROLE_SOLVER), problem_id=pid, role=R.ROLE_SOLVER, turn=1)
+    critic = agents_pb2.RoleTask(task_id=task_id(pid, 1, 1, R.ROLE_CRITIC), problem_id=pid, role=R.ROLE_CRITIC,
+                                 turn=1, round=1)
+    await store_reply(bus, solver, "the solution")
+    await store_reply(bus, critic, "[Agree]")
+    timing = StepTiming(timeout_s=1.0, warn_s=30, retry_s=0, recheck_s=60, tick_s=0.1)
+    async with StepRunner(nc, bus, pid, timing, resuming=True) as steps:
+        (first,) = await asyncio.wait_for(steps.run([solver]), 30)
+        (second,) = await asyncio.wait_for(steps.run([critic]), 30)
+        assert (first.content, second.content) == ("the solution", "[Agree]")
+        assert (await bus.stream_info(topology.TASKS.name)).state.messages == 0  # nothing asked again
+        (third,) = await asyncio.wait_for(steps.run([evaluator_task(pid)]), 30)
+    assert third.error.startswith(NO_REPLY)  # nobody answers here: it was published, and timed out
+    assert (await bus.stream_info(topology.TASKS.name)).state.messages == 1

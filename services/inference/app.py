@@ -65,7 +65,9 @@ class InferenceApp:
         self.pool.set_urls(initial_pods(settings))
         self.router = Router(self.pool, settings.virtual_nodes)
         self.metrics = InferenceMetrics(self.registry, self.pool)
-        self.ledger = Ledger(js, settle_linger_s=settings.ledger_settle_linger_s) if js is not None else None
+        # A ledger_key no CEO opened gets the ceiling of a call without one.
+        self.ledger = Ledger(js, settle_linger_s=settings.ledger_settle_linger_s,
+                             default_ceiling=settings.unledgered_max_tokens) if js is not None else None
         self.health = HealthChecker(self.pool, self.backend, interval_s=settings.health_interval_s,
                                     on_change=self._publish_health)
         self.gateway: Gateway | None = None

@@ -23,7 +23,9 @@ A settlement whose write may have landed without its acknowledgement (a timeout)
 (that could free another call's reservation): it is dropped, and its reservation stays, over-counting.
 
 The CEO opens the entry with the problem's ceiling (`Ledger.open`); a call whose reservation would cross
-it gets "token ceiling reached".
+it gets "token ceiling reached". A call whose key has no entry (no CEO opened it: a direct caller's made-up
+key) creates one with `default_ceiling`, the operator's default (the gateway passes its unledgered ceiling),
+so naming a key is no way around the ceiling a call without one gets.
 """
 
 from __future__ import annotations
@@ -101,8 +103,9 @@ class Reservation:
 
 class Ledger:
     def __init__(self, js: JetStreamContext, bucket: str = TOKEN_LEDGER.bucket, *, max_attempts: int = 50,
-                 remember_max: int = 4096, settle_linger_s: float = 0.5) -> None:
+                 remember_max: int = 4096, settle_linger_s: float = 0.5, default_ceiling: int = 0) -> None:
         self._js = js
+        self._default_ceiling = default_ceiling
         self._bucket = bucket
         self._kv: KeyValue | None = None
         self._max_attempts = max_attempts
@@ -290,7 +293,7 @@ class Ledger:
                 got = await kv.get(key)
                 entry, revision = LedgerEntry.decode(got.value), got.revision
             except KeyNotFoundError:
-                entry, revision = LedgerEntry(), None
+                entry, revision = LedgerEntry(ceiling=self._default_ceiling), None
             new = change(entry)
             try:
                 if revision is None:

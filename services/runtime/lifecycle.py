@@ -70,6 +70,7 @@ class Runtime(Generic[S]):
             concurrency=concurrency or self.settings.concurrency,
             letters=self.letters,
             metrics=self.worker_metrics,
+            pull_requests=self.settings.pull_requests,
         )
         self.workers.append(worker)
         return worker

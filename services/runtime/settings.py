@@ -16,6 +16,7 @@ from pydantic_settings import (
 
 from services.bus.address import DEFAULT_NATS_URL
 from services.bus.topology import BusTiming
+from services.runtime.worker import PULL_REQUESTS
 
 
 def _config_file() -> Path | None:
@@ -60,6 +61,9 @@ class RuntimeSettings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
     concurrency: int = Field(8, description="Messages one process works on at once.")
+    pull_requests: int = Field(PULL_REQUESTS, description="Pull requests each work consumer of a process keeps waiting "
+                               "on the server (at most `concurrency`): with one, of two messages that arrive "
+                               "together (the critics of a round) the second waits a round trip.")
     declare_bus: bool = Field(True, description="Create/update streams, consumers and buckets at start-up.")
     # Bus timing: the defaults are BusTiming's (services/bus/topology.py documents each).
     ack_wait_s: float = BusTiming.ack_wait_s

@@ -1,6 +1,9 @@
 """A JetStream work-queue consumer with the guarantees every Conclave worker needs.
 
-- Pull-based, at most `concurrency` messages in flight per process.
+- Pull-based, at most `concurrency` messages in flight per process. Up to `pull_requests` one-message pull
+  requests wait on the server at once (each on a pull subscription of its own), so messages that arrive
+  together (the critics of one round) are delivered together, not one request round trip after another;
+  a pull request is only made for a message the worker has room for.
 - Long work keeps its message alive with in-progress acks, so AckWait can stay short and a crashed
   worker's message is redelivered quickly.
 - A `Rejected` error (bad input) is dead-lettered at once and answered by the handler; any other error is
@@ -33,6 +36,10 @@ from services.bus.topology import BusTiming, ConsumerSpec
 from services.runtime.logs import problem_id_var
 
 log = logging.getLogger(__name__)
+
+# Pull requests a worker keeps waiting on the server (RuntimeSettings.pull_requests): enough for the
+# largest group of messages the protocol sends together, the critics of a round (at most 3).
+PULL_REQUESTS = 4
 
 
 class Rejected(Exception):
@@ -109,18 +116,22 @@ class JetStreamWorker:
         concurrency: int,
         letters: DeadLetters,
         metrics: WorkerMetrics,
+        pull_requests: int = PULL_REQUESTS,
     ) -> None:
         self._js = js
         self._spec = spec
         self._handler = handler
         self._timing = timing
         self._concurrency = max(1, concurrency)
+        self._pull_requests = max(1, min(pull_requests, self._concurrency))
         self._letters = letters
         self._metrics = metrics
         self._draining = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._loop_task: asyncio.Task[None] | None = None
-        self._sub = None
+        self._loop_tasks: list[asyncio.Task[None]] = []
+        self._subs: list[JetStreamContext.PullSubscription] = []
+        # Pull requests waiting on the server: with the tasks in flight, never more than `concurrency`.
+        self._pulling = 0
         # Messages handled by this process, by outcome (ack, ack_lost, retry, rejected, dead, handed_back).
         self.handled: collections.Counter[str] = collections.Counter()
 
@@ -141,19 +152,30 @@ class JetStreamWorker:
         return {"consumer": self.name, "handled": dict(self.handled), "in_flight": self.in_flight}
 
     async def start(self) -> None:
-        self._sub = await self._js.pull_subscribe_bind(durable=self._spec.durable, stream=self._spec.stream)
-        self._loop_task = asyncio.create_task(self._fetch_loop(), name=f"fetch-{self.name}")
+        for i in range(self._pull_requests):
+            sub = await self._js.pull_subscribe_bind(durable=self._spec.durable, stream=self._spec.stream)
+            self._subs.append(sub)
+            self._loop_tasks.append(asyncio.create_task(self._fetch_loop(sub), name=f"fetch-{self.name}-{i}"))
 
-    async def _fetch_loop(self) -> None:
-        assert self._sub is not None
+    async def _fetch_loop(self, sub: JetStreamContext.PullSubscription) -> None:
+        drained = asyncio.ensure_future(self._draining.wait())
+        try:
+            await self._fetch_until_drained(sub, drained)
+        finally:
+            drained.cancel()
+
+    async def _fetch_until_drained(self, sub: JetStreamContext.PullSubscription, drained: asyncio.Future[bool]) -> None:
         while not self._draining.is_set():
-            if len(self._tasks) >= self._concurrency:
-                await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+            if len(self._tasks) + self._pulling >= self._concurrency:
+                # No room for another message: wait for a task to finish (there is one: this loop's own
+                # request is not counted, and there are at most `concurrency` loops).
+                await asyncio.wait({*self._tasks, drained}, return_when=asyncio.FIRST_COMPLETED)
                 continue
+            self._pulling += 1
             try:
                 # One message per pull: nats-py's batched fetch can leave a message waiting on a
                 # lingering pull request for up to its expiry (measured: +400 ms per problem).
-                msgs = await self._sub.fetch(batch=1, timeout=1.0)
+                msgs = await sub.fetch(batch=1, timeout=1.0)
             except (TimeoutError, NatsTimeoutError):
                 continue
             except Exception as exc:  # the connection is reconnecting: keep trying, say so
@@ -162,6 +184,8 @@ class JetStreamWorker:
                 log.warning("fetch failed on %s: %s", self.name, exc)
                 await asyncio.sleep(0.5)
                 continue
+            finally:
+                self._pulling -= 1
             for msg in msgs:
                 if self._draining.is_set():
                     # Fetched during drain: hand it straight back for another replica.
@@ -229,9 +253,8 @@ class JetStreamWorker:
 
     async def drain(self, grace_s: float) -> None:
         self._draining.set()
-        if self._loop_task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+        if self._loop_tasks:
+            await asyncio.gather(*self._loop_tasks, return_exceptions=True)
         if self._tasks:
             log.info("draining %s: waiting for %d in-flight messages", self.name, len(self._tasks))
             _done, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
@@ -240,6 +263,6 @@ class JetStreamWorker:
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
                 log.warning("drain grace ran out; handed back %d messages", len(pending))
-        if self._sub is not None:
+        for sub in self._subs:
             with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
+                await sub.unsubscribe()
