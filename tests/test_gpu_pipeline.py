@@ -209,3 +209,23 @@ def test_a_diverged_fine_tune_is_recorded_as_failed_and_never_served_as_the_tune
     assert pipe.tick() is False
     assert "ended with loss nan: not served" in pipe.st["steps"]["sft"]["error"]
     assert not pipe.done("sft") and not (g.W / "tuned").exists()
+
+
+def test_without_training_half_runs_sft_starts_first_on_the_earlier_leases_m500(g, tmp_path, monkeypatch):
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    (stage / "manifest.json").write_text('{"artifacts": {}, "model": {"sha256": "0"}}')
+    monkeypatch.setattr(g, "TRAIN_RUNS", ())
+    pipe = g.Pipeline(stage, deadline_s=60)
+    order = [name for name, _, _ in pipe.steps()]
+    assert order.index("sft-start") < order.index("base-team") < order.index("sft-wait")
+    earlier = pipe.proj / "earlier"
+    earlier.mkdir(parents=True)
+    (earlier / "m500-relaxed.jsonl").write_text('{"problem_id": "p1", "seq": 1}\n{"problem_id": "p2", "seq": 1}\n')
+    (earlier / "m500-strict.jsonl").write_text('{"problem_id": "p1", "seq": 1}\n')
+    monkeypatch.setattr(g, "EARLIER_M500", ("earlier",))
+    pipe.dataset()
+    step = pipe.st["steps"]["dataset"]
+    assert step["problems"]["relaxed"] == {"this_lease": 0, "with_earlier": 2, "samples": 2}
+    assert step["chosen"] == "relaxed"  # 1 strict problem is under MIN_STRICT_PROBLEMS
+    assert (g.W / "m500-relaxed-all.jsonl").read_text().count("\n") == 2

@@ -579,6 +579,10 @@ class Pipeline:
         env = env_for("app", self.proj)
         summaries = {}
         for label, extra in (("strict", []), ("relaxed", ["--allow", "format_broken", "--allow", "no_consensus"])):
+            if not TRAIN_RUNS:  # no new trajectories: the earlier leases' selections are the whole of it
+                (W / f"m500-{label}.jsonl").write_text("")
+                summaries[label] = "no training-half runs in this lease (GPURUN_TRAIN_RUNS=0)"
+                continue
             r = subprocess.run([sys.executable, "-m", "trainer.dataset", "--archive", str(picked), *grades,
                                 "--out", str(W / f"m500-{label}.jsonl"), *extra], env=env,
                                cwd=self.proj, capture_output=True, text=True)
@@ -733,16 +737,20 @@ class Pipeline:
         def group(name: str, which: str):
             return lambda: self.group(name, which, groups[name])
 
+        # With no training-half runs (GPURUN_TRAIN_RUNS=0: the earlier leases' M500 is the data), SFT needs
+        # nothing of this lease: it starts first, and the base team's held-out runs use the pod while it trains.
+        train = [("dataset", self.dataset, False), ("sft-start", self.sft_start, False)]
+        before, after = (train, []) if not TRAIN_RUNS else ([], train)
         # soft: a failure is recorded and the pipeline goes on (measurements beside the loop, not the loop)
-        return [
+        steps = [
             ("convert", self.convert, False),
             ("serve-base", lambda: self.serve("base"), False),
             ("stack-base", lambda: self.stack("base"), False),
             ("seed", self.seed, True),
+            *before,
             ("base-team", group("base-team", "base"), False),
             ("synthetic-base-team", lambda: self.synthetic("base-team", "base"), True),
-            ("dataset", self.dataset, False),
-            ("sft-start", self.sft_start, False),
+            *after,
             ("base-rest", group("base-rest", "base"), False),
             ("ablations", group("ablations", "base"), True),
             ("audit", self.audit, True),
@@ -756,6 +764,7 @@ class Pipeline:
             ("tuned-heldout", group("tuned-heldout", "tuned"), False),
             ("gateway-tuned", lambda: self.gateway("tuned"), True),
         ]
+        return steps
 
     def go(self, only: list[str], skip: list[str]) -> bool:
         for name, fn, soft in self.steps():
