@@ -10,7 +10,6 @@ import pytest
 from conclave.v1 import agents_pb2, inference_pb2
 from services.inference.backends.base import PodError
 from services.inference.backends.scripted import ScriptedBackend, ScriptRule, tokens
-from tests.conftest import eventually
 from tests.inference_helpers.gateway import chat, running_gateway
 
 THINKING = " ".join(f"step{i}" for i in range(2000))  # more thought than any budget below
@@ -197,68 +196,3 @@ async def test_failure_after_the_first_token_is_not_retried() -> None:
         assert "".join(received) == "The answer"  # what was streamed before the pod died arrived
         assert len(backend.calls) == 1
         assert gw.metric("conclave_inference_retries_total", backend="a") == 0
-
-
-class _PendingLedger:
-    """A token ledger whose reservations stand only once the pod has been asked (`pod_asked`), then
-    succeed or find the ceiling reached: a gateway that waited for the reservation first would never get one."""
-
-    def __init__(self, pod_asked: asyncio.Event, refuse: bool) -> None:
-        self.pod_asked, self.refuse, self.settled = pod_asked, refuse, []
-
-    async def reserve(self, key: str, tokens: int):  # type: ignore[no-untyped-def]
-        from services.inference.ledger import CeilingReached, Reservation
-
-        await asyncio.wait_for(self.pod_asked.wait(), 5)
-        if self.refuse:
-            raise CeilingReached(f"token ceiling reached for {key}")
-        return Reservation(key=key, tokens=tokens)
-
-    def commit_later(self, reservation, used: int) -> None:  # type: ignore[no-untyped-def]
-        self.settled.append((reservation.key, used))
-
-    async def settle_all(self) -> None:
-        pass
-
-
-async def test_the_reservation_runs_beside_the_pod_but_no_text_leaves_before_it_stands():
-    pod_asked = asyncio.Event()
-
-    def answer(req) -> str:  # type: ignore[no-untyped-def]
-        pod_asked.set()
-        return "four words of text"
-
-    async with gateway(ScriptedBackend(answer)) as gw:
-        # The pod answers at once, the ledger then refuses: not one token may reach the caller.
-        gw.app.gateway.ledger = _PendingLedger(pod_asked, refuse=True)
-        texts = []
-        with pytest.raises(grpc.aio.AioRpcError) as err:
-            async for resp in gw.stub.Generate(chat("hello", 64, ledger_key="p-1"), timeout=10):
-                texts.append(resp.text)
-        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and texts == []
-
-        pod_asked.clear()
-        ok = _PendingLedger(pod_asked, refuse=False)
-        gw.app.gateway.ledger = ok
-        chunks, usage = await gw.generate(chat("hello", 64, ledger_key="p-2"))
-        assert "".join(chunks) == "four words of text"
-        assert ok.settled == [("p-2", usage.prompt_tokens + usage.completion_tokens)]
-
-
-async def test_a_reservation_the_call_never_took_up_is_freed_when_the_pod_fails_first():
-    pod_asked = asyncio.Event()
-
-    def broken(req) -> str:  # type: ignore[no-untyped-def]
-        pod_asked.set()
-        raise PodError("connection refused (scripted)", retryable=False)
-
-    async with gateway(ScriptedBackend(broken)) as gw:
-        ledger = _PendingLedger(pod_asked, refuse=False)
-        gw.app.gateway.ledger = ledger
-        with pytest.raises(grpc.aio.AioRpcError):
-            await gw.generate(chat("hello", 64, ledger_key="p-3"))
-
-        async def freed() -> bool:
-            return ledger.settled == [("p-3", 0)]
-
-        await eventually(freed, timeout=5)

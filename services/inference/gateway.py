@@ -5,7 +5,6 @@ token) -> budget forcing -> ledger -> metrics. `server.py` maps it to and from p
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -154,7 +153,6 @@ class Gateway:
         spec = call.reasoning
         label = self._model_label(req.model)
         reservation: Reservation | None = None
-        reserving: asyncio.Future[Reservation | None] | None = None
         progress = _Progress(t0)
         outcome = "error"
         result: Result | None = None
@@ -162,9 +160,7 @@ class Gateway:
         span = spans.gateway_span(call.traceparent, call.role, label)
         try:
             if call.ledger_key:
-                # Reserved while the pod starts: the KV round trips leave the call's path, and no text goes
-                # out before the reservation stands, so a call over the ceiling still gets none.
-                reserving = asyncio.ensure_future(self._reserve(call))
+                reservation = await self._reserve(call)
             else:
                 self._check_unledgered(call)
             # The thinking prefill goes out with the first generated chunk, so TTFT stays honest.
@@ -172,13 +168,8 @@ class Gateway:
             seg1_req = replace(req, assistant_prefix=req.assistant_prefix + progress.pending,
                                max_tokens=first_segment_tokens(req.max_tokens, spec))
             seg1 = _Segment()
-            async with contextlib.aclosing(self._segment(seg1_req, call, seg1, None, span)) as stream:
-                async for text in stream:
-                    if reserving is not None:
-                        reservation, reserving = await reserving, None
-                    yield progress.take(text)
-            if reserving is not None:  # no text at all: the reservation must stand all the same
-                reservation, reserving = await reserving, None
+            async for text in self._segment(seg1_req, call, seg1, None, span):
+                yield progress.take(text)
             assert seg1.usage is not None and seg1.pod is not None
             prompt_tokens, generated, finish = seg1.usage.prompt_tokens, seg1.usage.completion_tokens, \
                 seg1.usage.finish_reason
@@ -224,8 +215,6 @@ class Gateway:
                 outcome = "cancelled"
             raise
         finally:
-            if reserving is not None:
-                self._release_unused(reserving)
             if reservation is not None:
                 # Cancelled or failed: count what the pod did produce (one streamed delta is one token),
                 # free the rest. Later, because a cancelled task cannot await reliably.
@@ -328,17 +317,6 @@ class Gateway:
             raise GatewayError("UNAVAILABLE", str(exc)) from None
         except Exception as exc:  # KV unavailable, invalid key
             raise GatewayError("UNAVAILABLE", f"token ledger unavailable: {exc!r}") from exc
-
-    def _release_unused(self, reserving: asyncio.Future[Reservation | None]) -> None:
-        """A reservation the call never took up (it failed or was cancelled first) is freed once it lands."""
-        def landed(done: asyncio.Future[Reservation | None]) -> None:
-            if not done.cancelled() and done.exception() is None and done.result() is not None:
-                self._settle_later(done.result(), 0)
-
-        if reserving.done():
-            landed(reserving)
-        else:
-            reserving.add_done_callback(landed)
 
     def _settle_later(self, reservation: Reservation, used: int) -> None:
         assert self.ledger is not None
