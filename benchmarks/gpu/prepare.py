@@ -99,9 +99,9 @@ def _earlier(rel: str) -> bool:
     the runs it resumes (gpurun.EARLIER_M500 and EARLIER_RUNS)."""
     if not rel.startswith("docs/gpu-runs/"):
         return False
-    name, folder = Path(rel).name, str(Path(rel).parent)
-    return (name.startswith("m500-") and name.endswith(".jsonl")) or \
-        (folder in _gpurun().EARLIER_RUNS.values() and name.endswith((".jsonl", ".json")))
+    name, folder, device = Path(rel).name, str(Path(rel).parent), _gpurun()
+    return (folder in device.EARLIER_M500 and name.startswith("m500-") and name.endswith(".jsonl")) or \
+        (folder in device.EARLIER_RUNS.values() and name.endswith((".jsonl", ".json")))
 
 
 @functools.cache

@@ -77,15 +77,25 @@ def compare(a: dict[str, Graded], b: dict[str, Graded], names: tuple[str, str] =
     )
 
 
+def _load_run(d: Path) -> dict[str, Graded]:
+    path = d / "results.jsonl"
+    if not path.exists():
+        raise NothingToCompare(f"{path} does not exist: point at the --out directory of a `conclave eval` run")
+    return load_done(path)
+
+
+def _names(dir_a: Path, dir_b: Path) -> tuple[str, str]:
+    """The runs' folder names, or their whole paths where the names alone would not tell them apart."""
+    return (dir_a.name, dir_b.name) if dir_a.name != dir_b.name else (str(dir_a), str(dir_b))
+
+
+def _verdict(p_value: float, a_name: str, b_name: str, b_ahead: bool) -> str:
+    return ("the difference is within chance" if p_value >= 0.05
+            else f"{b_name if b_ahead else a_name} is better beyond chance")
+
+
 def compare_dirs(dir_a: Path, dir_b: Path) -> Comparison:
-    runs = []
-    for d in (dir_a, dir_b):
-        path = d / "results.jsonl"
-        if not path.exists():
-            raise NothingToCompare(f"{path} does not exist: point at the --out directory of a `conclave eval` run")
-        runs.append(load_done(path))
-    names = (dir_a.name, dir_b.name) if dir_a.name != dir_b.name else (str(dir_a), str(dir_b))
-    return compare(runs[0], runs[1], names)
+    return compare(_load_run(dir_a), _load_run(dir_b), _names(dir_a, dir_b))
 
 
 def markdown(c: Comparison) -> str:
@@ -94,8 +104,7 @@ def markdown(c: Comparison) -> str:
         return (f"| {s.name} | {s.correct}/{c.problems} ({s.accuracy:.1%}) | {lo:.0%}–{hi:.0%} | "
                 f"{s.tokens_per_problem:.0f} | {s.wall_s_mean:.1f} |")
 
-    verdict = ("the difference is within chance" if c.p_value >= 0.05
-               else f"{c.b.name if c.only_b > c.only_a else c.a.name} is better beyond chance")
+    verdict = _verdict(c.p_value, c.a.name, c.b.name, c.only_b > c.only_a)
     return "\n".join([
         f"# {c.a.name} against {c.b.name}, on the {c.problems} problems both graded",
         "",
@@ -181,14 +190,7 @@ def compare_pooled(a_runs: list[dict[str, Graded]], b_runs: list[dict[str, Grade
 
 
 def compare_pooled_dirs(dirs_a: list[Path], dirs_b: list[Path]) -> Pooled:
-    def load(d: Path) -> dict[str, Graded]:
-        path = d / "results.jsonl"
-        if not path.exists():
-            raise NothingToCompare(f"{path} does not exist: point at the --out directory of a `conclave eval` run")
-        return load_done(path)
-
-    names = (dirs_a[0].name, dirs_b[0].name) if dirs_a[0].name != dirs_b[0].name else (str(dirs_a[0]), str(dirs_b[0]))
-    return compare_pooled([load(d) for d in dirs_a], [load(d) for d in dirs_b], names)
+    return compare_pooled([_load_run(d) for d in dirs_a], [_load_run(d) for d in dirs_b], _names(dirs_a[0], dirs_b[0]))
 
 
 def pooled_markdown(c: Pooled) -> str:
@@ -198,8 +200,7 @@ def pooled_markdown(c: Pooled) -> str:
         return (f"| {s.name} | {s.runs} | {runs} (of {c.problems} each) | {s.mean_accuracy:.1%} | {lo:.0%}–{hi:.0%} | "
                 f"{s.tokens_per_problem:.0f} |")
 
-    verdict = ("the difference is within chance" if c.p_value >= 0.05
-               else f"{c.b.name if c.b_better > c.a_better else c.a.name} is better beyond chance")
+    verdict = _verdict(c.p_value, c.a.name, c.b.name, c.b_better > c.a_better)
     return "\n".join([
         f"# {c.a.name} against {c.b.name}, {c.a.runs} and {c.b.runs} runs, on the {c.problems} problems all graded",
         "",

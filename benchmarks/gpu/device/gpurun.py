@@ -592,13 +592,18 @@ class Pipeline:
         # Earlier leases' selections join this one's, label for label (the same model, the training half).
         earlier = {label: [self.proj / d / f"m500-{label}.jsonl" for d in EARLIER_M500
                            if (self.proj / d / f"m500-{label}.jsonl").exists()] for label in summaries}
+        def lines(f: Path) -> list[str]:
+            return [x for x in f.read_text().splitlines() if x]
+
+        def problems(rows: list[str]) -> int:
+            return len({json.loads(x)["problem_id"] for x in rows})
+
         trajectories = {}
         for label in summaries:
-            rows = [x for f in (W / f"m500-{label}.jsonl", *earlier[label]) for x in f.read_text().splitlines() if x]
+            this = lines(W / f"m500-{label}.jsonl")
+            rows = this + [x for f in earlier[label] for x in lines(f)]
             (W / f"m500-{label}-all.jsonl").write_text("".join(x + "\n" for x in rows))
-            trajectories[label] = {"this_lease": len({json.loads(x)["problem_id"] for x in (W / f"m500-{label}.jsonl").read_text().splitlines() if x}),
-                                   "with_earlier": len({json.loads(x)["problem_id"] for x in rows}),
-                                   "samples": len(rows)}
+            trajectories[label] = {"this_lease": problems(this), "with_earlier": problems(rows), "samples": len(rows)}
         chosen = "strict" if trajectories["strict"]["with_earlier"] >= MIN_STRICT_PROBLEMS else "relaxed"
         self.record("dataset", done=True, trajectories=copied, summaries=summaries, problems=trajectories,
                     earlier=[str(f.relative_to(self.proj)) for f in earlier[chosen]], chosen=chosen)
