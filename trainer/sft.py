@@ -38,6 +38,7 @@ from trainer.checkpoint import (
 )
 from trainer.encode import IGNORE, Encoded, EncodeError, encode
 from trainer.order import epoch_order
+from trainer.probe import WeightProbe
 from trainer.samples import Sample
 from trainer.settings import TrainSettings
 from trainer.shard import epoch_plan, steps_per_epoch
@@ -233,9 +234,14 @@ def train(cfg: TrainSettings, torch: Any, dist: Any) -> dict:
     cfg.output.mkdir(parents=True, exist_ok=True)
     metrics_path = cfg.output / "metrics.jsonl"
     found = find_resume(cfg, dist, data_fp)
-    model = distributed.one_at_a_time(dist, lambda: load_model(cfg, dist, dtype))
+    # Full fine-tuning keeps float32 master weights under bf16 autocast: in bf16 an Adam step of lr 1e-5
+    # is below half the spacing of a weight of typical size (2^-8 relative, ~8e-5 at 0.02), so most updates
+    # would round to nothing. LoRA's frozen base stays bf16 (peft keeps its adapters in float32).
+    master = dtype if cfg.lora_rank else torch.float32
+    model = distributed.one_at_a_time(dist, lambda: load_model(cfg, dist, master))
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
+    probe = None if dist.sharded else WeightProbe.take(torch, params)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     progress = restore(cfg, dist, model, optimizer, found)
     say = print if dist.main else (lambda *a, **k: None)
@@ -337,6 +343,8 @@ def train(cfg: TrainSettings, torch: Any, dist: Any) -> dict:
                "trained_tokens": trained_total, "seconds": round(time.perf_counter() - started, 2),
                "samples": len(prepared.encoded), "skipped": prepared.skipped,
                "nonfinite_steps_skipped": guard.skipped, "device": device,
+               "master_dtype": str(master).removeprefix("torch."),
+               "weights_changed": probe.compare(params) if probe else None,
                "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)
                if dist.device_type == "cuda" else None}
     if dist.sharded:
@@ -347,12 +355,13 @@ def train(cfg: TrainSettings, torch: Any, dist: Any) -> dict:
         summary["stopped_after"] = this_run  # not finished: no final model; --resume continues
     elif cfg.save:
         final = cfg.output / "final"
+        # Saved in the training dtype (bf16 unless --fp32): the base model's, the size a pod expects.
         if dist.sharded:
             weights = distributed.full_state_dict(model)  # a collective: every rank gathers
             if dist.main:
-                model.save_pretrained(final, state_dict=weights)
+                model.save_pretrained(final, state_dict={k: v.to(dtype) for k, v in weights.items()})
         else:
-            model.save_pretrained(final)
+            model.to(dtype).save_pretrained(final)
         if dist.main:
             tokenizer.save_pretrained(final)
         summary["saved"] = str(final)
@@ -378,7 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=defaults["lr"])
     p.add_argument("--warmup-ratio", type=float, default=defaults["warmup_ratio"])
     p.add_argument("--no-gradient-checkpointing", dest="gradient_checkpointing", action="store_false")
-    p.add_argument("--fp32", dest="bf16", action="store_false", help="train in float32 (default bf16)")
+    p.add_argument("--fp32", dest="bf16", action="store_false",
+                   help="no bf16 autocast: compute and save in float32 (default: bf16 autocast over float32 "
+                   "master weights, saved in bf16)")
     p.add_argument("--no-save", dest="save", action="store_false")
     p.add_argument("--resume", action="store_true", help=TrainSettings.model_fields["resume"].description)
     return p
