@@ -211,6 +211,31 @@ def test_a_diverged_fine_tune_is_recorded_as_failed_and_never_served_as_the_tune
     assert not pipe.done("sft") and not (g.W / "tuned").exists()
 
 
+def test_a_fine_tune_that_crashes_is_restarted_once_with_half_the_micro_batch_then_recorded_as_failed(
+        g, tmp_path, monkeypatch):
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    (stage / "manifest.json").write_text('{"artifacts": {}, "model": {"sha256": "0"}}')
+    pipe = g.Pipeline(stage, deadline_s=60)
+    pipe.record("dataset", done=True, chosen="relaxed")
+    started = []
+    monkeypatch.setattr(g, "spawn", lambda name, argv, env, cwd=None: started.append((argv, env)) or 2**22 + 12345)
+    monkeypatch.setattr(g, "gpu_total_gib", lambda: 79.2)  # an 80 GB card
+    pipe.sft_start()
+    argv, env = started[-1]
+    assert argv[argv.index("--micro-batch") + 1] == "2" and argv[argv.index("--global-batch") + 1] == "16"
+    assert env["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
+    g.LOGS.mkdir(parents=True, exist_ok=True)
+    (g.LOGS / "sft.log").write_text("torch.OutOfMemoryError: CUDA out of memory.\n")
+    assert pipe.tick() is False  # it died without a summary: once more, micro batch 1
+    argv, _ = started[-1]
+    assert len(started) == 2 and argv[argv.index("--micro-batch") + 1] == "1"
+    assert "out of memory" in pipe.st["steps"]["sft"]["first_attempt_error"]
+    assert "error" not in pipe.st["steps"]["sft"]
+    assert pipe.tick() is False  # and again: now it is a failure, not a third try
+    assert len(started) == 2 and "out of memory" in pipe.st["steps"]["sft"]["error"]
+
+
 def test_without_training_half_runs_sft_starts_first_on_the_earlier_leases_m500(g, tmp_path, monkeypatch):
     stage = tmp_path / "stage"
     stage.mkdir()

@@ -344,7 +344,7 @@ def train(cfg: TrainSettings, torch: Any, dist: Any) -> dict:
                "samples": len(prepared.encoded), "skipped": prepared.skipped,
                "nonfinite_steps_skipped": guard.skipped, "device": device,
                "master_dtype": str(master).removeprefix("torch."),
-               "weights_changed": probe.compare(params) if probe else None,
+               "weights_changed": probe.compare(params, dtype) if probe else None,
                "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)
                if dist.device_type == "cuda" else None}
     if dist.sharded:

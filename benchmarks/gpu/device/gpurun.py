@@ -352,6 +352,8 @@ TRAIN_RUNS = numbered("base-mas-train", int(os.environ.get("GPURUN_TRAIN_RUNS", 
 # Each held-out team arm (base, tuned) runs this often; `conclave compare --more-a/--more-b` pools them, so
 # the model's sampling noise (±3 problems between runs in v1 and v2) is averaged per problem.
 HELDOUT_RUNS = int(os.environ.get("GPURUN_HELDOUT_RUNS", "2"))
+# 0: all three epochs. A short lease caps it (the fourth lease: 60 steps of 16 samples, 0.75 epoch, 193 s on an H100).
+SFT_MAX_STEPS = int(os.environ.get("GPURUN_SFT_MAX_STEPS", "0"))
 # The M500 selections of earlier leases: the same base model and revision, the same training half only.
 EARLIER_M500 = ("docs/gpu-runs/2026-12-07-qwen0.5b-math500-loop/runs/train",
                 "docs/gpu-runs/2026-12-07b-qwen0.5b-loop-v2/train",
@@ -613,13 +615,21 @@ class Pipeline:
         if alive(self.st["steps"].get("sft", {}).get("pid")) or REHEARSAL:
             self.record("sft-start", done=True)
             return
+        # Beside a busy pod on an 80 GB card, micro batches of 4 × 8 192 tokens ran out of memory at step 38
+        # (float32 master weights, logits of 152 k vocabulary in float32): 2 there, 4 on a 141 GB card.
+        self.spawn_sft(4 if gpu_total_gib() >= 100 else 2, attempt=1)
+        self.record("sft-start", done=True)
+
+    def spawn_sft(self, micro: int, attempt: int) -> None:
         chosen = self.st["steps"]["dataset"]["chosen"]
+        if (W / "sft").exists():
+            shutil.rmtree(W / "sft")  # a crashed attempt's metrics would be appended to
         argv = [sys.executable, "-m", "trainer.sft", "--data", str(W / f"m500-{chosen}-all.jsonl"),
                 "--base-model", str(W / "base"), "--output", str(W / "sft"), "--epochs", "3", "--seq-len", "8192",
-                "--global-batch", "16", "--micro-batch", "4", "--lr", "1e-5"]
-        self.record("sft", pid=spawn("sft", argv, env_for("app", self.proj), cwd=self.proj), started=time.time(),
-                    argv=argv[2:])
-        self.record("sft-start", done=True)
+                "--global-batch", "16", "--micro-batch", str(micro), "--lr", "1e-5", "--max-steps", str(SFT_MAX_STEPS)]
+        env = env_for("app", self.proj) | {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}
+        self.record("sft", pid=spawn("sft", argv, env, cwd=self.proj), started=time.time(), argv=argv[2:],
+                    micro_batch=micro, attempt=attempt)
 
     def tick(self) -> bool:
         """Background work, advanced from every wait: when training ends, the tuned pod starts at once."""
@@ -628,7 +638,15 @@ class Pipeline:
             return False
         summary = W / "sft" / "summary.json"
         if not summary.exists():
-            self.record("sft", error=f"trainer.sft ended without a summary:\n{tail(LOGS / 'sft.log')}")
+            crash = f"trainer.sft ended without a summary:\n{tail(LOGS / 'sft.log')}"
+            if sft.get("attempt", 1) == 1 and sft.get("micro_batch", 1) > 1:
+                # Most likely out of memory beside the pod: once more from the start, half the micro batch
+                # (the same global batch, so the same schedule and result).
+                log(f"trainer.sft crashed; restarting with micro batch {sft['micro_batch'] // 2}")
+                self.record("sft", first_attempt_error=crash[-1500:])
+                self.spawn_sft(sft["micro_batch"] // 2, attempt=2)
+                return False
+            self.record("sft", error=crash)
             return False
         trained = json.loads(summary.read_text())
         if not math.isfinite(trained.get("last_loss") or 0.0):  # never serve a diverged model as "tuned"
