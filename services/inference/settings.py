@@ -17,6 +17,11 @@ class InferenceSettings(RuntimeSettings):
     grpc_host: str = Field("127.0.0.1", description="Address the gRPC server binds (0.0.0.0 in a container).")
     grpc_port: int = Field(50051, description="gRPC port; 0 picks a free one.")
     backend: BackendKind = Field("openai", description="openai: HTTP pods; vllm: in-process engine; scripted: tests.")
+    # One process streams about 12-15 k tokens/s on a server core (one gRPC message per pod chunk); more
+    # workers share the port (SO_REUSEPORT, workers.py). Each worker is a whole gateway: its own pod limits
+    # and /metrics. Not with backend=vllm (the engine lives in one process).
+    gateway_workers: int = Field(1, ge=1, le=64, description="Gateway processes sharing the gRPC port "
+                                 "(CONCLAVE_GATEWAY_WORKERS); pod_max_inflight applies to each.")
 
     # Where the pods are: a static list, or a DNS name resolved to many addresses (a Kubernetes
     # headless service). CONCLAVE_PODS accepts "http://a:8081,http://b:8081" or a JSON list.
