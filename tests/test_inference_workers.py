@@ -72,7 +72,7 @@ async def test_workers_share_the_port_restart_and_drain(bus, nats_server, tmp_pa
     log = open(tmp_path / "gateway.log", "wb")  # noqa: SIM115 - the child writes it
     proc = subprocess.Popen(  # noqa: ASYNC220 - started once; the test waits on it in a thread
         [sys.executable, "-m", "services.inference.service"], cwd=REPO, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
+        stderr=subprocess.STDOUT)
     try:
         await until(lambda: len(children(proc.pid)) == 2, timeout=60)
         workers = children(proc.pid)

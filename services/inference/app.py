@@ -110,7 +110,8 @@ class InferenceApp:
         inference_pb2_grpc.add_InferenceServicer_to_server(
             InferenceServicer(self.gateway, request_timeout_s=s.request_timeout_s, default_margin=s.force_margin,
                               context_length=s.context_length, count_mode=s.count_tokens,
-                              chars_per_token=s.chars_per_token),
+                              chars_per_token=s.chars_per_token, hold_s=s.stream_hold_s,
+                              hold_from=s.stream_hold_from),
             self.server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health_servicer, self.server)

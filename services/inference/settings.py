@@ -68,6 +68,14 @@ class InferenceSettings(RuntimeSettings):
     read_timeout_s: float = 300.0
     request_timeout_s: float = Field(900.0, description="Upper bound of one call when the client set no deadline.")
 
+    # Under load every pod chunk (one token) would be one gRPC write; holding a stream's next message a little
+    # lets the tokens that arrive meanwhile share it (coalesce.py). Measured with benchmarks/gateway_cpu.py.
+    stream_hold_s: float = Field(
+        0.02, ge=0, le=1, description="While busy (stream_hold_from), a stream's next message waits this long "
+        "after its last so that the tokens arriving meanwhile share it; 0: never hold. The first never waits.")
+    stream_hold_from: int = Field(
+        16, ge=1, description="Streams in flight in this gateway process from which stream_hold_s applies.")
+
     force_margin: int = Field(200, description="Default budget-forcing margin (ReasoningOptions.force_margin).")
     count_tokens: Literal["pod", "estimate"] = Field(
         "pod", description="CountTokens: ask a pod's tokenizer, or estimate from characters."
