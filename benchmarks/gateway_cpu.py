@@ -5,6 +5,7 @@ benchmarks/gpu_gateway.py runs it), and gRPC load-generator processes; closed lo
     python benchmarks/gateway_cpu.py                               # this checkout
     python benchmarks/gateway_cpu.py --baseline /tmp/main          # against another checkout (its own .venv)
     python benchmarks/gateway_cpu.py --workers 1 2                 # this checkout with 1 and 2 gateway workers
+    python benchmarks/gateway_cpu.py --holds 0 0.02                # without and with the stream hold under load
 
 The figure that matters is the gateway's CPU milliseconds per 1 000 streamed tokens (user + system time of
 every process in the gateway's process group, over the measured cells, divided by the tokens the clients got):
@@ -35,7 +36,12 @@ _TICK = os.sysconf("SC_CLK_TCK")
 
 def group_cpu_s(pgid: int) -> float:
     """CPU seconds (user + system) of every live process of a process group."""
-    total = 0
+    return sum(group_cpu_by_pid(pgid).values())
+
+
+def group_cpu_by_pid(pgid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of each live process of a process group."""
+    out = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -45,15 +51,17 @@ def group_cpu_s(pgid: int) -> float:
         except OSError:
             continue
         if int(fields[2]) == pgid:  # fields[2]: pgrp (field 5 of stat)
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / _TICK
+            out[int(entry)] = (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
+    return out
 
 
 class Gateway:
     """One gateway under test: a checkout (its own .venv when it has one) and a worker count."""
 
-    def __init__(self, name: str, checkout: Path, workers: int, pod_url: str, args: argparse.Namespace) -> None:
+    def __init__(self, name: str, checkout: Path, workers: int, pod_url: str, args: argparse.Namespace,
+                 env: dict[str, str] | None = None) -> None:
         self.name, self.checkout, self.workers, self.pod_url, self.args = name, checkout, workers, pod_url, args
+        self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
 
@@ -66,7 +74,7 @@ class Gateway:
                          "CONCLAVE_POD_QUEUE_LIMIT": str(self.args.gateway_inflight),
                          "CONCLAVE_LOG_LEVEL": "WARNING", "CONCLAVE_LOG_JSON": "false",
                          "CONCLAVE_GATEWAY_WORKERS": str(self.workers),
-                         "PYTHONPATH": f"{self.checkout}{os.pathsep}{self.checkout / 'proto'}"})
+                         "PYTHONPATH": f"{self.checkout}{os.pathsep}{self.checkout / 'proto'}", **self.env})
         argv = [str(python if python.exists() else sys.executable),
                 str(self.checkout / "benchmarks" / "gpu_gateway.py"), "--gateway-child", "--ready-file", str(ready)]
         self.proc = procs.start(self.name, argv, env)
@@ -101,7 +109,10 @@ async def bench(args: argparse.Namespace) -> int:
         if args.baseline:
             gateways.append(Gateway("baseline", Path(args.baseline).resolve(), 1, pod_url, args))
         for n in args.workers:
-            gateways.append(Gateway(f"ours_w{n}", REPO, n, pod_url, args))
+            for h in args.holds:
+                name = f"ours_w{n}" + (f"_hold{h:g}" if args.holds != [None] else "")
+                env = {"CONCLAVE_STREAM_HOLD_S": str(h)} if h is not None else {}
+                gateways.append(Gateway(name, REPO, n, pod_url, args, env))
         pools = {}
         for gw in gateways:
             await gw.start(procs)
@@ -126,6 +137,10 @@ async def bench(args: argparse.Namespace) -> int:
         for pool in pools.values():
             await pool.close()
         report(gateways, args, runs, cpu, per_round)
+        for gw in gateways:
+            if gw.workers > 1 and gw.proc is not None:
+                shares = sorted(group_cpu_by_pid(gw.proc.pid).values(), reverse=True)
+                print(f"{gw.name}: CPU seconds of each process since start {[round(x, 1) for x in shares]}")
     finally:
         procs.stop_all()
     return 0
@@ -135,7 +150,7 @@ def report(gateways: list[Gateway], args: argparse.Namespace, runs: dict[tuple[s
            cpu: dict[tuple[str, int], float], per_round: dict[tuple[str, int], list[float]]) -> None:
     print(f"\nfake pod tick {args.tick_ms} ms per token per stream; {args.max_tokens} tokens a request; "
           f"{args.client_procs} client processes; {args.rounds} rounds; {os.cpu_count()} cores on this host")
-    print(f"{'gateway':<12}{'conc':>5}{'tokens':>9}{'tokens/s':>10}{'TTFT p50':>10}{'CPU ms/1k tok':>15}"
+    print(f"{'gateway':<20}{'conc':>5}{'tokens':>9}{'tokens/s':>10}{'TTFT p50':>10}{'CPU ms/1k tok':>15}"
           f"  per round")
     doc: dict[str, Any] = {}
     for c in args.levels:
@@ -147,7 +162,7 @@ def report(gateways: list[Gateway], args: argparse.Namespace, runs: dict[tuple[s
                 "ttft_p50_ms": round(pct([s.ttft for s in run.samples], 0.5) * 1e3, 2),
                 "cpu_ms_per_1k_tokens": round(ms, 1), "per_round": [round(x, 1) for x in per_round[(gw.name, c)]]}
             d = doc[gw.name][str(c)]
-            print(f"{gw.name:<12}{c:>5}{run.tokens:>9}{d['tokens_per_s']:>10}{d['ttft_p50_ms']:>10}{ms:>15.1f}"
+            print(f"{gw.name:<20}{c:>5}{run.tokens:>9}{d['tokens_per_s']:>10}{d['ttft_p50_ms']:>10}{ms:>15.1f}"
                   f"  {d['per_round']}")
     base = gateways[0].name
     print()
@@ -168,6 +183,8 @@ def main() -> int:
                    help="another checkout (with its own `make setup`) whose gateway runs beside this one's")
     p.add_argument("--workers", type=int, nargs="+", default=[1],
                    help="CONCLAVE_GATEWAY_WORKERS of this checkout's gateways (one gateway per value)")
+    p.add_argument("--holds", type=float, nargs="+", default=[None],
+                   help="CONCLAVE_STREAM_HOLD_S of this checkout's gateways (one gateway per value; default: its own)")
     p.add_argument("--levels", type=int, nargs="+", default=[1, 32, 128], help="concurrency levels")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--waves", type=int, default=3, help="requests per cell = max(min_requests, waves*level)")
