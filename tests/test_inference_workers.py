@@ -39,8 +39,24 @@ def children(pid: int) -> list[int]:
 
 
 def worker_index_of(pid: int) -> str:
-    env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    """The worker index in a process's environment ("" before its exec, or once it is gone)."""
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return ""
     return next((e.split(b"=", 1)[1].decode() for e in env if e.startswith(WORKER_INDEX_ENV.encode() + b"=")), "")
+
+
+def gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie nobody reaped yet (an orphan's new parent may never reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def indexes(pid: int) -> list[str]:
+    return sorted(worker_index_of(p) for p in children(pid))
 
 
 async def until(predicate: Callable[[], bool], timeout: float) -> None:
@@ -74,9 +90,8 @@ async def test_workers_share_the_port_restart_and_drain(bus, nats_server, tmp_pa
         [sys.executable, "-m", "services.inference.service"], cwd=REPO, env=env, stdout=log,
         stderr=subprocess.STDOUT)
     try:
-        await until(lambda: len(children(proc.pid)) == 2, timeout=60)
+        await until(lambda: indexes(proc.pid) == ["1", "2"], timeout=60)
         workers = children(proc.pid)
-        assert sorted(worker_index_of(p) for p in workers) == ["1", "2"]
 
         async def serving() -> bool:
             try:
@@ -92,15 +107,14 @@ async def test_workers_share_the_port_restart_and_drain(bus, nats_server, tmp_pa
 
         # A worker that dies is started again, under the same index.
         os.kill(workers[0], signal.SIGKILL)
-        await until(lambda: len(children(proc.pid)) == 2 and workers[0] not in children(proc.pid), timeout=30)
-        assert sorted(worker_index_of(p) for p in children(proc.pid)) == ["1", "2"]
+        await until(lambda: workers[0] not in children(proc.pid) and indexes(proc.pid) == ["1", "2"], timeout=30)
 
         # SIGTERM to worker 0 (what Kubernetes sends) drains them all; everything exits cleanly.
         alive = children(proc.pid)
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 60) == 0
         for pid in alive:
-            assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+            assert gone(pid)
         text = (tmp_path / "gateway.log").read_text()
         assert "gateway workers started" in text
         assert "gateway worker exited; restarting it" in text
@@ -109,6 +123,28 @@ async def test_workers_share_the_port_restart_and_drain(bus, nats_server, tmp_pa
             proc.kill()
             proc.wait()
         log.close()
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads worker processes from /proc (Linux)")
+async def test_workers_die_with_a_killed_worker_0(bus, nats_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """SIGKILL gives worker 0 no drain: its workers must not outlive it holding the port."""
+    env = {**os.environ, **fast_env(nats_server.env()), "CONCLAVE_BACKEND": "scripted", "CONCLAVE_GRPC_PORT": "0",
+           "CONCLAVE_GATEWAY_WORKERS": "2", "CONCLAVE_DRAIN_GRACE_S": "1", "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'proto'}"}
+    env.pop(WORKER_INDEX_ENV, None)
+    proc = subprocess.Popen(  # noqa: ASYNC220 - started once; the test waits on it in a thread
+        [sys.executable, "-m", "services.inference.service"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    try:
+        # Past its exec (so past the prctl that ties it to worker 0): its environment names its index.
+        await until(lambda: indexes(proc.pid) == ["1"], timeout=60)
+        (worker,) = children(proc.pid)
+        proc.kill()
+        await asyncio.to_thread(proc.wait, 30)
+        await until(lambda: gone(worker), timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 async def test_a_lone_gateway_does_not_share_its_port() -> None:

@@ -26,6 +26,8 @@ import signal
 import sys
 from collections.abc import Callable, Mapping
 
+from services.stack.natsd import die_with_parent
+
 log = logging.getLogger(__name__)
 
 WORKER_INDEX_ENV = "CONCLAVE_GATEWAY_WORKER_INDEX"
@@ -68,7 +70,9 @@ class WorkerSet:
         return cls(n, argv, lambda i: {**os.environ, **worker_env(i, grpc_port, metrics_port, instance)})
 
     async def _spawn(self, index: int) -> None:
-        self.procs[index] = await asyncio.create_subprocess_exec(*self.argv, env=dict(self.env_of(index)))
+        # A worker 0 killed outright (SIGKILL) takes its workers with it: none is left holding the port.
+        self.procs[index] = await asyncio.create_subprocess_exec(*self.argv, env=dict(self.env_of(index)),
+                                                                 preexec_fn=die_with_parent)
 
     async def start(self) -> None:
         for i in range(1, self.n):
