@@ -72,7 +72,7 @@ class WorkerSet:
     async def _spawn(self, index: int) -> None:
         # A worker 0 killed outright (SIGKILL) takes its workers with it: none is left holding the port.
         self.procs[index] = await asyncio.create_subprocess_exec(*self.argv, env=dict(self.env_of(index)),
-                                                                 preexec_fn=die_with_parent)
+                                                                 preexec_fn=_tied_to(os.getpid()))
 
     async def start(self) -> None:
         for i in range(1, self.n):
@@ -119,6 +119,15 @@ class WorkerSet:
                     p.kill()
                 await p.wait()
         return [p.returncode for p in self.procs.values()]
+
+
+def _tied_to(parent: int) -> Callable[[], None]:
+    def preexec() -> None:
+        die_with_parent()
+        if os.getppid() != parent:  # worker 0 died before the tie took: nobody would ever stop this one
+            os._exit(1)
+
+    return preexec
 
 
 def _main_module() -> str:
