@@ -393,18 +393,19 @@ def start_gateway(procs: Procs, name: str, env: dict[str, str], args: argparse.N
     ready.unlink(missing_ok=True)
     base = {"CONCLAVE_GRPC_PORT": "0", "CONCLAVE_POD_MAX_INFLIGHT": str(args.gateway_inflight),
             "CONCLAVE_POD_QUEUE_LIMIT": str(args.gateway_inflight), "CONCLAVE_LOG_LEVEL": "WARNING",
-            "CONCLAVE_LOG_JSON": "false", "CONCLAVE_CONTEXT_LENGTH": str(args.context_length)}
+            "CONCLAVE_LOG_JSON": "false", "CONCLAVE_CONTEXT_LENGTH": str(args.context_length),
+            "CONCLAVE_GATEWAY_WORKERS": str(args.gateway_workers)}
     argv = [sys.executable, str(Path(__file__).resolve()), "--gateway-child", "--ready-file", str(ready),
             *extra_argv]
     return procs.start(name, argv, child_env({**base, **env})), ready
 
 
-async def wait_ready(ready: Path, proc: subprocess.Popen[bytes], timeout_s: float) -> dict[str, Any]:
+async def wait_ready(ready: Path, proc: subprocess.Popen[bytes] | None, timeout_s: float) -> dict[str, Any]:
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout_s:
         if ready.exists():  # noqa: ASYNC240 - tiny local files
             return json.loads(ready.read_text())  # noqa: ASYNC240 - tiny local files
-        if proc.poll() is not None:
+        if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"gateway process exited with {proc.returncode}")
         await asyncio.sleep(0.2)
     raise RuntimeError(f"gateway not ready after {timeout_s:.0f}s")
@@ -484,6 +485,7 @@ async def gateway_child(args: argparse.Namespace) -> None:
 
     from services.inference.app import InferenceApp
     from services.inference.settings import InferenceSettings
+    from services.inference.workers import WorkerSet, worker_index
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = InferenceSettings()
@@ -511,11 +513,21 @@ async def gateway_child(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     info.update(port=app.port, backend=app.backend.kind, pods=[p.name for p in app.pool],
-                models=sorted({m for p in app.pool for m in p.models}))
-    tmp = Path(args.ready_file + ".tmp")
+                models=sorted({m for p in app.pool for m in p.models}), workers=settings.gateway_workers)
+    index, workers = worker_index(), None
+    if index == 0 and settings.gateway_workers > 1:
+        # Workers 1..N-1 share the port; ready once they all serve, so that the load spreads from the start.
+        workers = WorkerSet.of_this_process(settings.gateway_workers, app.port, 0, "")
+        await workers.start()
+        for i in range(1, settings.gateway_workers):
+            await wait_ready(Path(f"{args.ready_file}.w{i}"), None, 120)
+    ready = args.ready_file if index == 0 else f"{args.ready_file}.w{index}"
+    tmp = Path(ready + ".tmp")
     tmp.write_text(json.dumps(info))  # noqa: ASYNC240 - tiny local files
-    tmp.rename(args.ready_file)  # noqa: ASYNC240 - tiny local files
+    tmp.rename(ready)  # noqa: ASYNC240 - tiny local files
     await stop.wait()
+    if workers is not None:
+        await workers.stop(0)
     upkeep.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await upkeep
@@ -687,7 +699,7 @@ async def affinity_bench(stub: Any, client: Any, urls: list[str], args: argparse
 
 
 async def step_5(args: argparse.Namespace, rep: Report, procs: Procs) -> None:
-    env = {"CONCLAVE_BACKEND": "vllm", "CONCLAVE_VLLM_MODEL": args.model,
+    env = {"CONCLAVE_BACKEND": "vllm", "CONCLAVE_GATEWAY_WORKERS": "1", "CONCLAVE_VLLM_MODEL": args.model,
            "CONCLAVE_VLLM_GPU_MEMORY_UTILIZATION": str(args.engine_mem),
            "VLLM_CACHE_ROOT": "/tmp/vllm-cache-a"}
     fwd = ["--levels", *map(str, args.levels), "--rounds", str(args.rounds), "--waves", str(args.waves),
@@ -816,6 +828,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ignore-eos", dest="ignore_eos", action="store_false",
                    help="bare HTTP requests stop at EOS too (the gateway cannot ask for ignore_eos)")
     p.add_argument("--gateway-inflight", type=int, default=256, help="CONCLAVE_POD_MAX_INFLIGHT (and queue)")
+    p.add_argument("--gateway-workers", type=int, default=1,
+                   help="CONCLAVE_GATEWAY_WORKERS of the HTTP-pod gateways (steps 3-4; step 5's engine is one process)")
     p.add_argument("--context-length", type=int, default=32768)
     p.add_argument("--discussions", type=int, default=16)
     p.add_argument("--turns", type=int, default=4)

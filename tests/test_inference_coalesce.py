@@ -85,3 +85,66 @@ async def test_cancelling_the_caller_closes_the_source():
     with pytest.raises(asyncio.CancelledError):
         await task
     assert closed.is_set()
+
+
+async def test_a_hold_joins_the_tokens_that_arrive_while_it_waits():
+    """Under load (the servicer's hold > 0) the next message waits, and what arrived meanwhile goes as one."""
+    gate = asyncio.Event()
+    usage = Usage()
+
+    async def apart():
+        yield "a"
+        await gate.wait()  # the rest comes only once the caller has taken "a" and started its hold
+        for w in ["b", "c", "d"]:
+            yield w
+            await asyncio.sleep(0)  # apart: without a hold each would be a message of its own
+        yield usage
+
+    holds: list[float] = []
+
+    def hold() -> float:
+        gate.set()
+        holds.append(0.2)
+        return 0.2
+
+    out = await collect(coalesce(apart(), hold))
+    assert out == ["a", "bcd", usage]
+    # Held after "a" only: never before the first message, and the usage ready with the last text is not held.
+    assert holds == [0.2]
+
+
+async def test_no_hold_when_it_says_zero():
+    gate = asyncio.Event()
+
+    async def apart():
+        yield "a"
+        await gate.wait()
+        yield "b"
+
+    def hold() -> float:
+        gate.set()
+        return 0.0
+
+    assert await collect(coalesce(apart(), hold)) == ["a", "b"]
+
+
+async def test_the_gateway_holds_only_from_stream_hold_from_streams():
+    """Over real gRPC (the scripted model, tokens 5 ms apart): one stream below the threshold gets a message per
+    token; with the threshold at one stream, the same call arrives in fewer messages, the text whole."""
+    from services.inference.backends.scripted import ScriptedBackend, ScriptRule
+    from tests.inference_helpers.gateway import chat, running_gateway
+
+    words = " ".join(f"w{i}" for i in range(12))
+
+    async def messages(**settings: object) -> list[str]:
+        backend = ScriptedBackend([ScriptRule(response=words)], token_latency_s=0.005)
+        async with running_gateway(pods=["scripted://a"], backend=backend, **settings) as gw:
+            chunks, usage = await gw.generate(chat("say it", 64))
+            assert gw.metric("conclave_inference_streams") == 0  # the gauge: none in flight any more
+        assert "".join(chunks) == usage.raw_text == words
+        return chunks
+
+    apart = await messages(stream_hold_s=0.5, stream_hold_from=2)
+    held = await messages(stream_hold_s=0.5, stream_hold_from=1)
+    assert len(held) < len(apart)
+    assert len(held) <= 3  # the first token at once, then what the half-second hold gathered

@@ -152,3 +152,42 @@ async def test_extra_headers_reach_the_pod() -> None:
         await pool.close()
         server.close()
     assert f"traceparent: {parent}\r\n".encode() in seen[0]
+
+
+async def test_sse_streams_reuse_the_connection_when_the_body_end_follows_done() -> None:
+    """The backend stops parsing at [DONE]; the chunked body's end (here 20 ms later, as a separate write) is
+    still read, so the next stream reuses the connection instead of opening one per call."""
+    from services.inference.admission import PodSlots
+    from services.inference.backends.base import GenRequest, Message
+    from services.inference.backends.openai_http import OpenAIHttpBackend
+    from services.inference.pods import Pod
+
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while True:
+            try:
+                await read_request(reader)
+            except asyncio.IncompleteReadError:
+                return
+            events = [b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\n',
+                      b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1}}\n\n', b"data: [DONE]\n\n"]
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(*events)[:-5])
+            await writer.drain()
+            await asyncio.sleep(0.02)
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+
+    server, url = await serve(handler)
+    backend = OpenAIHttpBackend()
+    pod = Pod(url=url, name="pod", slots=PodSlots(4, 4))
+    try:
+        for _ in range(3):
+            chunks = [c async for c in backend.stream(GenRequest(model="m", messages=(Message("user", "q"),)), pod)]
+            assert chunks[0].text == "hi" and chunks[-1].usage is not None
+        assert connections == 1
+    finally:
+        await backend.close()
+        server.close()

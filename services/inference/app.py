@@ -85,6 +85,9 @@ class InferenceApp:
         s = self.settings
         if s.pods_dns:
             await refresh_dns(self.pool, s.pods_dns, s.pods_scheme)
+        if s.gateway_workers > 1 and s.backend == "vllm":
+            raise RuntimeError("CONCLAVE_GATEWAY_WORKERS > 1 needs HTTP pods: the in-process vLLM engine is one "
+                               "process's")
         if not len(self.pool) and not s.pods_dns:
             raise RuntimeError("no pods: set CONCLAVE_PODS (base URLs) or CONCLAVE_PODS_DNS (name:port)")
         await self.health.probe_due()
@@ -97,15 +100,18 @@ class InferenceApp:
                                  chars_per_token=s.chars_per_token, unledgered_max_tokens=s.unledgered_max_tokens),
             known_models={m for m in known if m}, default_model=default_model,
         )
+        # Several workers share the port (workers.py); a lone gateway refuses a port another process holds.
+        reuse = ("grpc.so_reuseport", 1 if s.gateway_workers > 1 else 0)
         self.server = grpc.aio.server(options=[
             ("grpc.max_send_message_length", 64 * _MiB),
             ("grpc.max_receive_message_length", 64 * _MiB),
-            ("grpc.so_reuseport", 0),
+            reuse,
         ])
         inference_pb2_grpc.add_InferenceServicer_to_server(
             InferenceServicer(self.gateway, request_timeout_s=s.request_timeout_s, default_margin=s.force_margin,
                               context_length=s.context_length, count_mode=s.count_tokens,
-                              chars_per_token=s.chars_per_token),
+                              chars_per_token=s.chars_per_token, hold_s=s.stream_hold_s,
+                              hold_from=s.stream_hold_from),
             self.server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health_servicer, self.server)
@@ -118,7 +124,7 @@ class InferenceApp:
         await self.server.start()
         if s.grpc_health_port and credentials:
             # Only the health service, in plaintext: Kubernetes' gRPC probe cannot speak TLS.
-            self._health_server = grpc.aio.server()
+            self._health_server = grpc.aio.server(options=[reuse])
             health_pb2_grpc.add_HealthServicer_to_server(self._health_servicer, self._health_server)
             self.health_port = self._health_server.add_insecure_port(f"{s.grpc_host}:{s.grpc_health_port}")
             await self._health_server.start()

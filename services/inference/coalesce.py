@@ -4,14 +4,20 @@ Each gRPC message costs the gateway about 95 µs of CPU to write and the client 
 A pod that streams at model speed hands over one token at a time, and coalescing changes nothing. But
 when tokens pile up (a busy event loop under many streams, a backend that answers at once), writing
 them one per message spends CPU on framing that the reader does not need. Like vLLM's stream interval,
-but adaptive: nothing is held back to wait for more, only what is already there is joined.
+but adaptive: by default nothing is held back to wait for more, only what is already there is joined.
+
+Under load that is not enough: a pod at model speed hands each of many streams one token per engine step,
+so every token would still cost one gRPC write (on the H100 one gateway core then capped the pod's 128-stream
+throughput at ~0.83, docs/gpu.md). `hold` (the caller's, read after each message) makes the next message of
+a stream wait that long after the last one, so that the tokens arriving meanwhile share it: fewer writes on
+the gateway, fewer reads on the client, each token late by at most the hold. The first message never waits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -24,9 +30,11 @@ class _Failed:
         self.exc = exc
 
 
-async def coalesce(events: AsyncIterator[str | T]) -> AsyncIterator[str | T]:
-    """`events` in order, with runs of ready `str` items joined. Closing or cancelling the consumer
-    closes `events` (which aborts the pod's request) before this returns."""
+async def coalesce(events: AsyncIterator[str | T], hold: Callable[[], float] | None = None
+                   ) -> AsyncIterator[str | T]:
+    """`events` in order, with runs of ready `str` items joined; after each joined text, waits `hold()`
+    seconds (when positive) before taking the next run. Closing or cancelling the consumer closes `events`
+    (which aborts the pod's request) before this returns."""
     ready: asyncio.Queue[object] = asyncio.Queue()
 
     async def pump() -> None:
@@ -62,6 +70,10 @@ async def coalesce(events: AsyncIterator[str | T]) -> AsyncIterator[str | T]:
                 yield item  # type: ignore[misc]
             if text:
                 yield "".join(text)
+                if hold is not None:
+                    pause = hold()
+                    if pause > 0:
+                        await asyncio.sleep(pause)
     finally:
         pumping.cancel()
         await asyncio.wait([pumping])  # the pod's request is aborted before the call ends

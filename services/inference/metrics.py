@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -72,4 +72,7 @@ class InferenceMetrics:
                               "since that one was full; none).", ["by", "outcome"], registry=registry)
         self.forced = Counter("conclave_inference_budget_forced", "Calls whose thinking was closed by budget "
                               "forcing.", ["model"], registry=registry)
+        # Read at scrape time from the servicer (set_function); from stream_hold_from on, messages are held.
+        self.streams = Gauge("conclave_inference_streams", "Generate streams in flight in this gateway process "
+                             "(one worker).", registry=registry)
         registry.register(PodCollector(pool))

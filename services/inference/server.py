@@ -64,8 +64,13 @@ def usage_to_proto(r: Result) -> inference_pb2.Usage:
 
 class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     def __init__(self, gateway: Gateway, *, request_timeout_s: float, default_margin: int, context_length: int,
-                 count_mode: str, chars_per_token: float) -> None:
+                 count_mode: str, chars_per_token: float, hold_s: float = 0.0, hold_from: int = 1) -> None:
         self._gw = gateway
+        # Streams in flight here: from hold_from on, each stream's messages are held hold_s (coalesce.py).
+        self._streams = 0
+        self._hold_s = hold_s
+        self._hold_from = hold_from
+        gateway.metrics.streams.set_function(lambda: self._streams)
         self._request_timeout_s = request_timeout_s
         self._default_margin = default_margin
         self._context_length = context_length
@@ -81,6 +86,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         error: GatewayError | None = None
         limit = 0.0
         token = problem_id_var.set(request.ledger_key or request.session_key)
+        self._streams += 1
         try:
             call = call_from_proto(request, traceparent, self._default_margin)
             # deadline_s bounds the call on top of the gRPC deadline, which grpc enforces itself.
@@ -88,7 +94,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             write = context.write
             response = inference_pb2.GenerateResponse
             async with asyncio.timeout(limit):
-                async with contextlib.aclosing(coalesce(self._gw.generate(call))) as events:
+                async with contextlib.aclosing(coalesce(self._gw.generate(call), self._hold)) as events:
                     async for event in events:
                         if type(event) is str:
                             await write(response(text=event))
@@ -99,10 +105,14 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         except TimeoutError:
             error = GatewayError("DEADLINE_EXCEEDED", f"the call took longer than its {limit:.1f}s deadline")
         finally:
+            self._streams -= 1
             problem_id_var.reset(token)
         if error is not None:
             await context.abort(getattr(grpc.StatusCode, error.code), error.message,
                                 trailing_metadata=failures.to_metadata(error.reason))
+
+    def _hold(self) -> float:
+        return self._hold_s if self._streams >= self._hold_from else 0.0
 
     async def ListModels(self, request: inference_pb2.ListModelsRequest,
                          context: grpc.aio.ServicerContext) -> inference_pb2.ListModelsResponse:

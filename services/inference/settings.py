@@ -17,6 +17,11 @@ class InferenceSettings(RuntimeSettings):
     grpc_host: str = Field("127.0.0.1", description="Address the gRPC server binds (0.0.0.0 in a container).")
     grpc_port: int = Field(50051, description="gRPC port; 0 picks a free one.")
     backend: BackendKind = Field("openai", description="openai: HTTP pods; vllm: in-process engine; scripted: tests.")
+    # One process streams about 12-15 k tokens/s on a server core (one gRPC message per pod chunk); more
+    # workers share the port (SO_REUSEPORT, workers.py). Each worker is a whole gateway: its own pod limits
+    # and /metrics. Not with backend=vllm (the engine lives in one process).
+    gateway_workers: int = Field(1, ge=1, le=64, description="Gateway processes sharing the gRPC port "
+                                 "(CONCLAVE_GATEWAY_WORKERS); pod_max_inflight applies to each.")
 
     # Where the pods are: a static list, or a DNS name resolved to many addresses (a Kubernetes
     # headless service). CONCLAVE_PODS accepts "http://a:8081,http://b:8081" or a JSON list.
@@ -62,6 +67,14 @@ class InferenceSettings(RuntimeSettings):
     # Longest silence between two streamed chunks (prefill of a long prompt included).
     read_timeout_s: float = 300.0
     request_timeout_s: float = Field(900.0, description="Upper bound of one call when the client set no deadline.")
+
+    # Under load every pod chunk (one token) would be one gRPC write; holding a stream's next message a little
+    # lets the tokens that arrive meanwhile share it (coalesce.py). Measured with benchmarks/gateway_cpu.py.
+    stream_hold_s: float = Field(
+        0.02, ge=0, le=1, description="While busy (stream_hold_from), a stream's next message waits this long "
+        "after its last so that the tokens arriving meanwhile share it; 0: never hold. The first never waits.")
+    stream_hold_from: int = Field(
+        16, ge=1, description="Streams in flight in this gateway process from which stream_hold_s applies.")
 
     force_margin: int = Field(200, description="Default budget-forcing margin (ReasoningOptions.force_margin).")
     count_tokens: Literal["pod", "estimate"] = Field(

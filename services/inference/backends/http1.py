@@ -106,6 +106,7 @@ class StreamResponse:
         self._read_timeout_s = read_timeout_s
         self._complete = False
         self._closed = False
+        self._dechunker: Dechunker | None = None
 
     async def _raw(self) -> AsyncIterator[bytes]:
         if self._leftover:
@@ -124,7 +125,7 @@ class StreamResponse:
     async def body(self) -> AsyncIterator[bytes]:
         """The de-framed body, piece by piece as it arrives."""
         if "chunked" in self.headers.get("transfer-encoding", ""):
-            dechunker = Dechunker()
+            dechunker = self._dechunker = Dechunker()
             async for data in self._raw():
                 for piece in dechunker.feed(data):
                     yield piece
@@ -155,6 +156,26 @@ class StreamResponse:
             if len(out) >= limit:
                 break
         return bytes(out[:limit])
+
+    async def settle(self, timeout_s: float) -> None:
+        """For a caller that stopped reading once it had what it needs (an SSE stream's `[DONE]`): reads the
+        chunked body's end if it is there or comes within `timeout_s` (whatever precedes it is dropped), so that
+        aclose() returns the connection to the pool instead of closing it. Without this every stream cost the
+        gateway and the pod a new connection."""
+        d = self._dechunker
+        if self._complete or self._closed or d is None or self.headers.get("connection", "").lower() == "close":
+            return
+        if not d.done:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    while not d.done:
+                        data = await self._conn.reader.read(_READ_SIZE)
+                        if not data:
+                            return
+                        d.feed(data)
+            except (OSError, TimeoutError, ValueError):
+                return
+        self._complete = True
 
     async def aclose(self) -> None:
         if self._closed:

@@ -23,6 +23,7 @@ from services.inference.pods import Pod
 log = logging.getLogger(__name__)
 
 _ERROR_BODY_LIMIT = 2000
+_SETTLE_S = 0.1
 
 
 def request_body(req: GenRequest) -> tuple[str, dict[str, Any]]:
@@ -81,6 +82,8 @@ class OpenAIHttpBackend:
                                retryable=resp.status >= 500 or resp.status == 429, status=resp.status)
             async for chunk in _parse(data_events(resp.body()), pod):
                 yield chunk
+            # _parse stops at [DONE]; the body's end follows at once on vLLM: read it, keep the connection.
+            await resp.settle(_SETTLE_S)
         except (HttpError, OSError, TimeoutError) as exc:
             raise PodError(f"{pod.name}: stream broke: {exc!r}", retryable=True) from exc
         except StreamError as exc:
