@@ -113,6 +113,24 @@ async def test_a_hold_joins_the_tokens_that_arrive_while_it_waits():
     assert holds == [0.2]
 
 
+async def test_a_stream_that_ends_during_a_hold_ends_at_once():
+    """The usage that closes a call is not kept waiting for tokens that will never come."""
+    gate = asyncio.Event()
+    usage = Usage()
+
+    async def ends():
+        yield "a"
+        await gate.wait()
+        yield usage
+
+    def hold() -> float:
+        gate.set()
+        return 600.0
+
+    out = await asyncio.wait_for(collect(coalesce(ends(), hold)), timeout=30)
+    assert out == ["a", usage]
+
+
 async def test_no_hold_when_it_says_zero():
     gate = asyncio.Event()
 

@@ -10,7 +10,7 @@ Under load that is not enough: a pod at model speed hands each of many streams o
 so every token would still cost one gRPC write (on the H100 one gateway core then capped the pod's 128-stream
 throughput at ~0.83, docs/gpu.md). `hold` (the caller's, read after each message) makes the next message of
 a stream wait that long after the last one, so that the tokens arriving meanwhile share it: fewer writes on
-the gateway, fewer reads on the client, each token late by at most the hold. The first message never waits.
+the gateway, fewer reads on the client, each token late by at most the hold. The first message never waits, nor does the end of a stream.
 """
 
 from __future__ import annotations
@@ -73,7 +73,8 @@ async def coalesce(events: AsyncIterator[str | T], hold: Callable[[], float] | N
                 if hold is not None:
                     pause = hold()
                     if pause > 0:
-                        await asyncio.sleep(pause)
+                        # A stream that ends meanwhile ends the hold: its last message is never late.
+                        await asyncio.wait([pumping], timeout=pause)
     finally:
         pumping.cancel()
         await asyncio.wait([pumping])  # the pod's request is aborted before the call ends
