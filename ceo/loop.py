@@ -20,6 +20,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
+from ceo import answer_vote
 from ceo import report as reports
 from ceo.decide import decide
 from ceo.finish import finish
@@ -356,6 +357,8 @@ class ProblemRun:
             return reply
         st.plan, st.plan_turn = reply.content, st.turn
         st.solver_memory.append((sender, reply.content))
+        if self.profile.final_answer == "vote":
+            answer_vote.note_solution(st, self.kind, reply.content, st.turn, st.round)
         return reply
 
     async def _review(self, st: ProblemState, steps: StepRunner) -> None:
@@ -417,6 +420,8 @@ class ProblemRun:
                     self.metrics.checks.labels("contradicts" if ex.contradicts else "agrees" if ex.passed
                                          else "inconclusive").inc()
                 st.append(outcome_pb2.Trajectory(executions=[reply.execution]))
+                if self.profile.final_answer == "vote":
+                    answer_vote.note_check(st, ex, st.turn, st.round)
                 await self.event(st, "execution", role=agents_pb2.ROLE_EXECUTOR, execution=reply.execution,
                                  text=reply.execution.status)
         st.phase = EVALUATE

@@ -10,6 +10,8 @@ verdict:
 - the same answer: the check agrees (passed), unless it is an echo: a program with no assert whose every
   ANSWER line prints a constant written into the code (`print("ANSWER: 27")`) computed nothing, so its
   agreement is inconclusive (the CPU anchor's audit saw two such echoes let wrong answers through);
+- a value the program computed (it ran to the end and printed it, no echo, no template) is marked
+  `computed`, agreeing or not: the final-answer vote of `final_answer: vote` profiles counts it;
 - anything else (no ANSWER line, an ANSWER that is an unformatted template such as `{Fraction(34, 3)}`, a
   crash, a timeout): inconclusive; it blocks nothing.
 """
@@ -32,6 +34,12 @@ _ANSWER_LINE = re.compile(r"^\s*ANSWER\s*:\s*(.+?)\s*$", re.M)
 _OUTPUT_TAIL = 1500
 # `{Fraction(34, 3)}` printed as it stands: a Python expression in braces that was never formatted
 _TEMPLATE = re.compile(r"\{\s*[A-Za-z_][\w.]*\s*[(\[]")
+
+
+def printed_answer(stdout: str) -> str:
+    """The value of a program's last `ANSWER: <value>` line ('' without one)."""
+    found = _ANSWER_LINE.findall(stdout)
+    return found[-1][:200] if found else ""
 
 
 def parse_program(text: str) -> str:
@@ -77,8 +85,8 @@ def judge(kind: str, solution_answer: str, status: str, stdout: str, stderr: str
           code: str = "") -> agents_pb2.ExecutionResult:
     """What a finished check run (of the program `code`) says about the solution's answer."""
     out = agents_pb2.ExecutionResult(kind="check", output=(stdout + stderr)[-_OUTPUT_TAIL:])
-    found = _ANSWER_LINE.findall(stdout)
-    out.check_answer = found[-1][:200] if found else ""
+    out.check_answer = printed_answer(stdout)
+    found = bool(out.check_answer)
     if "AssertionError" in stderr:
         out.status, out.contradicts = "failed", True
         out.output = ("a condition the check asserts does not hold for the answer " + solution_answer + "\n"
@@ -93,9 +101,9 @@ def judge(kind: str, solution_answer: str, status: str, stdout: str, stderr: str
         if is_echo(code):
             _inconclusive(out, "the check printed the answer as a constant; it computed nothing")
         else:
-            out.status, out.passed = "ok", True
+            out.status, out.passed, out.computed = "ok", True, True
     else:
-        out.status, out.contradicts = "failed", True
+        out.status, out.contradicts, out.computed = "failed", True, not is_echo(code)
         out.output = (f"the check computed {out.check_answer}, the solution says {solution_answer}\n"
                       + out.output)[-_OUTPUT_TAIL:]
     out.tests_run = 1

@@ -29,6 +29,10 @@ EXECUTORS = ("none", "tests", "check")
 # team (the paper: the solver's own prompt, persona, CEO direction and budget); single (the solver's first
 # draft is asked exactly as the single agent is: its prompt and budget, nothing of the team)
 FIRST_DRAFTS = ("team", "single")
+# last (the paper: the final answer is the team's last solution); vote (the majority, by math-verify
+# equivalence, over the answers the team produced: each solver draft or revision that changed its answer,
+# and each value a check program computed in the sandbox; ceo/answer_vote.py)
+FINAL_ANSWERS = ("last", "vote")
 _VAR = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
 # A profile is named by a file stem; a name that could leave the profile directories is not looked up.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -89,6 +93,11 @@ class Profile:
     # anchor measurement lost every right answer in the first draft (docs/results.md). Departs from the
     # paper (the *-verified profiles).
     first_draft: str = "team"
+    # vote: the final answer is the majority over the team's answers and the checks' computed values
+    # (a computed value wins a tie), not the last solution; the anchor audit found the checks computing
+    # right values the solver's revisions ignored (docs/results.md). Departs from the paper
+    # (math500-grounded).
+    final_answer: str = "last"
     # Open-ended reports with fixed sections (ceo/report.py): a report that lacks one, or was cut off before
     # its END OF REPORT line, is not accepted, and the Result carries the parsed report.
     structured_report: bool = False
@@ -189,6 +198,10 @@ def load_file(path: Path) -> Profile:
         raise ProfileError(f"{path}: executor {profile.executor!r} is not one of {', '.join(EXECUTORS)}")
     if profile.first_draft not in FIRST_DRAFTS:
         raise ProfileError(f"{path}: first_draft {profile.first_draft!r} is not one of {', '.join(FIRST_DRAFTS)}")
+    if profile.final_answer not in FINAL_ANSWERS:
+        raise ProfileError(f"{path}: final_answer {profile.final_answer!r} is not one of {', '.join(FINAL_ANSWERS)}")
+    if profile.final_answer == "vote" and profile.kind not in ("math", "multiple_choice"):
+        raise ProfileError(f"{path}: final_answer vote needs a math or multiple_choice profile, not {profile.kind}")
     if not 1 <= profile.n_min <= profile.initial_n <= profile.n_cap:
         raise ProfileError(f"{path}: need 1 <= n_min <= initial_n <= n_cap")
     if profile.token_ceiling <= 0:
@@ -241,7 +254,7 @@ OVERRIDE_PREFIX = "profile."
 _INT_OVERRIDES = ("critic_rounds", "max_turns", "n_cap", "n_min", "initial_n", "parse_retries")
 _BOOL_OVERRIDES = ("require_passing_tests", "check_rebuttal", "solver_sees_direction", "neutral_personas",
                    "critic_revision")
-_CHOICE_OVERRIDES = {"first_draft": FIRST_DRAFTS}
+_CHOICE_OVERRIDES = {"first_draft": FIRST_DRAFTS, "final_answer": FINAL_ANSWERS}
 
 
 def with_overrides(profile: Profile, metadata: dict[str, str]) -> Profile:

@@ -1,0 +1,86 @@
+"""The final-answer vote of `final_answer: vote` (profile math500-grounded): the team's answer is the
+majority over its solver answers and the values its checks computed; protocol runs on the scripted backend."""
+
+from __future__ import annotations
+
+from ceo.answer_vote import CHECK, SOLVER, note_check, note_solution, tally
+from ceo.state import ProblemState
+from conclave.v1 import outcome_pb2
+from services.agents.check import judge
+from tests.agents.scripts import R
+from tests.test_agents_e2e import two_plus_three
+from tests.test_verified import CHECK_SAYS_5, verified_script
+
+V = outcome_pb2
+
+
+def rule(vote: outcome_pb2.AnswerVote) -> str:
+    return V.VoteRule.Name(vote.rule).removeprefix("VOTE_RULE_").lower()
+
+
+def test_equivalent_answers_vote_together_and_the_majority_wins():
+    # 14/3 from the solver, 4.666... computed, and \frac{14}{3} again: one class of three against 5
+    vote = tally("math", [[SOLVER, "14/3", 1, 0], [CHECK, "4.666666666666667", 1, 1], [SOLVER, "5", 2, 0],
+                          [SOLVER, "\\frac{14}{3}", 2, 1]], plan_answer="\\frac{14}{3}")
+    assert list(vote.class_votes) == [3, 1] and [c.answer_class for c in vote.candidates] == [0, 0, 1, 0]
+    assert rule(vote) == "majority" and vote.candidates[vote.winner].answer == "14/3" and not vote.changed
+
+
+def test_a_computed_value_wins_a_tie_against_a_prose_answer():
+    # the anchor's problem 3: the solver said 27, the check computed 9
+    vote = tally("math", [[SOLVER, "27", 1, 0], [CHECK, "9", 1, 1]], plan_answer="27")
+    assert rule(vote) == "tie_computed" and vote.candidates[vote.winner].answer == "9" and vote.changed
+
+
+def test_a_tie_of_equals_goes_to_the_earliest_answer_and_a_solver_answer_represents_its_class():
+    vote = tally("math", [[SOLVER, "3", 1, 0], [SOLVER, "4", 2, 0]], plan_answer="4")
+    assert rule(vote) == "tie_earliest" and vote.candidates[vote.winner].answer == "3" and vote.changed
+    vote = tally("math", [[CHECK, "0.5", 1, 1], [SOLVER, "\\frac{1}{2}", 2, 0], [CHECK, "7", 2, 1]], plan_answer="")
+    assert rule(vote) == "majority" and vote.candidates[vote.winner].source == SOLVER  # the solver's formatting
+    none = tally("math", [], plan_answer="4")
+    assert rule(none) == "no_candidate" and none.winner == -1 and not none.changed
+
+
+def test_a_repeated_answer_is_no_new_vote_and_only_computed_values_vote():
+    st = ProblemState(problem_id="p")
+    note_solution(st, "math", "So \\boxed{27}.", 1, 0)
+    note_solution(st, "math", "Revised: still \\boxed{27}.", 1, 1)  # the same opinion again
+    note_solution(st, "math", "No answer here.", 1, 2)
+    echo = judge("math", "27", "ok", "ANSWER: 27\n", "", code='print("ANSWER: 27")')
+    crashed = judge("math", "27", "failed", "", "NameError: x")
+    computed = judge("math", "27", "ok", "ANSWER: 9\n", "", code="print('ANSWER:', len([d for d in range(1, 197) if 196 % d == 0]))")
+    for ex in (echo, crashed, computed):
+        note_check(st, ex, 1, 3)
+    note_solution(st, "math", "Then \\boxed{9}.", 2, 0)
+    assert [(s, a) for s, a, _, _ in st.candidates] == [(SOLVER, "27"), (CHECK, "9"), (SOLVER, "9")]
+    assert not echo.computed and not crashed.computed and computed.computed
+
+
+async def test_the_team_answers_with_the_computed_value_its_revisions_ignored(agent_stack):
+    # The solver says 4 in both turns; each check computes 5; the evaluator accepts anything but is
+    # blocked. The paper's final answer would be the last plan, 4; the vote answers 5 (1 solver vote
+    # against 2 computed), and the trajectory says which candidates voted and why 5 won.
+    script = verified_script(solver=[(R.ROLE_SOLVER, ".", "Two plus three is \\boxed{4}.")],
+                             executor=[(R.ROLE_EXECUTOR, "Proposed final answer", CHECK_SAYS_5)])
+    async with agent_stack(script) as env:
+        grounded, verified = two_plus_three("grounded-1"), two_plus_three("grounded-2")
+        grounded.profile, verified.profile = "math500-grounded", "math500-verified"
+        result, plain = await env.solve(grounded), await env.solve(verified)
+        traj = await env.trajectory("grounded-1")
+        plain_traj = await env.trajectory("grounded-2")
+    assert plain.extracted_answer == "4" and plain.correct == 0 and not plain_traj.HasField("answer_vote")
+    assert result.stop_reason == "max_turns" and result.extracted_answer == "5" and result.correct == 1
+    vote = traj.answer_vote
+    assert [(c.source, c.answer, c.turn) for c in vote.candidates] == [(SOLVER, "4", 1), (CHECK, "5", 1), (CHECK, "5", 2)]
+    assert list(vote.class_votes) == [1, 2] and rule(vote) == "majority" and vote.changed
+    assert "majority over its solutions and the values its check programs computed" in result.answer
+
+
+async def test_a_team_whose_checks_agree_keeps_its_own_solution(agent_stack):
+    async with agent_stack(verified_script(solver=[(R.ROLE_SOLVER, ".", "Two plus three is \\boxed{5}.")])) as env:
+        p = two_plus_three("grounded-3")
+        p.profile = "math500-grounded"
+        result = await env.solve(p)
+        traj = await env.trajectory("grounded-3")
+    assert result.stop_reason == "accepted" and result.answer == "Two plus three is \\boxed{5}."
+    assert list(traj.answer_vote.class_votes) == [2] and not traj.answer_vote.changed
