@@ -7,6 +7,7 @@ from ceo.answer_vote import CHECK, SOLVER, note_check, note_solution, tally
 from ceo.state import ProblemState
 from conclave.v1 import outcome_pb2
 from services.agents.check import judge
+from services.evaluation.audit import audit_trajectory
 from tests.agents.scripts import R
 from tests.test_agents_e2e import two_plus_three
 from tests.test_verified import CHECK_SAYS_5, verified_script
@@ -74,6 +75,12 @@ async def test_the_team_answers_with_the_computed_value_its_revisions_ignored(ag
     assert [(c.source, c.answer, c.turn) for c in vote.candidates] == [(SOLVER, "4", 1), (CHECK, "5", 1), (CHECK, "5", 2)]
     assert list(vote.class_votes) == [1, 2] and rule(vote) == "majority" and vote.changed
     assert "majority over its solutions and the values its check programs computed" in result.answer
+    audit = audit_trajectory(traj, single={"correct": True, "extracted": "5"})
+    assert audit.final_correct and audit.final_answer == "5" and audit.loss_step == ""
+    assert audit.context == ["vote_gained (majority)"]
+    assert audit.votes == ["4 ✗ (solver, turn 1)", "5 ✓ (computed, turn 1)", "5 ✓ (computed, turn 2)",
+                           "winner 5 by majority"]
+    assert audit_trajectory(plain_traj, single={"correct": True, "extracted": "5"}).loss_step == "first_draft"
 
 
 async def test_a_team_whose_checks_agree_keeps_its_own_solution(agent_stack):
@@ -84,3 +91,18 @@ async def test_a_team_whose_checks_agree_keeps_its_own_solution(agent_stack):
         traj = await env.trajectory("grounded-3")
     assert result.stop_reason == "accepted" and result.answer == "Two plus three is \\boxed{5}."
     assert list(traj.answer_vote.class_votes) == [2] and not traj.answer_vote.changed
+
+
+async def test_checks_that_compute_a_wrong_value_twice_outvote_a_right_solution_and_the_audit_says_so(agent_stack):
+    # The vote's risk, stated: two wrong computed values outnumber one right prose answer.
+    says_4 = "```python\nresult = 2 + 2\nprint('ANSWER:', result)\n```"
+    script = verified_script(solver=[(R.ROLE_SOLVER, ".", "Two plus three is \\boxed{5}.")],
+                             executor=[(R.ROLE_EXECUTOR, "Proposed final answer", says_4)])
+    async with agent_stack(script) as env:
+        p = two_plus_three("grounded-4")
+        p.profile = "math500-grounded"
+        result = await env.solve(p)
+        traj = await env.trajectory("grounded-4")
+    assert result.extracted_answer == "4" and result.correct == 0 and rule(traj.answer_vote) == "majority"
+    audit = audit_trajectory(traj)
+    assert audit.loss_step == "vote" and audit.context == ["vote_lost (majority)"]
