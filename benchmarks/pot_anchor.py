@@ -5,14 +5,16 @@ A measurement to choose the design of the `math500-grounded` profile (issue 15),
 talks to one model pod's OpenAI-compatible endpoint directly (no bus, no gateway), so it measures the
 model and the prompts only:
 - prose: the single agent's prompt (profile math500, `single`), graded as `conclave eval` grades it;
-- program: the grounded prompt set's `program` prompt; the program runs in the sandbox
-  (services.sandbox.run_python) and its last `ANSWER:` line is the answer (services.agents.check);
+- program: the math500-grounded profile's check prompt (prompts/grounded/check.md: compute the answer
+  from scratch, never shown a proposed one); the program runs in the sandbox (services.sandbox.run_python)
+  and is read as that profile's executor reads it (services.agents.check.judge: its last `ANSWER:` line,
+  else with check_last_line its last printed line; counted only where `computed` is set);
 - check: the executor's check prompt (profile math500-verified) given the prose sample's answer, run
   and read as the executor reads it (services.agents.check.judge): the value a verified team's check
   computes, counted only where `computed` is set (ran cleanly, no echo, no template).
 
     python -m services.inference.pod_llamacpp --model qwen0.5b --port 8215 --parallel 4 --ctx 16384 &
-    .venv/bin/python benchmarks/pot_anchor.py --pod http://127.0.0.1:8215 --limit 5 --samples 3
+    .venv/bin/python benchmarks/pot_anchor.py --pod http://127.0.0.1:8215 --limit 5 --samples 4
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 
 import httpx
 
-from services.agents.check import is_echo, judge, printed_answer
+from services.agents.check import is_echo, judge
 from services.evaluation.graders import answers_match
 from services.evaluation.loaders import load_benchmark
 from services.protocol import profile as profiles
@@ -51,8 +53,10 @@ async def main() -> None:
     ap.add_argument("--samples", type=int, default=3, help="samples per problem and mode")
     ap.add_argument("--max-tokens", type=int, default=1024, help="the single agent's budget on the CPU stack")
     ap.add_argument("--concurrency", type=int, default=4, help="the pod's slots")
+    ap.add_argument("--modes", default="prose,program,check", help="comma-separated: prose, program, check")
     ap.add_argument("--out", type=Path, default=None, help="write every sample as JSON lines here")
     a = ap.parse_args()
+    a.modes = a.modes.split(",")
     items = load_benchmark("math500", a.data_dir)[: a.limit]
     prose = profiles.load("math500")
     grounded = profiles.load("math500-grounded")
@@ -65,12 +69,12 @@ async def main() -> None:
             if mode == "prose":
                 msgs = prose.prompt("single").render(problem=item.text, answer_format=prose.answer_format)
             else:
-                msgs = grounded.prompt("program").render(problem=item.text)
+                msgs = grounded.prompt("check").render(problem=item.text, answer="", solution="")
             text, tokens = await chat(client, a.pod, msgs, a.max_tokens, prose.temperature, prose.top_p)
         status, echo, computed, check = "", False, False, None
         if mode == "prose":
             answer = extract_answer(text, "math")
-            if answer:  # what a verified team's check would compute for this answer
+            if answer and "check" in a.modes:  # what a verified team's check would compute for this answer
                 async with gate:
                     msgs = verified.prompt("check").render(problem=item.text, answer=answer, solution=text)
                     code_text, check_tokens = await chat(client, a.pod, msgs, a.max_tokens, prose.temperature, prose.top_p)
@@ -84,7 +88,9 @@ async def main() -> None:
         else:
             code = extract_code(text) or ""
             run = await run_python(code)
-            status, answer, echo = run.status, printed_answer(run.stdout), is_echo(code)
+            ex = judge("math", "", run.status, run.stdout, run.stderr, code=code, last_line=grounded.check_last_line)
+            status, echo, computed = run.status, is_echo(code), ex.computed
+            answer = ex.check_answer if computed else ""
         right = bool(answer) and answers_match("math", answer, item.reference_answer or "")
         rows.append({"id": item.id, "mode": mode, "sample": i, "answer": answer, "right": right, "tokens": tokens,
                      "status": status, "echo": echo, "text": text, "computed": computed})
@@ -97,7 +103,7 @@ async def main() -> None:
     started = time.monotonic()
     async with httpx.AsyncClient() as client:
         await asyncio.gather(*(one(client, it, mode, i) for i in range(a.samples) for it in items
-                               for mode in ("prose", "program")))
+                               for mode in ("prose", "program") if mode in a.modes))
     print(f"\n{len(items)} problems x {a.samples} samples, {time.monotonic() - started:.0f} s")
     print("| problem | prose right | program right | program printed an answer | check computed | check right |\n"
           "|---|---|---|---|---|---|")

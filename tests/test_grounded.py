@@ -3,16 +3,25 @@ majority over its solver answers and the values its checks computed; protocol ru
 
 from __future__ import annotations
 
+import pytest
+
 from ceo.answer_vote import CHECK, SOLVER, note_check, note_solution, tally
 from ceo.state import ProblemState
 from conclave.v1 import outcome_pb2
-from services.agents.check import judge
+from services.agents.check import judge, parse_program
 from services.evaluation.audit import audit_trajectory
+from services.protocol.parsing import ParseError
 from tests.agents.scripts import R
 from tests.test_agents_e2e import two_plus_three
 from tests.test_verified import CHECK_SAYS_5, verified_script
 
 V = outcome_pb2
+
+
+def checks_print(program: str) -> list:
+    """The executor's check, whichever profile asks it: the grounded prompt (computes from scratch, shown no
+    answer) or the verified one (shown the proposed answer)."""
+    return [(R.ROLE_EXECUTOR, "from scratch", program), (R.ROLE_EXECUTOR, "Proposed final answer", program)]
 
 
 def rule(vote: outcome_pb2.AnswerVote) -> str:
@@ -57,12 +66,24 @@ def test_a_repeated_answer_is_no_new_vote_and_only_computed_values_vote():
     assert not echo.computed and not crashed.computed and computed.computed
 
 
+def test_a_program_that_prints_its_value_bare_answers_with_its_last_line_where_the_profile_says_so():
+    # seen on the anchor: print(Fraction(result)) computed 14/3 right but printed no ANSWER line
+    code = "from fractions import Fraction\nprint(Fraction(3, 1) + Fraction(5, 3))"
+    bare = judge("math", "4", "ok", "14/3\n", "", code=code, last_line=True)
+    assert bare.computed and bare.contradicts and bare.check_answer == "14/3"
+    assert not judge("math", "4", "ok", "14/3\n", "", code=code).computed  # the verified profiles: inconclusive
+    assert not judge("math", "27", "ok", "27\n", "", code="print(27)", last_line=True).computed  # an echo
+    assert parse_program(f"```python\n{code}\n```", last_line=True) == code
+    with pytest.raises(ParseError):
+        parse_program(f"```python\n{code}\n```")
+
+
 async def test_the_team_answers_with_the_computed_value_its_revisions_ignored(agent_stack):
     # The solver says 4 in both turns; each check computes 5; the evaluator accepts anything but is
     # blocked. The paper's final answer would be the last plan, 4; the vote answers 5 (1 solver vote
     # against 2 computed), and the trajectory says which candidates voted and why 5 won.
     script = verified_script(solver=[(R.ROLE_SOLVER, ".", "Two plus three is \\boxed{4}.")],
-                             executor=[(R.ROLE_EXECUTOR, "Proposed final answer", CHECK_SAYS_5)])
+                             executor=checks_print(CHECK_SAYS_5))
     async with agent_stack(script) as env:
         grounded, verified = two_plus_three("grounded-1"), two_plus_three("grounded-2")
         grounded.profile, verified.profile = "math500-grounded", "math500-verified"
@@ -75,6 +96,8 @@ async def test_the_team_answers_with_the_computed_value_its_revisions_ignored(ag
     assert [(c.source, c.answer, c.turn) for c in vote.candidates] == [(SOLVER, "4", 1), (CHECK, "5", 1), (CHECK, "5", 2)]
     assert list(vote.class_votes) == [1, 2] and rule(vote) == "majority" and vote.changed
     assert "majority over its solutions and the values its check programs computed" in result.answer
+    checks = [m.call.messages[1].content for m in traj.messages if m.role == R.ROLE_EXECUTOR]
+    assert len(checks) == 2 and all("from scratch" in c and "Proposed final answer" not in c for c in checks)
     audit = audit_trajectory(traj, single={"correct": True, "extracted": "5"})
     assert audit.final_correct and audit.final_answer == "5" and audit.loss_step == ""
     assert audit.context == ["vote_gained (majority)"]
@@ -84,7 +107,9 @@ async def test_the_team_answers_with_the_computed_value_its_revisions_ignored(ag
 
 
 async def test_a_team_whose_checks_agree_keeps_its_own_solution(agent_stack):
-    async with agent_stack(verified_script(solver=[(R.ROLE_SOLVER, ".", "Two plus three is \\boxed{5}.")])) as env:
+    script = verified_script(solver=[(R.ROLE_SOLVER, ".", "Two plus three is \\boxed{5}.")],
+                             executor=checks_print(CHECK_SAYS_5))
+    async with agent_stack(script) as env:
         p = two_plus_three("grounded-3")
         p.profile = "math500-grounded"
         result = await env.solve(p)
@@ -97,7 +122,7 @@ async def test_checks_that_compute_a_wrong_value_twice_outvote_a_right_solution_
     # The vote's risk, stated: two wrong computed values outnumber one right prose answer.
     says_4 = "```python\nresult = 2 + 2\nprint('ANSWER:', result)\n```"
     script = verified_script(solver=[(R.ROLE_SOLVER, ".", "Two plus three is \\boxed{5}.")],
-                             executor=[(R.ROLE_EXECUTOR, "Proposed final answer", says_4)])
+                             executor=checks_print(says_4))
     async with agent_stack(script) as env:
         p = two_plus_three("grounded-4")
         p.profile = "math500-grounded"

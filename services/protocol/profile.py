@@ -98,6 +98,9 @@ class Profile:
     # right values the solver's revisions ignored (docs/results.md). Departs from the paper
     # (math500-grounded).
     final_answer: str = "last"
+    # executor: check: a check program that prints no `ANSWER:` line answers with its last printed line
+    # (program-of-thought style); the CPU anchor's programs computed 14/3 and printed it bare.
+    check_last_line: bool = False
     # Open-ended reports with fixed sections (ceo/report.py): a report that lacks one, or was cut off before
     # its END OF REPORT line, is not accepted, and the Result carries the parsed report.
     structured_report: bool = False
@@ -253,7 +256,7 @@ def cut_menu(menu: tuple[int, ...], cap: int) -> tuple[int, ...]:
 OVERRIDE_PREFIX = "profile."
 _INT_OVERRIDES = ("critic_rounds", "max_turns", "n_cap", "n_min", "initial_n", "parse_retries")
 _BOOL_OVERRIDES = ("require_passing_tests", "check_rebuttal", "solver_sees_direction", "neutral_personas",
-                   "critic_revision")
+                   "critic_revision", "check_last_line")
 _CHOICE_OVERRIDES = {"first_draft": FIRST_DRAFTS, "final_answer": FINAL_ANSWERS}
 
 
