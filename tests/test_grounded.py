@@ -79,9 +79,9 @@ def test_a_program_that_prints_its_value_bare_answers_with_its_last_line_where_t
 
 
 async def test_the_team_answers_with_the_computed_value_its_revisions_ignored(agent_stack):
-    # The solver says 4 in both turns; each check computes 5; the evaluator accepts anything but is
-    # blocked. The paper's final answer would be the last plan, 4; the vote answers 5 (1 solver vote
-    # against 2 computed), and the trajectory says which candidates voted and why 5 won.
+    # The solver says 4 in both turns; each check step's three programs compute 5; the evaluator accepts
+    # anything but is blocked. The paper's final answer would be the last plan, 4; the vote answers 5 (1
+    # solver vote against 6 computed), and the trajectory says which candidates voted and why 5 won.
     script = verified_script(solver=[(R.ROLE_SOLVER, ".", "Two plus three is \\boxed{4}.")],
                              executor=checks_print(CHECK_SAYS_5))
     async with agent_stack(script) as env:
@@ -93,16 +93,18 @@ async def test_the_team_answers_with_the_computed_value_its_revisions_ignored(ag
     assert plain.extracted_answer == "4" and plain.correct == 0 and not plain_traj.HasField("answer_vote")
     assert result.stop_reason == "max_turns" and result.extracted_answer == "5" and result.correct == 1
     vote = traj.answer_vote
-    assert [(c.source, c.answer, c.turn) for c in vote.candidates] == [(SOLVER, "4", 1), (CHECK, "5", 1), (CHECK, "5", 2)]
-    assert list(vote.class_votes) == [1, 2] and rule(vote) == "majority" and vote.changed
+    assert [(c.source, c.answer, c.turn) for c in vote.candidates] == \
+        [(SOLVER, "4", 1)] + [(CHECK, "5", 1)] * 3 + [(CHECK, "5", 2)] * 3
+    assert list(vote.class_votes) == [1, 6] and rule(vote) == "majority" and vote.changed
+    assert [m.index for m in traj.messages if m.role == R.ROLE_EXECUTOR] == [0, 1, 2, 0, 1, 2]
     assert "majority over its solutions and the values its check programs computed" in result.answer
     checks = [m.call.messages[1].content for m in traj.messages if m.role == R.ROLE_EXECUTOR]
-    assert len(checks) == 2 and all("from scratch" in c and "Proposed final answer" not in c for c in checks)
+    assert len(checks) == 6 and all("from scratch" in c and "Proposed final answer" not in c for c in checks)
     audit = audit_trajectory(traj, single={"correct": True, "extracted": "5"})
     assert audit.final_correct and audit.final_answer == "5" and audit.loss_step == ""
     assert audit.context == ["vote_gained (majority)"]
-    assert audit.votes == ["4 ✗ (solver, turn 1)", "5 ✓ (computed, turn 1)", "5 ✓ (computed, turn 2)",
-                           "winner 5 by majority"]
+    assert audit.votes == ["4 ✗ (solver, turn 1)"] + ["5 ✓ (computed, turn 1)"] * 3 + \
+        ["5 ✓ (computed, turn 2)"] * 3 + ["winner 5 by majority"]
     assert audit_trajectory(plain_traj, single={"correct": True, "extracted": "5"}).loss_step == "first_draft"
 
 
@@ -115,7 +117,7 @@ async def test_a_team_whose_checks_agree_keeps_its_own_solution(agent_stack):
         result = await env.solve(p)
         traj = await env.trajectory("grounded-3")
     assert result.stop_reason == "accepted" and result.answer == "Two plus three is \\boxed{5}."
-    assert list(traj.answer_vote.class_votes) == [2] and not traj.answer_vote.changed
+    assert list(traj.answer_vote.class_votes) == [4] and not traj.answer_vote.changed
 
 
 async def test_checks_that_compute_a_wrong_value_twice_outvote_a_right_solution_and_the_audit_says_so(agent_stack):

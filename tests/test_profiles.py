@@ -44,6 +44,7 @@ def test_a_fixed_team_size_and_a_budget_cap():
     ("profile.temperature", "1", "overrides nothing"),
     ("profile.first_draft", "solver", "not one of team, single"),
     ("profile.final_answer", "best", "not one of last, vote"),
+    ("profile.check_programs", "20", "not 1 to 8"),
 ])
 def test_bad_overrides_are_refused_with_the_reason(key, value, message):
     with pytest.raises(profiles.ProfileError, match=message):
