@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from nats.js.errors import NotFoundError
 
+from ceo import answer_vote
 from ceo import report as reports
 from ceo.state import ProblemState
 from conclave.v1 import agents_pb2, outcome_pb2
@@ -61,6 +62,8 @@ async def finish(run: ProblemRun, st: ProblemState) -> None:
     if st.published and already:
         await run.saved()
         return
+    # final_answer: vote profiles answer with the majority of the team's answers and computed values.
+    vote = answer_vote.decide_final(st, run.kind, run.profile) if st.stop_reason != "error" else None
     extracted = extract_answer(st.plan, run.kind) if st.plan else ""
     result = outcome_pb2.Result(
         problem_id=run.problem.id, status="error" if st.stop_reason == "error" else "ok", answer=st.plan,
@@ -84,6 +87,8 @@ async def finish(run: ProblemRun, st: ProblemState) -> None:
     traj.consensus = result.consensus
     traj.format_ok = st.fallbacks == 0
     traj.trace_id = result.trace_id
+    if vote is not None:
+        traj.answer_vote.CopyFrom(vote)
     if not already:
         # Trajectory first: a crash between the two re-publishes it (deduplicated), never loses it.
         give_up = run.step_timeout_s
@@ -103,6 +108,10 @@ async def finish(run: ProblemRun, st: ProblemState) -> None:
         await retrying(store_once, "publish the result", give_up_s=give_up)
         if run.reply_to:
             await answer(run.nc, run.reply_to, result, as_json=run.as_json, keyed=True)
+        if vote is not None:
+            run.metrics.final_votes.labels(outcome_pb2.VoteRule.Name(vote.rule).removeprefix("VOTE_RULE_").lower(),
+                                           str(vote.changed).lower()).inc()
+            await run.event(st, "final_vote", text=answer_vote.describe(vote), turn=result.turns)
         # The done event counts turns as the Result does (st.turn may already point at the next one).
         await run.event(st, "done", text=f"{st.stop_reason}: {st.stop_note}", turn=result.turns)
         run.metrics.finished.labels(st.stop_reason or "unknown").inc()

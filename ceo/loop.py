@@ -20,6 +20,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
+from ceo import answer_vote
 from ceo import report as reports
 from ceo.decide import decide
 from ceo.finish import finish
@@ -356,6 +357,8 @@ class ProblemRun:
             return reply
         st.plan, st.plan_turn = reply.content, st.turn
         st.solver_memory.append((sender, reply.content))
+        if self.profile.final_answer == "vote":
+            answer_vote.note_solution(st, self.kind, reply.content, st.turn, st.round)
         return reply
 
     async def _review(self, st: ProblemState, steps: StepRunner) -> None:
@@ -406,19 +409,29 @@ class ProblemRun:
 
     async def _execute(self, st: ProblemState, steps: StepRunner) -> None:
         if self.profile.runs_executor(self.kind):
-            task = self.base_task(st, agents_pb2.ROLE_EXECUTOR, solution=st.plan)
-            (reply,) = await steps.run([task], timeout_s=self.step_timeout_s)
-            st.record_reply(reply)
-            if not reply.error:
+            # check_programs > 1 (executor: check): independent programs, asked at once; the first conclusive
+            # one is the check of record (it may block, the team hears it), all of them vote (final_answer).
+            count = self.profile.check_programs if self.profile.executor == "check" else 1
+            tasks = [self.base_task(st, agents_pb2.ROLE_EXECUTOR, i, solution=st.plan) for i in range(count)]
+            replies = await steps.run(tasks, timeout_s=self.step_timeout_s)
+            ran = []
+            for reply in replies:
+                st.record_reply(reply)
+                if reply.error:
+                    continue
                 ex = reply.execution
-                st.execution = {f: getattr(ex, f) for f in _EXECUTION_FIELDS}
-                st.execution_plan = st.plan
+                ran.append(ex)
                 if ex.kind == "check":
                     self.metrics.checks.labels("contradicts" if ex.contradicts else "agrees" if ex.passed
                                          else "inconclusive").inc()
-                st.append(outcome_pb2.Trajectory(executions=[reply.execution]))
-                await self.event(st, "execution", role=agents_pb2.ROLE_EXECUTOR, execution=reply.execution,
-                                 text=reply.execution.status)
+                st.append(outcome_pb2.Trajectory(executions=[ex]))
+                if self.profile.final_answer == "vote":
+                    answer_vote.note_check(st, ex, st.turn, st.round)
+                await self.event(st, "execution", role=agents_pb2.ROLE_EXECUTOR, execution=ex, text=ex.status)
+            if ran:
+                ex = next((e for e in ran if e.passed or e.contradicts), ran[0])
+                st.execution = {f: getattr(ex, f) for f in _EXECUTION_FIELDS}
+                st.execution_plan = st.plan
         st.phase = EVALUATE
 
     @staticmethod

@@ -19,6 +19,9 @@ class CeoMetrics:
                                  "(executor: check), by kind of evidence.", ["evidence"], registry=registry)
         self.checks = Counter("conclave_checks", "Checks of math and choice answers run (executor: check), by "
                               "outcome: agrees, contradicts, inconclusive.", ["outcome"], registry=registry)
+        self.final_votes = Counter("conclave_final_votes", "Final answers chosen by vote (final_answer: vote), by "
+                                   "the rule that chose the winner and whether it replaced the team's last answer.",
+                                   ["rule", "changed"], registry=registry)
         # Waiting for role replies (ceo/steps.py): how a NATS outage or a lost task shows.
         self.slow_steps = Counter("conclave_ceo_slow_steps", "Steps that waited longer than step_warn_s for "
                                   "their replies, by the role first missing.", ["role"], registry=registry)

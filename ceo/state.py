@@ -46,6 +46,8 @@ class ProblemState:
     stop_reason: str = ""
     stop_note: str = ""
     published: bool = False
+    # final_answer: vote profiles: [source, answer, turn, round] of every answer that votes (ceo/answer_vote.py)
+    candidates: list[list] = field(default_factory=list)
     trajectory_b64: str = ""
 
     def check_of_plan(self) -> dict:

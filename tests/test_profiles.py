@@ -24,7 +24,9 @@ def test_overrides_change_only_what_they_name():
 
 def test_the_verified_profiles_ask_the_first_draft_as_the_single_agent_and_the_papers_do_not():
     for name in profiles.available():
-        assert profiles.load(name).first_draft == ("single" if name.endswith("-verified") else "team"), name
+        grounded = name.endswith(("-verified", "-grounded"))
+        assert profiles.load(name).first_draft == ("single" if grounded else "team"), name
+        assert profiles.load(name).final_answer == ("vote" if name.endswith("-grounded") else "last"), name
     tuned = profiles.with_overrides(profiles.load("math500"), {"profile.first_draft": "single"})
     assert tuned.first_draft == "single"
 
@@ -41,6 +43,8 @@ def test_a_fixed_team_size_and_a_budget_cap():
     ("profile.require_passing_tests", "maybe", "not true or false"),
     ("profile.temperature", "1", "overrides nothing"),
     ("profile.first_draft", "solver", "not one of team, single"),
+    ("profile.final_answer", "best", "not one of last, vote"),
+    ("profile.check_programs", "20", "not 1 to 8"),
 ])
 def test_bad_overrides_are_refused_with_the_reason(key, value, message):
     with pytest.raises(profiles.ProfileError, match=message):

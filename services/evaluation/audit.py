@@ -9,7 +9,13 @@ a right answer became wrong gets a name:
   separate the two);
 - `revision`: a critique round made the solver revise a right answer into a wrong one;
 - `new_turn`: a later turn's first solution (after a new CEO direction) replaced a right answer;
+- `vote`: the last solution was right, and the final-answer vote (`final_answer: vote`, ceo/answer_vote.py)
+  chose a wrong answer over it;
 - `never_right`: no solution of the team was right (and the single agent was not either).
+Under `final_answer: vote` the final answer is the vote's (Trajectory.answer_vote), and each problem says
+what the vote did: `vote_gained` (it replaced a wrong last solution with a right answer), `vote_lost`
+(a right one with a wrong answer), `vote_changed` (a wrong one with another wrong answer), with the rule
+that chose the winner; the candidates are listed with their grades.
 Context worth counting: the evaluator rejected a right answer (`rejected_right`), accepted a wrong one
 (`accepted_wrong`), and the CEO stopped on a wrong answer with turns left (`ceo_stopped_wrong`).
 
@@ -32,7 +38,7 @@ from services.protocol.answers import extract_answer
 from services.protocol.kinds import kind_name
 
 R = agents_pb2
-LOSS_STEPS = ("first_draft", "revision", "new_turn", "never_right")
+LOSS_STEPS = ("first_draft", "revision", "new_turn", "vote", "never_right")
 
 
 @dataclass
@@ -62,6 +68,8 @@ class ProblemAudit:
     verdicts: list[int] = field(default_factory=list)
     context: list[str] = field(default_factory=list)
     stop_reason: str = ""
+    # final_answer: vote: each candidate "answer ✓/✗ (source, turn)", and "winner by rule"
+    votes: list[str] = field(default_factory=list)
 
 
 def _grade(kind: str, text: str, reference: str) -> bool:
@@ -91,13 +99,22 @@ def audit_trajectory(traj: outcome_pb2.Trajectory, *, item_id: str = "", single:
         have_plan = have_plan or kept
     plans = [d for d in drafts if d.kept]
     final = plans[-1] if plans else None
+    context, votes = [], []
+    if traj.HasField("answer_vote") and traj.answer_vote.winner >= 0:
+        final, votes, effect = _voted(traj, kind, ref, final)
+        context += [effect] if effect else []
     verdicts = [e.correctness for e in traj.evaluations]
     single_correct = None if single is None else bool(single.get("correct"))
 
     loss, at, cause = "", "", ""
     if final is None or not final.correct:
         loss = "never_right"
-        for prev, cur in zip(plans, plans[1:], strict=False):
+        if plans and plans[-1].correct:  # only the vote can have lost the last solution's right answer
+            loss, at, cause = "vote", f"turn {plans[-1].turn}", "final vote: " + "; ".join(votes)
+            plans_lost = []
+        else:
+            plans_lost = plans
+        for prev, cur in zip(plans_lost, plans_lost[1:], strict=False):
             if prev.correct and not cur.correct:
                 loss, at = ("revision" if cur.round > 0 else "new_turn"), f"turn {cur.turn} round {cur.round}"
                 cause = _cause(traj, steps[(cur.turn, cur.round)])
@@ -106,7 +123,6 @@ def audit_trajectory(traj: outcome_pb2.Trajectory, *, item_id: str = "", single:
             loss, at = "first_draft", f"turn {plans[0].turn}"
             cause = _cause(traj, steps[(plans[0].turn, plans[0].round)])
 
-    context = []
     evaluations = list(traj.evaluations)
     for turn, ev in enumerate(evaluations, start=1):
         turn_plans = [d for d in plans if d.turn <= turn]
@@ -126,8 +142,30 @@ def audit_trajectory(traj: outcome_pb2.Trajectory, *, item_id: str = "", single:
         first_draft=plans[0] if plans else None, final_answer=final.answer if final else "",
         final_correct=bool(final and final.correct), loss_step=loss, loss_at=at, loss_cause=cause[:300],
         drafts=drafts, verdicts=verdicts,
-        context=context, stop_reason=result.stop_reason,
+        context=context, stop_reason=result.stop_reason, votes=votes,
     )
+
+
+def _voted(traj: outcome_pb2.Trajectory, kind: str, ref: str, last: Draft | None) -> tuple[Draft, list[str], str]:
+    """The final answer the vote chose (as a Draft), its candidates graded, and what it did to the last plan."""
+    vote = traj.answer_vote
+
+    def text(answer: str) -> str:
+        return f"\\boxed{{{answer}}}" if kind == "math" else f"Answer: {answer}"
+
+    lines = []
+    for c in vote.candidates:
+        source = "computed" if c.source == outcome_pb2.CANDIDATE_SOURCE_CHECK else "solver"
+        lines.append(f"{c.answer[:30]} {'✓' if _grade(kind, text(c.answer), ref) else '✗'} ({source}, turn {c.turn})")
+    won = vote.candidates[vote.winner]
+    rule = outcome_pb2.VoteRule.Name(vote.rule).removeprefix("VOTE_RULE_").lower()
+    lines.append(f"winner {won.answer[:30]} by {rule}")
+    final = Draft(turn=won.turn, round=won.round, answer=won.answer[:200], correct=_grade(kind, text(won.answer), ref))
+    effect = ""
+    if vote.changed:
+        was_right = bool(last and last.correct)
+        effect = ("vote_lost" if was_right else "vote_gained" if final.correct else "vote_changed") + f" ({rule})"
+    return final, lines, effect
 
 
 def _cause(traj: outcome_pb2.Trajectory, solver: outcome_pb2.TrajectoryMessage) -> str:
@@ -224,6 +262,10 @@ def markdown(audits: list[ProblemAudit], summary: dict) -> str:
             f"| {a.id} | {mark(a.single_correct, a.single_answer)} | {mark(fd.correct, fd.answer) if fd else '-'} | "
             f"{mark(a.final_correct, a.final_answer)} | {a.loss_step} {a.loss_at}".rstrip() + " | "
             f"{trail} | {''.join(map(str, a.verdicts))} | {a.stop_reason} |")
+    voted = [a for a in audits if a.votes]
+    if voted:
+        lines += ["", "Final-answer votes (final_answer: vote):", ""]
+        lines += [f"- {a.id}: {'; '.join(a.votes)}" for a in voted]
     causes = [a for a in audits if a.loss_cause]
     if causes:
         lines += ["", "What the solver had just been told where an answer was lost:", ""]

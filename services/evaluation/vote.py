@@ -84,7 +84,9 @@ class Tally:
     classes: list[list[int]]  # sample indices per class, in order of first appearance
 
 
-def majority(kind: str, texts: list[str]) -> Tally:
+def group(kind: str, texts: list[str]) -> list[list[int]]:
+    """The indices of `texts` per equivalence class of their final answers, classes in order of first
+    appearance; a text with no answer is in none. Also the final-answer vote's grouping (ceo/answer_vote.py)."""
     keys = [answer_key(kind, t) for t in texts]
     classes: list[list[int]] = []
     for i, key in enumerate(keys):
@@ -96,6 +98,11 @@ def majority(kind: str, texts: list[str]) -> Tally:
                 break
         else:
             classes.append([i])
+    return classes
+
+
+def majority(kind: str, texts: list[str]) -> Tally:
+    classes = group(kind, texts)
     if not classes:
         return Tally(winner=None, votes=0, classes=[])
     best = max(classes, key=lambda members: (len(members), -members[0]))

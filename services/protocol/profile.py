@@ -29,6 +29,10 @@ EXECUTORS = ("none", "tests", "check")
 # team (the paper: the solver's own prompt, persona, CEO direction and budget); single (the solver's first
 # draft is asked exactly as the single agent is: its prompt and budget, nothing of the team)
 FIRST_DRAFTS = ("team", "single")
+# last (the paper: the final answer is the team's last solution); vote (the majority, by math-verify
+# equivalence, over the answers the team produced: each solver draft or revision that changed its answer,
+# and each value a check program computed in the sandbox; ceo/answer_vote.py)
+FINAL_ANSWERS = ("last", "vote")
 _VAR = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
 # A profile is named by a file stem; a name that could leave the profile directories is not looked up.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -89,6 +93,17 @@ class Profile:
     # anchor measurement lost every right answer in the first draft (docs/results.md). Departs from the
     # paper (the *-verified profiles).
     first_draft: str = "team"
+    # vote: the final answer is the majority over the team's answers and the checks' computed values
+    # (a computed value wins a tie), not the last solution; the anchor audit found the checks computing
+    # right values the solver's revisions ignored (docs/results.md). Departs from the paper
+    # (math500-grounded).
+    final_answer: str = "last"
+    # executor: check: a check program that prints no `ANSWER:` line answers with its last printed line
+    # (program-of-thought style); the CPU anchor's programs computed 14/3 and printed it bare.
+    check_last_line: bool = False
+    # executor: check: independent check programs per check step, asked at once. The first conclusive one
+    # is the check the team and the evaluator hear; with final_answer: vote, every computed value votes.
+    check_programs: int = 1
     # Open-ended reports with fixed sections (ceo/report.py): a report that lacks one, or was cut off before
     # its END OF REPORT line, is not accepted, and the Result carries the parsed report.
     structured_report: bool = False
@@ -189,6 +204,12 @@ def load_file(path: Path) -> Profile:
         raise ProfileError(f"{path}: executor {profile.executor!r} is not one of {', '.join(EXECUTORS)}")
     if profile.first_draft not in FIRST_DRAFTS:
         raise ProfileError(f"{path}: first_draft {profile.first_draft!r} is not one of {', '.join(FIRST_DRAFTS)}")
+    if not 1 <= profile.check_programs <= 8:
+        raise ProfileError(f"{path}: check_programs must be 1 to 8")
+    if profile.final_answer not in FINAL_ANSWERS:
+        raise ProfileError(f"{path}: final_answer {profile.final_answer!r} is not one of {', '.join(FINAL_ANSWERS)}")
+    if profile.final_answer == "vote" and profile.kind not in ("math", "multiple_choice"):
+        raise ProfileError(f"{path}: final_answer vote needs a math or multiple_choice profile, not {profile.kind}")
     if not 1 <= profile.n_min <= profile.initial_n <= profile.n_cap:
         raise ProfileError(f"{path}: need 1 <= n_min <= initial_n <= n_cap")
     if profile.token_ceiling <= 0:
@@ -238,10 +259,10 @@ def cut_menu(menu: tuple[int, ...], cap: int) -> tuple[int, ...]:
 
 
 OVERRIDE_PREFIX = "profile."
-_INT_OVERRIDES = ("critic_rounds", "max_turns", "n_cap", "n_min", "initial_n", "parse_retries")
+_INT_OVERRIDES = ("critic_rounds", "max_turns", "n_cap", "n_min", "initial_n", "parse_retries", "check_programs")
 _BOOL_OVERRIDES = ("require_passing_tests", "check_rebuttal", "solver_sees_direction", "neutral_personas",
-                   "critic_revision")
-_CHOICE_OVERRIDES = {"first_draft": FIRST_DRAFTS}
+                   "critic_revision", "check_last_line")
+_CHOICE_OVERRIDES = {"first_draft": FIRST_DRAFTS, "final_answer": FINAL_ANSWERS}
 
 
 def with_overrides(profile: Profile, metadata: dict[str, str]) -> Profile:
@@ -277,6 +298,8 @@ def with_overrides(profile: Profile, metadata: dict[str, str]) -> Profile:
             raise ProfileError(f"metadata {key} overrides nothing; known: {known}")
     if not changes:
         return profile
+    if not 1 <= int(changes.get("check_programs", 1)) <= 8:  # type: ignore[arg-type]
+        raise ProfileError(f"metadata {OVERRIDE_PREFIX}check_programs={changes['check_programs']} is not 1 to 8")
     if not any(k in changes for k in ("n_min", "n_cap", "initial_n")):
         return replace(profile, **changes)  # type: ignore[arg-type]
     n_min = int(changes.get("n_min", profile.n_min))  # type: ignore[arg-type]

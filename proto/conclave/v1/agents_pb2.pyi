@@ -99,7 +99,7 @@ class Evaluation(_message.Message):
     def __init__(self, correctness: _Optional[int] = ..., advice: _Optional[str] = ..., recruit_suggestion: _Optional[str] = ..., fallback: _Optional[bool] = ..., blocked: _Optional[bool] = ..., check_reply: _Optional[str] = ...) -> None: ...
 
 class ExecutionResult(_message.Message):
-    __slots__ = ("passed", "tests_run", "tests_failed", "output", "status", "wall_s", "dataset_tests", "kind", "check_answer", "contradicts")
+    __slots__ = ("passed", "tests_run", "tests_failed", "output", "status", "wall_s", "dataset_tests", "kind", "check_answer", "contradicts", "computed")
     PASSED_FIELD_NUMBER: _ClassVar[int]
     TESTS_RUN_FIELD_NUMBER: _ClassVar[int]
     TESTS_FAILED_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +110,7 @@ class ExecutionResult(_message.Message):
     KIND_FIELD_NUMBER: _ClassVar[int]
     CHECK_ANSWER_FIELD_NUMBER: _ClassVar[int]
     CONTRADICTS_FIELD_NUMBER: _ClassVar[int]
+    COMPUTED_FIELD_NUMBER: _ClassVar[int]
     passed: bool
     tests_run: int
     tests_failed: int
@@ -120,7 +121,8 @@ class ExecutionResult(_message.Message):
     kind: str
     check_answer: str
     contradicts: bool
-    def __init__(self, passed: _Optional[bool] = ..., tests_run: _Optional[int] = ..., tests_failed: _Optional[int] = ..., output: _Optional[str] = ..., status: _Optional[str] = ..., wall_s: _Optional[float] = ..., dataset_tests: _Optional[bool] = ..., kind: _Optional[str] = ..., check_answer: _Optional[str] = ..., contradicts: _Optional[bool] = ...) -> None: ...
+    computed: bool
+    def __init__(self, passed: _Optional[bool] = ..., tests_run: _Optional[int] = ..., tests_failed: _Optional[int] = ..., output: _Optional[str] = ..., status: _Optional[str] = ..., wall_s: _Optional[float] = ..., dataset_tests: _Optional[bool] = ..., kind: _Optional[str] = ..., check_answer: _Optional[str] = ..., contradicts: _Optional[bool] = ..., computed: _Optional[bool] = ...) -> None: ...
 
 class RoleTask(_message.Message):
     __slots__ = ("task_id", "problem_id", "role", "problem", "turn", "round", "index", "persona", "max_tokens", "direction", "solution", "memory", "recruit_number", "advice", "execution", "profile", "temperature", "top_p", "reasoning", "tokens_used", "token_ceiling", "last_evaluation", "max_turns", "parse_retries", "model", "as_single_agent")

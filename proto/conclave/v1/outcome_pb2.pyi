@@ -1,12 +1,35 @@
 from conclave.v1 import agents_pb2 as _agents_pb2
 from conclave.v1 import problem_pb2 as _problem_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class CandidateSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CANDIDATE_SOURCE_UNSPECIFIED: _ClassVar[CandidateSource]
+    CANDIDATE_SOURCE_SOLVER: _ClassVar[CandidateSource]
+    CANDIDATE_SOURCE_CHECK: _ClassVar[CandidateSource]
+
+class VoteRule(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VOTE_RULE_UNSPECIFIED: _ClassVar[VoteRule]
+    VOTE_RULE_NO_CANDIDATE: _ClassVar[VoteRule]
+    VOTE_RULE_MAJORITY: _ClassVar[VoteRule]
+    VOTE_RULE_TIE_COMPUTED: _ClassVar[VoteRule]
+    VOTE_RULE_TIE_EARLIEST: _ClassVar[VoteRule]
+CANDIDATE_SOURCE_UNSPECIFIED: CandidateSource
+CANDIDATE_SOURCE_SOLVER: CandidateSource
+CANDIDATE_SOURCE_CHECK: CandidateSource
+VOTE_RULE_UNSPECIFIED: VoteRule
+VOTE_RULE_NO_CANDIDATE: VoteRule
+VOTE_RULE_MAJORITY: VoteRule
+VOTE_RULE_TIE_COMPUTED: VoteRule
+VOTE_RULE_TIE_EARLIEST: VoteRule
 
 class Error(_message.Message):
     __slots__ = ("code", "message", "subject", "problem_id")
@@ -170,7 +193,7 @@ class TrajectoryMessage(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., turn: _Optional[int] = ..., round: _Optional[int] = ..., role: _Optional[_Union[_agents_pb2.Role, str]] = ..., index: _Optional[int] = ..., persona: _Optional[str] = ..., call: _Optional[_Union[_agents_pb2.ModelCall, _Mapping]] = ..., fallback: _Optional[bool] = ..., fallback_reason: _Optional[str] = ..., agree: _Optional[bool] = ...) -> None: ...
 
 class Trajectory(_message.Message):
-    __slots__ = ("problem", "messages", "decisions", "evaluations", "executions", "result", "consensus", "format_ok", "trace_id")
+    __slots__ = ("problem", "messages", "decisions", "evaluations", "executions", "result", "consensus", "format_ok", "trace_id", "answer_vote")
     PROBLEM_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     DECISIONS_FIELD_NUMBER: _ClassVar[int]
@@ -180,6 +203,7 @@ class Trajectory(_message.Message):
     CONSENSUS_FIELD_NUMBER: _ClassVar[int]
     FORMAT_OK_FIELD_NUMBER: _ClassVar[int]
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_VOTE_FIELD_NUMBER: _ClassVar[int]
     problem: _problem_pb2.Problem
     messages: _containers.RepeatedCompositeFieldContainer[TrajectoryMessage]
     decisions: _containers.RepeatedCompositeFieldContainer[_agents_pb2.CeoDecision]
@@ -189,7 +213,38 @@ class Trajectory(_message.Message):
     consensus: bool
     format_ok: bool
     trace_id: str
-    def __init__(self, problem: _Optional[_Union[_problem_pb2.Problem, _Mapping]] = ..., messages: _Optional[_Iterable[_Union[TrajectoryMessage, _Mapping]]] = ..., decisions: _Optional[_Iterable[_Union[_agents_pb2.CeoDecision, _Mapping]]] = ..., evaluations: _Optional[_Iterable[_Union[_agents_pb2.Evaluation, _Mapping]]] = ..., executions: _Optional[_Iterable[_Union[_agents_pb2.ExecutionResult, _Mapping]]] = ..., result: _Optional[_Union[Result, _Mapping]] = ..., consensus: _Optional[bool] = ..., format_ok: _Optional[bool] = ..., trace_id: _Optional[str] = ...) -> None: ...
+    answer_vote: AnswerVote
+    def __init__(self, problem: _Optional[_Union[_problem_pb2.Problem, _Mapping]] = ..., messages: _Optional[_Iterable[_Union[TrajectoryMessage, _Mapping]]] = ..., decisions: _Optional[_Iterable[_Union[_agents_pb2.CeoDecision, _Mapping]]] = ..., evaluations: _Optional[_Iterable[_Union[_agents_pb2.Evaluation, _Mapping]]] = ..., executions: _Optional[_Iterable[_Union[_agents_pb2.ExecutionResult, _Mapping]]] = ..., result: _Optional[_Union[Result, _Mapping]] = ..., consensus: _Optional[bool] = ..., format_ok: _Optional[bool] = ..., trace_id: _Optional[str] = ..., answer_vote: _Optional[_Union[AnswerVote, _Mapping]] = ...) -> None: ...
+
+class AnswerCandidate(_message.Message):
+    __slots__ = ("source", "answer", "turn", "round", "answer_class")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_FIELD_NUMBER: _ClassVar[int]
+    TURN_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_CLASS_FIELD_NUMBER: _ClassVar[int]
+    source: CandidateSource
+    answer: str
+    turn: int
+    round: int
+    answer_class: int
+    def __init__(self, source: _Optional[_Union[CandidateSource, str]] = ..., answer: _Optional[str] = ..., turn: _Optional[int] = ..., round: _Optional[int] = ..., answer_class: _Optional[int] = ...) -> None: ...
+
+class AnswerVote(_message.Message):
+    __slots__ = ("candidates", "class_votes", "winner_class", "winner", "rule", "changed")
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    CLASS_VOTES_FIELD_NUMBER: _ClassVar[int]
+    WINNER_CLASS_FIELD_NUMBER: _ClassVar[int]
+    WINNER_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    candidates: _containers.RepeatedCompositeFieldContainer[AnswerCandidate]
+    class_votes: _containers.RepeatedScalarFieldContainer[int]
+    winner_class: int
+    winner: int
+    rule: VoteRule
+    changed: bool
+    def __init__(self, candidates: _Optional[_Iterable[_Union[AnswerCandidate, _Mapping]]] = ..., class_votes: _Optional[_Iterable[int]] = ..., winner_class: _Optional[int] = ..., winner: _Optional[int] = ..., rule: _Optional[_Union[VoteRule, str]] = ..., changed: _Optional[bool] = ...) -> None: ...
 
 class DeadLetter(_message.Message):
     __slots__ = ("subject", "stream", "stream_seq", "deliveries", "error", "payload", "headers", "at_unix_s")
