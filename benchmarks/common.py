@@ -157,6 +157,13 @@ async def generate(stub: Any, messages: Messages, max_tokens: int, *, session_ke
                   usage.ttft_s)
 
 
+def proc_stat(pid: int | str) -> tuple[int, float]:
+    """A process's group id and CPU seconds (user + system), from /proc/PID/stat (Linux); OSError when gone."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return int(fields[2]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def log_tail(log: Path | None, chars: int = 2000) -> str:
     return f":\n{log.read_text(errors='replace')[-chars:]}" if log is not None and log.exists() else ""
 

@@ -28,10 +28,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import REPO, Run, child_env, pct  # noqa: E402
+from benchmarks.common import REPO, Run, child_env, pct, proc_stat  # noqa: E402
 from benchmarks.gpu_gateway import ClientPool, Procs, wait_ready  # noqa: E402
-
-_TICK = os.sysconf("SC_CLK_TCK")
 
 
 def group_cpu_s(pgid: int) -> float:
@@ -46,12 +44,11 @@ def group_cpu_by_pid(pgid: int) -> dict[int, float]:
         if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
+            group, cpu = proc_stat(entry)
         except OSError:
             continue
-        if int(fields[2]) == pgid:  # fields[2]: pgrp (field 5 of stat)
-            out[int(entry)] = (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
+        if group == pgid:
+            out[int(entry)] = cpu
     return out
 
 

@@ -29,7 +29,17 @@ import grpc  # noqa: E402
 import httpx  # noqa: E402
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
-from benchmarks.common import REPO, Run, Sample, child_env, closed_loop, generate, stream_chat, wait_http  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    REPO,
+    Run,
+    Sample,
+    child_env,
+    closed_loop,
+    generate,
+    proc_stat,
+    stream_chat,
+    wait_http,
+)
 from conclave.v1 import inference_pb2_grpc  # noqa: E402
 from services.stack.natsd import NatsServer, die_with_parent, free_port  # noqa: E402
 
@@ -43,12 +53,6 @@ PROMPTS = [
     "What makes a good unit test?",
     "Summarise the rules of chess.",
 ]
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, from /proc (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_pod(port: int, parallel: int, log: Path, threads: int) -> subprocess.Popen[bytes]:
@@ -111,9 +115,9 @@ async def bench(args: argparse.Namespace, pod_url: str, gateway_addr: str,
             order = list(modes) if r % 2 == 0 else list(reversed(modes))
             for c in args.concurrency:
                 for mode in order:
-                    cpu0 = cpu_seconds(gateway_pid)
+                    cpu0 = proc_stat(gateway_pid)[1]
                     results[(mode, c)].add(await closed_loop(modes[mode], args.requests, c))
-                    gateway_cpu[(mode, c)] += cpu_seconds(gateway_pid) - cpu0
+                    gateway_cpu[(mode, c)] += proc_stat(gateway_pid)[1] - cpu0
     print_table(results, gateway_cpu, args)
 
 

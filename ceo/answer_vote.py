@@ -24,7 +24,7 @@ from __future__ import annotations
 from ceo.state import ProblemState
 from conclave.v1 import agents_pb2, outcome_pb2
 from services.evaluation.graders import answers_match
-from services.evaluation.vote import group
+from services.evaluation.vote import answer_text, group, rule_name
 from services.protocol.answers import extract_answer
 from services.protocol.profile import Profile
 
@@ -48,17 +48,12 @@ def note_check(st: ProblemState, execution: agents_pb2.ExecutionResult, turn: in
         st.candidates.append([CHECK, execution.check_answer, turn, round_])
 
 
-def _boxed(kind: str, answer: str) -> str:
-    # vote.group reads answers out of texts as a final solution holds them.
-    return f"\\boxed{{{answer}}}" if kind == "math" else f"Answer: {answer}"
-
-
 def tally(kind: str, candidates: list[list], plan_answer: str) -> outcome_pb2.AnswerVote:
     """The vote over `candidates` ([source, answer, turn, round] each, in the order they came)."""
     vote = outcome_pb2.AnswerVote()
     for source, answer, turn, round_ in candidates:
         vote.candidates.add(source=source, answer=answer, turn=turn, round=round_, answer_class=-1)
-    classes = group(kind, [_boxed(kind, a) for _, a, _, _ in candidates])
+    classes = group(kind, [answer_text(kind, a) for _, a, _, _ in candidates])
     if not classes:
         vote.rule, vote.winner_class, vote.winner = outcome_pb2.VOTE_RULE_NO_CANDIDATE, -1, -1
         return vote
@@ -92,7 +87,7 @@ def decide_final(st: ProblemState, kind: str, profile: Profile) -> outcome_pb2.A
     vote = tally(kind, st.candidates, extract_answer(st.plan, kind) if st.plan else "")
     if vote.changed and vote.winner >= 0:
         c = vote.candidates[vote.winner]
-        st.plan = profile.fragment("voted_answer", answer=_boxed(kind, c.answer), votes=vote.class_votes[vote.winner_class],
+        st.plan = profile.fragment("voted_answer", answer=answer_text(kind, c.answer), votes=vote.class_votes[vote.winner_class],
                                    candidates=len(vote.candidates)).strip()
     return vote
 
@@ -106,6 +101,5 @@ def describe(vote: outcome_pb2.AnswerVote) -> str:
         tag = "computed" if c.source == CHECK else "solver"
         classes.setdefault(c.answer_class, []).append(f"{c.answer} ({tag}, turn {c.turn})")
     parts = "; ".join(f"{vote.class_votes[k]} for {' = '.join(v)}" for k, v in sorted(classes.items()))
-    rule = outcome_pb2.VoteRule.Name(vote.rule).removeprefix("VOTE_RULE_").lower()
     won = vote.candidates[vote.winner].answer
-    return f"final vote: {parts}. Winner {won} by {rule}" + (", replacing the last solution" if vote.changed else "")
+    return f"final vote: {parts}. Winner {won} by {rule_name(vote.rule)}" + (", replacing the last solution" if vote.changed else "")

@@ -18,6 +18,7 @@ from services.bus.headers import MSG_ID
 from services.bus.replies import RESULT_KEY, answer, store_result
 from services.bus.retry import retrying
 from services.evaluation.graders import grade_choice
+from services.evaluation.vote import rule_name
 from services.protocol.answers import extract_answer
 from services.runtime import tracing
 
@@ -109,8 +110,7 @@ async def finish(run: ProblemRun, st: ProblemState) -> None:
         if run.reply_to:
             await answer(run.nc, run.reply_to, result, as_json=run.as_json, keyed=True)
         if vote is not None:
-            run.metrics.final_votes.labels(outcome_pb2.VoteRule.Name(vote.rule).removeprefix("VOTE_RULE_").lower(),
-                                           str(vote.changed).lower()).inc()
+            run.metrics.final_votes.labels(rule_name(vote.rule), str(vote.changed).lower()).inc()
             await run.event(st, "final_vote", text=answer_vote.describe(vote), turn=result.turns)
         # The done event counts turns as the Result does (st.turn may already point at the next one).
         await run.event(st, "done", text=f"{st.stop_reason}: {st.stop_note}", turn=result.turns)

@@ -33,6 +33,7 @@ from google.protobuf import json_format
 
 from conclave.v1 import agents_pb2, outcome_pb2
 from services.evaluation.graders import grade_choice, grade_math
+from services.evaluation.vote import answer_text, rule_name
 from services.protocol import profile as profiles
 from services.protocol.answers import extract_answer
 from services.protocol.kinds import kind_name
@@ -150,17 +151,17 @@ def _voted(traj: outcome_pb2.Trajectory, kind: str, ref: str, last: Draft | None
     """The final answer the vote chose (as a Draft), its candidates graded, and what it did to the last plan."""
     vote = traj.answer_vote
 
-    def text(answer: str) -> str:
-        return f"\\boxed{{{answer}}}" if kind == "math" else f"Answer: {answer}"
+    def right(answer: str) -> bool:
+        return _grade(kind, answer_text(kind, answer), ref)
 
     lines = []
     for c in vote.candidates:
         source = "computed" if c.source == outcome_pb2.CANDIDATE_SOURCE_CHECK else "solver"
-        lines.append(f"{c.answer[:30]} {'✓' if _grade(kind, text(c.answer), ref) else '✗'} ({source}, turn {c.turn})")
+        lines.append(f"{c.answer[:30]} {'✓' if right(c.answer) else '✗'} ({source}, turn {c.turn})")
     won = vote.candidates[vote.winner]
-    rule = outcome_pb2.VoteRule.Name(vote.rule).removeprefix("VOTE_RULE_").lower()
+    rule = rule_name(vote.rule)
     lines.append(f"winner {won.answer[:30]} by {rule}")
-    final = Draft(turn=won.turn, round=won.round, answer=won.answer[:200], correct=_grade(kind, text(won.answer), ref))
+    final = Draft(turn=won.turn, round=won.round, answer=won.answer[:200], correct=right(won.answer))
     effect = ""
     if vote.changed:
         was_right = bool(last and last.correct)

@@ -77,6 +77,17 @@ def answer_key(kind: str, text: str) -> str:
     return " ".join(answer.lower().split())
 
 
+def answer_text(kind: str, answer: str) -> str:
+    """A final solution's text that holds `answer`, as `answer_key` and the graders read it (math boxed,
+    choices on their `Answer:` line)."""
+    return f"\\boxed{{{answer}}}" if kind == "math" else f"Answer: {answer}"
+
+
+def rule_name(rule: int) -> str:
+    """A final-answer vote's rule (outcome_pb2.VoteRule) as logs, metrics and audits name it: `tie_computed`."""
+    return outcome_pb2.VoteRule.Name(rule).removeprefix("VOTE_RULE_").lower()
+
+
 @dataclass(frozen=True)
 class Tally:
     winner: int | None  # index of the representative sample; None when no sample gave an answer

@@ -33,6 +33,7 @@ FIRST_DRAFTS = ("team", "single")
 # equivalence, over the answers the team produced: each solver draft or revision that changed its answer,
 # and each value a check program computed in the sandbox; ceo/answer_vote.py)
 FINAL_ANSWERS = ("last", "vote")
+MAX_CHECK_PROGRAMS = 8  # check_programs, in a profile file or a problem's override
 _VAR = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
 # A profile is named by a file stem; a name that could leave the profile directories is not looked up.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -204,8 +205,8 @@ def load_file(path: Path) -> Profile:
         raise ProfileError(f"{path}: executor {profile.executor!r} is not one of {', '.join(EXECUTORS)}")
     if profile.first_draft not in FIRST_DRAFTS:
         raise ProfileError(f"{path}: first_draft {profile.first_draft!r} is not one of {', '.join(FIRST_DRAFTS)}")
-    if not 1 <= profile.check_programs <= 8:
-        raise ProfileError(f"{path}: check_programs must be 1 to 8")
+    if not 1 <= profile.check_programs <= MAX_CHECK_PROGRAMS:
+        raise ProfileError(f"{path}: check_programs must be 1 to {MAX_CHECK_PROGRAMS}")
     if profile.final_answer not in FINAL_ANSWERS:
         raise ProfileError(f"{path}: final_answer {profile.final_answer!r} is not one of {', '.join(FINAL_ANSWERS)}")
     if profile.final_answer == "vote" and profile.kind not in ("math", "multiple_choice"):
@@ -298,8 +299,9 @@ def with_overrides(profile: Profile, metadata: dict[str, str]) -> Profile:
             raise ProfileError(f"metadata {key} overrides nothing; known: {known}")
     if not changes:
         return profile
-    if not 1 <= int(changes.get("check_programs", 1)) <= 8:  # type: ignore[arg-type]
-        raise ProfileError(f"metadata {OVERRIDE_PREFIX}check_programs={changes['check_programs']} is not 1 to 8")
+    if not 1 <= int(changes.get("check_programs", 1)) <= MAX_CHECK_PROGRAMS:  # type: ignore[arg-type]
+        raise ProfileError(f"metadata {OVERRIDE_PREFIX}check_programs={changes['check_programs']} is not 1 to "
+                           f"{MAX_CHECK_PROGRAMS}")
     if not any(k in changes for k in ("n_min", "n_cap", "initial_n")):
         return replace(profile, **changes)  # type: ignore[arg-type]
     n_min = int(changes.get("n_min", profile.n_min))  # type: ignore[arg-type]
