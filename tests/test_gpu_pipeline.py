@@ -117,11 +117,20 @@ def test_a_short_lease_may_skip_a_measurement_beside_the_loop_but_not_a_step_of_
     (stage / "manifest.json").write_text('{"artifacts": {}, "model": {"sha256": "0" }}')
     pipe = g.Pipeline(stage, deadline_s=60)
     soft = {name for name, _, is_soft in pipe.steps() if is_soft}
-    assert soft == {"seed", "synthetic-base-team", "ablations", "audit", "base-vote", "base-others", "gateway-base", "gateway-tuned"}
+    assert soft == {"seed", "synthetic-base-team", "ablations", "audit", "base-vote", "grounded-vote", "base-others",
+                    "gateway-base", "gateway-base-w2", "gateway-tuned"}
     with pytest.raises(SystemExit, match="only a measurement beside the loop"):
         pipe.go(only=["dataset"], skip=["dataset"])
     assert pipe.go(only=["gateway-tuned"], skip=["gateway-tuned"])
     assert pipe.st["steps"]["gateway-tuned"] == {"done": True, "skipped": True}
+
+
+def test_the_grounded_team_runs_before_the_vote_matched_to_it_with_the_single_agent_beside(g):
+    chains = g.Pipeline.groups(None)["grounded-vote"]
+    team, vote = chains[0]
+    assert team.mode == "mas" and ("--profile", g.GROUNDED_PROFILE) == team.extra
+    assert vote.mode == "vote" and str(g.RUNS / team.name) in vote.extra and "auto" in vote.extra
+    assert [[e.name for e in c] for c in chains[1:]] == [["base-single-all"]]
 
 
 def test_the_gateway_benchmark_keeps_the_rounds_it_finished_when_its_budget_cuts_it():

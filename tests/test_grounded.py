@@ -133,3 +133,20 @@ async def test_checks_that_compute_a_wrong_value_twice_outvote_a_right_solution_
     assert result.extracted_answer == "4" and result.correct == 0 and rule(traj.answer_vote) == "majority"
     audit = audit_trajectory(traj)
     assert audit.loss_step == "vote" and audit.context == ["vote_lost (majority)"]
+
+
+async def test_the_lean_grounded_team_spends_its_turn_on_eight_programs_and_one_critic_round(agent_stack):
+    # math500-lean-grounded: one critic, one round (an objection asks no revision inside the turn), eight
+    # programs per check step; a contradicting check still gives the team its second turn.
+    script = verified_script(solver=[(R.ROLE_SOLVER, ".", "Two plus three is \\boxed{4}.")],
+                             executor=checks_print(CHECK_SAYS_5))
+    async with agent_stack(script) as env:
+        p = two_plus_three("lean-1")
+        p.profile = "math500-lean-grounded"
+        result = await env.solve(p)
+        traj = await env.trajectory("lean-1")
+    by_turn = {t: [m.role for m in traj.messages if m.turn == t] for t in (1, 2)}
+    for turn in (1, 2):
+        assert by_turn[turn].count(R.ROLE_CRITIC) == 1 and by_turn[turn].count(R.ROLE_SOLVER) == 1
+        assert by_turn[turn].count(R.ROLE_EXECUTOR) == 8
+    assert result.turns == 2 and result.extracted_answer == "5" and list(traj.answer_vote.class_votes) == [1, 16]

@@ -368,6 +368,10 @@ TEAM_CONCURRENCY = int(os.environ.get("GPURUN_TEAM_CONCURRENCY", "96"))
 STACK_CONCURRENCY = os.environ.get("GPURUN_STACK_CONCURRENCY", "512")
 # The ablations of issue 15 on all 500 problems (profiles in services/protocol/profiles/)
 ABLATIONS = ("math500-ablate-direction", "math500-ablate-persona", "math500-ablate-norevision")
+# Issue 15's goal on all 500: a team grounded in execution against the vote matched to its tokens (step
+# grounded-vote; the fifth lease measured math500-grounded's tokens-to-programs variant).
+GROUNDED_PROFILE = os.environ.get("GPURUN_GROUNDED_PROFILE", "math500-lean-grounded")
+GROUNDED_CONCURRENCY = int(os.environ.get("GPURUN_GROUNDED_CONCURRENCY", "128"))
 GATEWAY_LEVELS = os.environ.get("GPURUN_GATEWAY_LEVELS", "1 32 128").split()
 # Seconds each gateway measurement may take: beside the loop, so it must not eat a lease's device time.
 GATEWAY_BUDGET_S = int(os.environ.get("GPURUN_GATEWAY_BUDGET_S", "150"))
@@ -677,10 +681,12 @@ class Pipeline:
             self.start_pod("tuned")
         self.record("retire-base", done=True)
 
-    def gateway(self, which: str) -> None:
-        """benchmarks/gpu_gateway.py steps 2-3 on a running pod: bare vLLM against the gateway in front of it,
-        4 client processes, concurrency 1/32/128, every process's CPU recorded."""
-        out = W / f"gateway-{which}"
+    def gateway(self, which: str, workers: int = 1) -> None:
+        """benchmarks/gpu_gateway.py steps 2-3 on a running pod: bare vLLM against the gateway in front of it
+        (`workers` gateway processes on one port), 4 client processes, concurrency 1/32/128, every process's
+        CPU recorded."""
+        step = f"gateway-{which}" + (f"-w{workers}" if workers > 1 else "")
+        out = W / step
         cpu0, started, sampler = cpu_ticks(), time.monotonic(), CpuSampler()
         sampler.start()
         argv = [sys.executable, "benchmarks/gpu_gateway.py", "--steps", "23", "--pod-url",
@@ -688,18 +694,19 @@ class Pipeline:
                 "--waves", GATEWAY_WAVES, "--min-requests", str(4 * int(GATEWAY_WAVES)),
                 "--no-ignore-eos", "--client-procs", "4", "--gateway-inflight", "256",
                 "--budget-s", str(max(30, min(GATEWAY_BUDGET_S, int(self.left() - 20)))), "--out-dir", str(out), "--log-dir", str(LOGS),
+                "--gateway-workers", str(workers),
                 *os.environ.get("GPURUN_GATEWAY_ARGS", "").split()]  # a rehearsal's smaller load
-        with (LOGS / f"gateway-{which}.log").open("ab") as logf:
+        with (LOGS / f"{step}.log").open("ab") as logf:
             r = subprocess.run(argv, env=env_for("app", self.proj) | {"OUT": str(out)}, cwd=self.proj, stdout=logf,
                                stderr=subprocess.STDOUT, timeout=max(30.0, self.left() - 5))
         cores = cores_between(cpu0, sampler.finish(), time.monotonic() - started)
         if not (out / "gpu_gateway.json").exists():
-            raise SystemExit(f"gpu_gateway.py failed:\n{tail(LOGS / f'gateway-{which}.log', 1500)}")
+            raise SystemExit(f"gpu_gateway.py failed:\n{tail(LOGS / f'{step}.log', 1500)}")
         res = json.loads((out / "gpu_gateway.json").read_text())
         # Cut by its budget, it keeps the levels it finished: recorded with the reason.
-        self.record(f"gateway-{which}", done=True, stream_interval=TUNED_STREAM_INTERVAL if which == "tuned" else 1,
-                    throughput=res.get("throughput", {}).get("results"), cores=cores,
-                    **({"error": tail(LOGS / f"gateway-{which}.log", 800)} if r.returncode else {}))
+        self.record(step, done=True, stream_interval=TUNED_STREAM_INTERVAL if which == "tuned" else 1,
+                    workers=workers, throughput=res.get("throughput", {}).get("results"), cores=cores,
+                    **({"error": tail(LOGS / f"{step}.log", 800)} if r.returncode else {}))
 
     def seed(self) -> None:
         """Earlier leases' runs of the same model and revision into RUNS: their evals resume where they stopped."""
@@ -739,16 +746,23 @@ class Pipeline:
         verified = team("base-verified-all", "base", profile="math500-verified")
         vote = Eval("base-vote-all", "base", "math500", "vote", 64,
                     extra=("--k", "auto", "--match", str(RUNS / "base-verified-all"), "--k-max", "32"))
+        grounded = Eval("base-grounded-all", "base", "math500", "mas", GROUNDED_CONCURRENCY,
+                        extra=("--profile", GROUNDED_PROFILE))
+        grounded_vote = Eval("base-gvote-all", "base", "math500", "vote", 64,
+                             extra=("--k", "auto", "--match", str(RUNS / grounded.name), "--k-max", "32"))
+        single = Eval("base-single-all", "base", "math500", "single", 128)
         others = [Eval(f"base-{b}-{m}", "base", b, m, 64) for b in ("aime2024", "humaneval", "mbpp")
                   for m in ("single", "mas")]
         return {
             "base-team": [[team(n, "base", "heldout")] for n in numbered("base-mas-heldout", HELDOUT_RUNS)]
             + [[team(n, "base", "train")] for n in TRAIN_RUNS],
-            "base-rest": [[Eval("base-single-all", "base", "math500", "single", 128)]],
+            "base-rest": [[single]],
             # issue 15 on MATH-500: the ablations, the verified team and the vote matched to it (soft: a short
             # lease may skip them; v2's runs of the last two stand)
             "ablations": [[team(f"base-{p.removeprefix('math500-')}-all", "base", profile=p)] for p in ABLATIONS],
             "base-vote": [[verified, vote]],
+            # the grounded team, then the vote matched to its tokens problem by problem; the single agent beside
+            "grounded-vote": [[grounded, grounded_vote], [single]],
             "base-others": [others[:2], others[2:4], others[4:]],
             "tuned-heldout": [[Eval("tuned-single-heldout", "tuned", "math500", "single", 128, "heldout")],
                               *[[team(n, "tuned", "heldout")] for n in numbered("tuned-mas-heldout", HELDOUT_RUNS)]],
@@ -778,8 +792,10 @@ class Pipeline:
             ("ablations", group("ablations", "base"), True),
             ("audit", self.audit, True),
             ("base-vote", group("base-vote", "base"), True),
+            ("grounded-vote", group("grounded-vote", "base"), True),
             ("base-others", group("base-others", "base"), True),
             ("gateway-base", lambda: self.gateway("base"), True),
+            ("gateway-base-w2", lambda: self.gateway("base", workers=2), True),
             ("sft-wait", self.sft_wait, False),
             ("retire-base", self.retire_base, False),
             ("serve-tuned", lambda: self.serve("tuned"), False),
@@ -894,8 +910,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--deadline-s", type=float, default=540)
     g.add_argument("--only", nargs="*", default=[], help="run only these steps")
     g.add_argument("--skip", nargs="*", default=[],
-                   help="skip these soft steps (seed, synthetic-base-team, ablations, audit, base-vote, base-others, gateway-base, "
-                        "gateway-tuned) for a short lease")
+                   help="skip these soft steps (seed, synthetic-base-team, ablations, audit, base-vote, grounded-vote, base-others, "
+                        "gateway-base, gateway-base-w2, gateway-tuned) for a short lease")
     args = p.parse_args(argv)
     W.mkdir(parents=True, exist_ok=True)
     stash(args.stage)
