@@ -126,7 +126,7 @@ def test_a_short_lease_may_skip_a_measurement_beside_the_loop_but_not_a_step_of_
 
 
 def test_the_grounded_team_runs_before_the_vote_matched_to_it_with_the_single_agent_beside(g):
-    chains = g.Pipeline.groups(None)["grounded-vote"]
+    chains = g.Pipeline.groups()["grounded-vote"]
     team, vote = chains[0]
     assert team.mode == "mas" and ("--profile", g.GROUNDED_PROFILE) == team.extra
     assert vote.mode == "vote" and str(g.RUNS / team.name) in vote.extra and "auto" in vote.extra

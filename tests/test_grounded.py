@@ -108,14 +108,20 @@ async def test_the_team_answers_with_the_computed_value_its_revisions_ignored(ag
     assert audit_trajectory(plain_traj, single={"correct": True, "extracted": "5"}).loss_step == "first_draft"
 
 
-async def test_a_team_whose_checks_agree_keeps_its_own_solution(agent_stack):
-    script = verified_script(solver=[(R.ROLE_SOLVER, ".", "Two plus three is \\boxed{5}.")],
-                             executor=checks_print(CHECK_SAYS_5))
+async def solve_grounded(agent_stack, problem_id: str, solver_says: str, program: str,
+                         profile: str = "math500-grounded"):
+    """Two plus three on the scripted backend: the solver always answers `solver_says`, every check program is
+    `program`, the evaluator accepts anything. The Result and the trajectory."""
+    script = verified_script(solver=[(R.ROLE_SOLVER, ".", f"Two plus three is \\boxed{{{solver_says}}}.")],
+                             executor=checks_print(program))
     async with agent_stack(script) as env:
-        p = two_plus_three("grounded-3")
-        p.profile = "math500-grounded"
-        result = await env.solve(p)
-        traj = await env.trajectory("grounded-3")
+        p = two_plus_three(problem_id)
+        p.profile = profile
+        return await env.solve(p), await env.trajectory(problem_id)
+
+
+async def test_a_team_whose_checks_agree_keeps_its_own_solution(agent_stack):
+    result, traj = await solve_grounded(agent_stack, "grounded-3", "5", CHECK_SAYS_5)
     assert result.stop_reason == "accepted" and result.answer == "Two plus three is \\boxed{5}."
     assert list(traj.answer_vote.class_votes) == [4] and not traj.answer_vote.changed
 
@@ -123,13 +129,7 @@ async def test_a_team_whose_checks_agree_keeps_its_own_solution(agent_stack):
 async def test_checks_that_compute_a_wrong_value_twice_outvote_a_right_solution_and_the_audit_says_so(agent_stack):
     # The vote's risk, stated: two wrong computed values outnumber one right prose answer.
     says_4 = "```python\nresult = 2 + 2\nprint('ANSWER:', result)\n```"
-    script = verified_script(solver=[(R.ROLE_SOLVER, ".", "Two plus three is \\boxed{5}.")],
-                             executor=checks_print(says_4))
-    async with agent_stack(script) as env:
-        p = two_plus_three("grounded-4")
-        p.profile = "math500-grounded"
-        result = await env.solve(p)
-        traj = await env.trajectory("grounded-4")
+    result, traj = await solve_grounded(agent_stack, "grounded-4", "5", says_4)
     assert result.extracted_answer == "4" and result.correct == 0 and rule(traj.answer_vote) == "majority"
     audit = audit_trajectory(traj)
     assert audit.loss_step == "vote" and audit.context == ["vote_lost (majority)"]
@@ -138,13 +138,7 @@ async def test_checks_that_compute_a_wrong_value_twice_outvote_a_right_solution_
 async def test_the_lean_grounded_team_spends_its_turn_on_eight_programs_and_one_critic_round(agent_stack):
     # math500-lean-grounded: one critic, one round (an objection asks no revision inside the turn), eight
     # programs per check step; a contradicting check still gives the team its second turn.
-    script = verified_script(solver=[(R.ROLE_SOLVER, ".", "Two plus three is \\boxed{4}.")],
-                             executor=checks_print(CHECK_SAYS_5))
-    async with agent_stack(script) as env:
-        p = two_plus_three("lean-1")
-        p.profile = "math500-lean-grounded"
-        result = await env.solve(p)
-        traj = await env.trajectory("lean-1")
+    result, traj = await solve_grounded(agent_stack, "lean-1", "4", CHECK_SAYS_5, profile="math500-lean-grounded")
     by_turn = {t: [m.role for m in traj.messages if m.turn == t] for t in (1, 2)}
     for turn in (1, 2):
         assert by_turn[turn].count(R.ROLE_CRITIC) == 1 and by_turn[turn].count(R.ROLE_SOLVER) == 1

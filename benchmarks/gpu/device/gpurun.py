@@ -737,7 +737,8 @@ class Pipeline:
             audited[run.name] = r.returncode if r.returncode else "ok"
         self.record("audit", done=True, runs=audited)
 
-    def groups(self) -> dict[str, list[list[Eval]]]:
+    @staticmethod
+    def groups() -> dict[str, list[list[Eval]]]:
         """Every eval of the pipeline, by the group step that runs it: chains side by side, each one's evals
         one after another."""
         def team(name: str, which: str, split: str | None = None, profile: str | None = None) -> Eval:
