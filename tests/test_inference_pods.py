@@ -66,6 +66,21 @@ async def test_streams_chunks_then_usage(pods: list[PodProcess]) -> None:
     assert 0 < usage.ttft_s <= usage.total_s
 
 
+async def test_a_final_only_call_gets_one_message_with_the_whole_text(pods: list[PodProcess]) -> None:
+    async with running_gateway([pods[0].url]) as gw:
+        streamed, streamed_usage = await gw.generate(chat("Tell me about the sea.", 24, temperature=0.0))
+        messages = [resp async for resp in gw.stub.Generate(
+            chat("Tell me about the sea.", 24, temperature=0.0, final_only=True), timeout=60)]
+        # The pod streamed to the gateway as before: its first token was timed for both calls.
+        assert gw.metric("conclave_inference_ttft_seconds_count", model="smollm2-135m-instruct") == 2
+    assert len(streamed) >= 3
+    assert len(messages) == 1 and not messages[0].text
+    usage = messages[0].usage
+    assert usage.raw_text == usage.visible_text == "".join(streamed) == streamed_usage.raw_text
+    assert usage.completion_tokens == streamed_usage.completion_tokens > 0
+    assert 0 < usage.ttft_s <= usage.total_s
+
+
 async def test_max_tokens_is_exact(pods: list[PodProcess]) -> None:
     async with running_gateway([pods[0].url]) as gw:
         _, usage = await gw.generate(chat("Write a very long essay about the history of Rome.", 7, temperature=0.0))

@@ -1,4 +1,5 @@
-"""The agents' side of the inference gateway: one streaming gRPC call per model call."""
+"""The agents' side of the inference gateway: one gRPC call per model call, answered by one message (the
+request sets final_only: the Usage carries the whole text, so no text chunks are sent)."""
 
 from __future__ import annotations
 
@@ -77,6 +78,8 @@ class LlmClient:
             session_key=opts.session_key,
             ledger_key=opts.ledger_key,
             role=opts.role,
+            # The whole text comes in the closing Usage; chunks would only cost messages.
+            final_only=True,
         )
         if opts.temperature is not None:
             req.temperature = opts.temperature

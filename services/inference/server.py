@@ -94,12 +94,20 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             write = context.write
             response = inference_pb2.GenerateResponse
             async with asyncio.timeout(limit):
-                async with contextlib.aclosing(coalesce(self._gw.generate(call), self._hold)) as events:
-                    async for event in events:
-                        if type(event) is str:
-                            await write(response(text=event))
-                        else:
-                            await write(response(usage=usage_to_proto(event)))  # type: ignore[arg-type]
+                if request.final_only:
+                    # The pod still streams to the gateway (TTFT, budget forcing); the caller gets the
+                    # Result alone, which carries the whole text.
+                    async with contextlib.aclosing(self._gw.generate(call)) as events:
+                        async for event in events:
+                            if type(event) is not str:
+                                await write(response(usage=usage_to_proto(event)))  # type: ignore[arg-type]
+                else:
+                    async with contextlib.aclosing(coalesce(self._gw.generate(call), self._hold)) as events:
+                        async for event in events:
+                            if type(event) is str:
+                                await write(response(text=event))
+                            else:
+                                await write(response(usage=usage_to_proto(event)))  # type: ignore[arg-type]
         except GatewayError as exc:
             error = exc
         except TimeoutError:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from conclave.v1 import agents_pb2 as conclave_dot_v1_dot_agents__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63onclave/v1/inference.proto\x12\x0b\x63onclave.v1\x1a\x18\x63onclave/v1/agents.proto\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\x80\x01\n\x10ReasoningOptions\x12\x15\n\rprefill_think\x18\x01 \x01(\x08\x12\x16\n\x0e\x62udget_forcing\x18\x02 \x01(\x08\x12\x14\n\x0c\x66orce_margin\x18\x03 \x01(\x05\x12\x12\n\nthink_open\x18\x04 \x01(\t\x12\x13\n\x0bthink_close\x18\x05 \x01(\t\"\x84\x03\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12*\n\x08messages\x18\x02 \x03(\x0b\x32\x18.conclave.v1.ChatMessage\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12\x12\n\nmax_tokens\x18\x04 \x01(\x05\x12\x18\n\x0btemperature\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12\x0c\n\x04stop\x18\x07 \x03(\t\x12\x11\n\x04seed\x18\x08 \x01(\x03H\x02\x88\x01\x01\x12\x13\n\x0bsession_key\x18\t \x01(\t\x12\x10\n\x08priority\x18\n \x01(\x05\x12\x12\n\ndeadline_s\x18\x0b \x01(\x01\x12\x30\n\treasoning\x18\x0c \x01(\x0b\x32\x1d.conclave.v1.ReasoningOptions\x12\x1f\n\x04role\x18\r \x01(\x0e\x32\x11.conclave.v1.Role\x12\x12\n\nledger_key\x18\x0e \x01(\tB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seed\"\xcb\x01\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\x12\x0e\n\x06ttft_s\x18\x04 \x01(\x01\x12\x0f\n\x07total_s\x18\x05 \x01(\x01\x12\x0b\n\x03pod\x18\x06 \x01(\t\x12\x14\n\x0c\x65xtra_tokens\x18\x07 \x01(\x05\x12\x10\n\x08raw_text\x18\x08 \x01(\t\x12\x14\n\x0cvisible_text\x18\t \x01(\t\x12\r\n\x05model\x18\n \x01(\t\"C\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12!\n\x05usage\x18\x02 \x01(\x0b\x32\x12.conclave.v1.Usage\"\x13\n\x11ListModelsRequest\"S\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04pods\x18\x02 \x03(\t\x12\x16\n\x0e\x63ontext_length\x18\x03 \x01(\x05\x12\x14\n\x0chealthy_pods\x18\x32 \x03(\t\"S\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.conclave.v1.ModelInfo\x12\x15\n\rdefault_model\x18\x02 \x01(\t\"_\n\x12\x43ountTokensRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12*\n\x08messages\x18\x02 \x03(\x0b\x32\x18.conclave.v1.ChatMessage\x12\x0e\n\x06prompt\x18\x03 \x01(\t\"%\n\x13\x43ountTokensResponse\x12\x0e\n\x06tokens\x18\x01 \x01(\x05\x32\xf7\x01\n\tInference\x12I\n\x08Generate\x12\x1c.conclave.v1.GenerateRequest\x1a\x1d.conclave.v1.GenerateResponse0\x01\x12M\n\nListModels\x12\x1e.conclave.v1.ListModelsRequest\x1a\x1f.conclave.v1.ListModelsResponse\x12P\n\x0b\x43ountTokens\x12\x1f.conclave.v1.CountTokensRequest\x1a .conclave.v1.CountTokensResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63onclave/v1/inference.proto\x12\x0b\x63onclave.v1\x1a\x18\x63onclave/v1/agents.proto\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\x80\x01\n\x10ReasoningOptions\x12\x15\n\rprefill_think\x18\x01 \x01(\x08\x12\x16\n\x0e\x62udget_forcing\x18\x02 \x01(\x08\x12\x14\n\x0c\x66orce_margin\x18\x03 \x01(\x05\x12\x12\n\nthink_open\x18\x04 \x01(\t\x12\x13\n\x0bthink_close\x18\x05 \x01(\t\"\x98\x03\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12*\n\x08messages\x18\x02 \x03(\x0b\x32\x18.conclave.v1.ChatMessage\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12\x12\n\nmax_tokens\x18\x04 \x01(\x05\x12\x18\n\x0btemperature\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12\x0c\n\x04stop\x18\x07 \x03(\t\x12\x11\n\x04seed\x18\x08 \x01(\x03H\x02\x88\x01\x01\x12\x13\n\x0bsession_key\x18\t \x01(\t\x12\x10\n\x08priority\x18\n \x01(\x05\x12\x12\n\ndeadline_s\x18\x0b \x01(\x01\x12\x30\n\treasoning\x18\x0c \x01(\x0b\x32\x1d.conclave.v1.ReasoningOptions\x12\x1f\n\x04role\x18\r \x01(\x0e\x32\x11.conclave.v1.Role\x12\x12\n\nledger_key\x18\x0e \x01(\t\x12\x12\n\nfinal_only\x18\x0f \x01(\x08\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seed\"\xcb\x01\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\x12\x0e\n\x06ttft_s\x18\x04 \x01(\x01\x12\x0f\n\x07total_s\x18\x05 \x01(\x01\x12\x0b\n\x03pod\x18\x06 \x01(\t\x12\x14\n\x0c\x65xtra_tokens\x18\x07 \x01(\x05\x12\x10\n\x08raw_text\x18\x08 \x01(\t\x12\x14\n\x0cvisible_text\x18\t \x01(\t\x12\r\n\x05model\x18\n \x01(\t\"C\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12!\n\x05usage\x18\x02 \x01(\x0b\x32\x12.conclave.v1.Usage\"\x13\n\x11ListModelsRequest\"S\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04pods\x18\x02 \x03(\t\x12\x16\n\x0e\x63ontext_length\x18\x03 \x01(\x05\x12\x14\n\x0chealthy_pods\x18\x32 \x03(\t\"S\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.conclave.v1.ModelInfo\x12\x15\n\rdefault_model\x18\x02 \x01(\t\"_\n\x12\x43ountTokensRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12*\n\x08messages\x18\x02 \x03(\x0b\x32\x18.conclave.v1.ChatMessage\x12\x0e\n\x06prompt\x18\x03 \x01(\t\"%\n\x13\x43ountTokensResponse\x12\x0e\n\x06tokens\x18\x01 \x01(\x05\x32\xf7\x01\n\tInference\x12I\n\x08Generate\x12\x1c.conclave.v1.GenerateRequest\x1a\x1d.conclave.v1.GenerateResponse0\x01\x12M\n\nListModels\x12\x1e.conclave.v1.ListModelsRequest\x1a\x1f.conclave.v1.ListModelsResponse\x12P\n\x0b\x43ountTokens\x12\x1f.conclave.v1.CountTokensRequest\x1a .conclave.v1.CountTokensResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,21 +37,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REASONINGOPTIONS']._serialized_start=117
   _globals['_REASONINGOPTIONS']._serialized_end=245
   _globals['_GENERATEREQUEST']._serialized_start=248
-  _globals['_GENERATEREQUEST']._serialized_end=636
-  _globals['_USAGE']._serialized_start=639
-  _globals['_USAGE']._serialized_end=842
-  _globals['_GENERATERESPONSE']._serialized_start=844
-  _globals['_GENERATERESPONSE']._serialized_end=911
-  _globals['_LISTMODELSREQUEST']._serialized_start=913
-  _globals['_LISTMODELSREQUEST']._serialized_end=932
-  _globals['_MODELINFO']._serialized_start=934
-  _globals['_MODELINFO']._serialized_end=1017
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1019
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1102
-  _globals['_COUNTTOKENSREQUEST']._serialized_start=1104
-  _globals['_COUNTTOKENSREQUEST']._serialized_end=1199
-  _globals['_COUNTTOKENSRESPONSE']._serialized_start=1201
-  _globals['_COUNTTOKENSRESPONSE']._serialized_end=1238
-  _globals['_INFERENCE']._serialized_start=1241
-  _globals['_INFERENCE']._serialized_end=1488
+  _globals['_GENERATEREQUEST']._serialized_end=656
+  _globals['_USAGE']._serialized_start=659
+  _globals['_USAGE']._serialized_end=862
+  _globals['_GENERATERESPONSE']._serialized_start=864
+  _globals['_GENERATERESPONSE']._serialized_end=931
+  _globals['_LISTMODELSREQUEST']._serialized_start=933
+  _globals['_LISTMODELSREQUEST']._serialized_end=952
+  _globals['_MODELINFO']._serialized_start=954
+  _globals['_MODELINFO']._serialized_end=1037
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1039
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1122
+  _globals['_COUNTTOKENSREQUEST']._serialized_start=1124
+  _globals['_COUNTTOKENSREQUEST']._serialized_end=1219
+  _globals['_COUNTTOKENSRESPONSE']._serialized_start=1221
+  _globals['_COUNTTOKENSRESPONSE']._serialized_end=1258
+  _globals['_INFERENCE']._serialized_start=1261
+  _globals['_INFERENCE']._serialized_end=1508
 # @@protoc_insertion_point(module_scope)

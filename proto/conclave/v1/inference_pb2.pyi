@@ -30,7 +30,7 @@ class ReasoningOptions(_message.Message):
     def __init__(self, prefill_think: _Optional[bool] = ..., budget_forcing: _Optional[bool] = ..., force_margin: _Optional[int] = ..., think_open: _Optional[str] = ..., think_close: _Optional[str] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("model", "messages", "prompt", "max_tokens", "temperature", "top_p", "stop", "seed", "session_key", "priority", "deadline_s", "reasoning", "role", "ledger_key")
+    __slots__ = ("model", "messages", "prompt", "max_tokens", "temperature", "top_p", "stop", "seed", "session_key", "priority", "deadline_s", "reasoning", "role", "ledger_key", "final_only")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +45,7 @@ class GenerateRequest(_message.Message):
     REASONING_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     LEDGER_KEY_FIELD_NUMBER: _ClassVar[int]
+    FINAL_ONLY_FIELD_NUMBER: _ClassVar[int]
     model: str
     messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
     prompt: str
@@ -59,7 +60,8 @@ class GenerateRequest(_message.Message):
     reasoning: ReasoningOptions
     role: _agents_pb2.Role
     ledger_key: str
-    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., prompt: _Optional[str] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., session_key: _Optional[str] = ..., priority: _Optional[int] = ..., deadline_s: _Optional[float] = ..., reasoning: _Optional[_Union[ReasoningOptions, _Mapping]] = ..., role: _Optional[_Union[_agents_pb2.Role, str]] = ..., ledger_key: _Optional[str] = ...) -> None: ...
+    final_only: bool
+    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., prompt: _Optional[str] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., session_key: _Optional[str] = ..., priority: _Optional[int] = ..., deadline_s: _Optional[float] = ..., reasoning: _Optional[_Union[ReasoningOptions, _Mapping]] = ..., role: _Optional[_Union[_agents_pb2.Role, str]] = ..., ledger_key: _Optional[str] = ..., final_only: _Optional[bool] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("prompt_tokens", "completion_tokens", "finish_reason", "ttft_s", "total_s", "pod", "extra_tokens", "raw_text", "visible_text", "model")
