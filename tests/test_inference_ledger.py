@@ -14,13 +14,14 @@ import pytest
 
 from conclave.v1 import inference_pb2, inference_pb2_grpc
 from services.bus import topology
-from services.inference.ledger import CeilingReached, Ledger
+from services.inference.backends.scripted import ScriptedBackend, ScriptRule
+from services.inference.ledger import CeilingReached, Ledger, Reservation
 from services.inference.service import InferenceService, build
 from services.inference.settings import InferenceSettings
 from services.runtime.lifecycle import run
 from services.stack.natsd import NatsServer
 from tests.conftest import eventually
-from tests.inference_helpers.gateway import chat
+from tests.inference_helpers.gateway import chat, running_gateway
 
 
 async def test_reserve_commit_release_and_spent(bus) -> None:  # type: ignore[no-untyped-def]
@@ -252,3 +253,69 @@ async def test_service_health_and_drain(nats_server: NatsServer, tmp_path: Path)
             models = await inference_pb2_grpc.InferenceStub(channel).ListModels(
                 inference_pb2.ListModelsRequest(), timeout=5)
             assert models.default_model == "scripted"
+
+
+def holds(check):  # type: ignore[no-untyped-def]
+    """`check` as the awaitable predicate `eventually` takes."""
+
+    async def predicate() -> bool:
+        return bool(check())
+
+    return predicate
+
+
+class HeldLedger:
+    """A ledger whose reservations wait for the test's word, to show what the gateway does meanwhile (a
+    stand-in for the KV round trip; the real one is tested above)."""
+
+    def __init__(self, *, refuse: bool = False) -> None:
+        self.release = asyncio.Event()
+        self.refuse = refuse
+        self.settled: list[tuple[str, int]] = []
+
+    async def reserve(self, key: str, tokens: int) -> Reservation:
+        await self.release.wait()
+        if self.refuse:
+            raise CeilingReached(f"token ceiling reached for {key} (held ledger)")
+        return Reservation(key, tokens)
+
+    def commit_later(self, reservation: Reservation, used: int) -> None:
+        self.settled.append((reservation.key, used))
+
+    async def settle_all(self) -> None:
+        return None
+
+
+async def test_the_pod_starts_while_the_reservation_is_on_its_way_and_nothing_leaves_before_it() -> None:
+    backend = ScriptedBackend([ScriptRule("fine thanks")])
+    async with running_gateway(backend=backend) as gw:
+        gw.app.gateway.ledger = ledger = HeldLedger()  # type: ignore[assignment]
+        call = gw.stub.Generate(chat("how are you", 20, ledger_key="prob-1"), timeout=10)
+        first = asyncio.ensure_future(call.read())
+        await eventually(holds(lambda: len(backend.calls) == 1), timeout=5)  # the pod has the request
+        await asyncio.sleep(0.2)
+        assert not first.done()  # its text waits for the reservation
+        ledger.release.set()
+        texts = [(await first).text]
+        while (resp := await call.read()) is not grpc.aio.EOF:
+            texts.append(resp.text)
+        assert "".join(texts) == "fine thanks"
+        await eventually(holds(lambda: ledger.settled == [("prob-1", 5)]), timeout=5)  # 3 prompt + 2 completion
+
+
+async def test_a_refused_reservation_closes_the_pods_request_and_sends_no_text() -> None:
+    backend = ScriptedBackend([ScriptRule(" ".join(str(i) for i in range(100)))], token_latency_s=0.01)
+    async with running_gateway(backend=backend) as gw:
+        gw.app.gateway.ledger = ledger = HeldLedger(refuse=True)  # type: ignore[assignment]
+        call = gw.stub.Generate(chat("count for me", 100, ledger_key="prob-1"), timeout=10)
+        await eventually(holds(lambda: len(backend.calls) == 1), timeout=5)
+        ledger.release.set()
+        texts = []
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            while (resp := await call.read()) is not grpc.aio.EOF:
+                texts.append(resp.text)
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "token ceiling reached" in (err.value.details() or "")
+        assert texts == [] and ledger.settled == []
+        assert gw.metric("conclave_inference_rejections_total", reason="ceiling") == 1
+        await eventually(holds(lambda: gw.metric("conclave_inference_in_flight", backend="local") == 0), timeout=5)

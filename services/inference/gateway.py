@@ -5,6 +5,7 @@ token) -> budget forcing -> ledger -> metrics. `server.py` maps it to and from p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -153,6 +154,11 @@ class Gateway:
         spec = call.reasoning
         label = self._model_label(req.model)
         reservation: Reservation | None = None
+        # The ledger's round trip runs beside the pod's start instead of before it: nothing reaches the
+        # caller until the reservation is confirmed, and a refused one closes the pod's request at once
+        # (the pod may then have prefilled the prompt and generated a round trip's worth of tokens that no
+        # entry counts). It is shielded: a call cancelled meanwhile settles what it reserved when it lands.
+        reserving: asyncio.Future[Reservation | None] | None = None
         progress = _Progress(t0)
         outcome = "error"
         result: Result | None = None
@@ -160,7 +166,7 @@ class Gateway:
         span = spans.gateway_span(call.traceparent, call.role, label)
         try:
             if call.ledger_key:
-                reservation = await self._reserve(call)
+                reserving = asyncio.ensure_future(self._reserve(call))
             else:
                 self._check_unledgered(call)
             # The thinking prefill goes out with the first generated chunk, so TTFT stays honest.
@@ -168,8 +174,13 @@ class Gateway:
             seg1_req = replace(req, assistant_prefix=req.assistant_prefix + progress.pending,
                                max_tokens=first_segment_tokens(req.max_tokens, spec))
             seg1 = _Segment()
-            async for text in self._segment(seg1_req, call, seg1, None, span):
-                yield progress.take(text)
+            async with contextlib.aclosing(self._segment(seg1_req, call, seg1, None, span)) as texts:
+                async for text in texts:
+                    if reserving is not None:
+                        reservation, reserving = await asyncio.shield(reserving), None
+                    yield progress.take(text)
+            if reserving is not None:  # nothing was generated
+                reservation, reserving = await asyncio.shield(reserving), None
             assert seg1.usage is not None and seg1.pod is not None
             prompt_tokens, generated, finish = seg1.usage.prompt_tokens, seg1.usage.completion_tokens, \
                 seg1.usage.finish_reason
@@ -215,11 +226,13 @@ class Gateway:
                 outcome = "cancelled"
             raise
         finally:
+            # Cancelled or failed: count what the pod did produce (one streamed delta is one token), free
+            # the rest. Later, because a cancelled task cannot await reliably.
+            used = self._estimate_prompt(call) + progress.chunks if progress.chunks else 0
             if reservation is not None:
-                # Cancelled or failed: count what the pod did produce (one streamed delta is one token),
-                # free the rest. Later, because a cancelled task cannot await reliably.
-                used = self._estimate_prompt(call) + progress.chunks if progress.chunks else 0
                 self._settle_later(reservation, used)
+            if reserving is not None:  # the call ended before its reservation landed
+                reserving.add_done_callback(lambda done: self._settle_landed(done, used))
             self._observe(call, label, outcome, result, t0, progress.ttft, progress.t_last, progress.chunks)
             spans.end_gateway_span(span, outcome, result)
 
@@ -317,6 +330,13 @@ class Gateway:
             raise GatewayError("UNAVAILABLE", str(exc)) from None
         except Exception as exc:  # KV unavailable, invalid key
             raise GatewayError("UNAVAILABLE", f"token ledger unavailable: {exc!r}") from exc
+
+    def _settle_landed(self, reserving: asyncio.Future[Reservation | None], used: int) -> None:
+        if reserving.cancelled() or reserving.exception() is not None:
+            return  # nothing reserved (a refusal was the call's error, or it ended first)
+        reservation = reserving.result()
+        if reservation is not None:
+            self._settle_later(reservation, used)
 
     def _settle_later(self, reservation: Reservation, used: int) -> None:
         assert self.ledger is not None

@@ -1,7 +1,8 @@
 """The token ledger: per-problem token ceilings in the JetStream KV bucket `conclave_token_ledger`.
 
 Key: the problem id. Value: JSON {"ceiling", "reserved", "committed"} (ceiling 0 = no ceiling). A call
-reserves its worst case before it starts, commits what it really used when it ends (which also frees
+reserves its worst case as it starts (the gateway sends the reservation beside the pod's request and lets no
+text out before it is confirmed: gateway.py), commits what it really used when it ends (which also frees
 its reservation), or releases the reservation when it fails. Every change is an optimistic-concurrency
 update on the entry's last revision, retried on conflict, so gateway replicas and the CEO can share
 an entry without a lock. A Ledger remembers the revision it last wrote for each key and first tries
