@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, Gauge, Info
 from services.bus import subjects, topology
 from services.bus.deadletter import DeadLetters, MaxDeliveriesWatcher
 from services.bus.topology import ConsumerSpec
-from services.runtime import logs, tracing
+from services.runtime import event_loop, logs, tracing
 from services.runtime.connection import connect
 from services.runtime.http import ProbeServer
 from services.runtime.settings import RuntimeSettings
@@ -125,7 +125,7 @@ async def run(service: Service[S], stop: asyncio.Event | None = None, started: a
 
     registry = CollectorRegistry()
     Info("conclave_build", "Conclave build information.", registry=registry).info(
-        {"version": VERSION, "service": service.name}
+        {"version": VERSION, "service": service.name, "event_loop": event_loop.running()}
     )
     up = Gauge("conclave_service_ready", "1 when the service is serving.", registry=registry)
 
@@ -170,7 +170,8 @@ async def run(service: Service[S], stop: asyncio.Event | None = None, started: a
         up.set(1)
         if started is not None:
             started.set()
-        log.info("%s ready", service.name, extra={"instance": rt.instance, "metrics_port": probe.port})
+        log.info("%s ready", service.name, extra={"instance": rt.instance, "metrics_port": probe.port,
+                                                   "event_loop": event_loop.running()})
         await stop.wait()
         log.info("%s draining", service.name)
     finally:
@@ -210,7 +211,8 @@ def main(service: Service[S]) -> int:
     """Process entrypoint: JSON logs, then run until SIGTERM/SIGINT."""
     logs.configure(service.name, service.settings.log_level, service.settings.log_json)
     tracing.configure(service.name)
+    _loop, run_on_loop = event_loop.runner(service.settings.event_loop)
     try:
-        return asyncio.run(run(service))
+        return run_on_loop(run(service))
     finally:
         tracing.shutdown()

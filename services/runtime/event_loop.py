@@ -1,0 +1,37 @@
+"""The event loop a service process runs on: uvloop (libuv) by default, Python's own asyncio loop on request.
+
+Most of a problem's time outside the model is Python work on some process's event loop, hop after hop: the
+CEO publishing a task, the role worker fetching it, its gRPC call to the gateway and the reply, the NATS
+client writing through TLS. uvloop does the loop's own part of that (sockets, TLS, timers, callbacks) in
+C; on the protocol benchmark it took about 6 ms off a problem (250 ms of model time; README, "Measured").
+Where uvloop is not installed (it has no Windows build) the process says so and runs on asyncio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any, Literal, TypeVar
+
+log = logging.getLogger(__name__)
+
+Loop = Literal["uvloop", "asyncio"]
+T = TypeVar("T")
+
+
+def runner(wanted: Loop) -> tuple[Loop, Callable[[Coroutine[Any, Any, T]], T]]:
+    """The loop that will run, and the `asyncio.run` that runs a coroutine on it."""
+    if wanted == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            log.warning("event_loop is uvloop but uvloop is not installed; running on asyncio's own loop")
+            return "asyncio", asyncio.run
+        return "uvloop", uvloop.run
+    return "asyncio", asyncio.run
+
+
+def running() -> Loop:
+    """The loop the caller runs on."""
+    return "uvloop" if type(asyncio.get_running_loop()).__module__.startswith("uvloop") else "asyncio"
