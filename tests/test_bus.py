@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import sys
+
+import nats
 
 from prometheus_client import CollectorRegistry
 
@@ -15,6 +18,7 @@ from services.bus.deadletter import DeadLetters, MaxDeliveriesWatcher
 from services.bus.headers import MSG_ID
 from services.bus.topology import ROLE_CONSUMERS, TASKS
 from services.runtime.worker import JetStreamWorker, WorkerMetrics
+from services.stack.natsd import NatsServer, find_binary, free_port, reachable
 from tests.conftest import FAST, REPO, eventually
 
 SOLVER = ROLE_CONSUMERS["solver"]
@@ -44,6 +48,30 @@ async def test_declaring_the_bus_twice_changes_nothing(nc):
     second = await topology.declare(js, FAST)
     assert second.created == [] and second.updated == []
     assert len(second.unchanged) == len(topology.STREAMS) + len(topology.CONSUMERS) + len(topology.BUCKETS)
+
+
+async def test_declaring_waits_for_a_jetstream_that_does_not_answer_yet(tmp_path):
+    # First a server without JetStream on the port (its API has no responders, as while a cluster elects
+    # its leaders), then the real one on the same port: the declaration waits instead of failing.
+    port = free_port()
+    plain = subprocess.Popen([str(find_binary()), "-a", "127.0.0.1", "-p", str(port)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = NatsServer(store_dir=tmp_path / "js", port=port)
+    try:
+        await eventually(lambda: asyncio.sleep(0, reachable(f"nats://127.0.0.1:{port}")), timeout=10)
+        client = await nats.connect(f"nats://127.0.0.1:{port}", max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+        declaring = asyncio.ensure_future(topology.declare(client.jetstream(), FAST, wait_s=30))
+        await asyncio.sleep(1.5)
+        assert not declaring.done()  # still waiting, not failed
+        plain.terminate()
+        plain.wait()
+        server.start()
+        report = await asyncio.wait_for(declaring, 30)
+        assert len(report.created) == len(topology.STREAMS) + len(topology.CONSUMERS) + len(topology.BUCKETS)
+        await client.close()
+    finally:
+        plain.kill()
+        server.stop()
 
 
 async def test_changed_timing_updates_consumers_in_place(nc):

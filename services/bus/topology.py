@@ -24,6 +24,7 @@ from nats.js.api import (
 from nats.js.errors import BadRequestError, NotFoundError
 
 from services.bus import subjects
+from services.bus.retry import retrying
 from services.protocol.roles import WORKER_ROLES
 
 log = logging.getLogger(__name__)
@@ -233,13 +234,22 @@ def _norm(value: object) -> object:
     return value
 
 
-async def declare(js: JetStreamContext, timing: BusTiming) -> DeclareReport:
-    """Create or update every stream, consumer and bucket; a second call changes nothing."""
+async def declare(js: JetStreamContext, timing: BusTiming, *, wait_s: float = 30.0) -> DeclareReport:
+    """Create or update every stream, consumer and bucket; a second call changes nothing.
+
+    Its reads (stream, consumer and bucket info, which every service may make) are retried for up to
+    `wait_s` while JetStream does not answer: a server still starting, a cluster electing its leaders
+    (seen in benchmarks/chaos.py's cluster mode: a service started then exited on a timed-out read). Its
+    writes are not: with security on only the admin may make them, and a refusal arrives as a timeout."""
+
+    def read(op, what: str):  # type: ignore[no-untyped-def]
+        return retrying(op, what, give_up_s=wait_s)
+
     report = DeclareReport()
     for spec in STREAMS:
         want = stream_config(spec, timing)
         try:
-            info = await js.stream_info(spec.name)
+            info = await read(lambda s=spec.name: js.stream_info(s), f"read stream {spec.name}")
         except NotFoundError:
             await js.add_stream(want)
             report.created.append(f"stream:{spec.name}")
@@ -253,7 +263,7 @@ async def declare(js: JetStreamContext, timing: BusTiming) -> DeclareReport:
         want_c = consumer_config(cspec, timing)
         name = f"consumer:{cspec.stream}/{cspec.durable}"
         try:
-            cinfo = await js.consumer_info(cspec.stream, cspec.durable)
+            cinfo = await read(lambda c=cspec: js.consumer_info(c.stream, c.durable), f"read consumer {name}")
         except NotFoundError:
             await js.add_consumer(cspec.stream, want_c)
             report.created.append(name)
@@ -266,7 +276,7 @@ async def declare(js: JetStreamContext, timing: BusTiming) -> DeclareReport:
     for bspec in BUCKETS:
         name = f"kv:{bspec.bucket}"
         try:
-            await js.key_value(bspec.bucket)
+            await read(lambda b=bspec.bucket: js.key_value(b), f"read bucket {bspec.bucket}")
             report.unchanged.append(name)
         except (NotFoundError, BadRequestError):
             await js.create_key_value(

@@ -138,14 +138,16 @@ async def run(service: Service[S], stop: asyncio.Event | None = None, started: a
     try:
         if settings.declare_bus:
             try:
-                await topology.declare(rt.js, settings.bus_timing())
+                await topology.declare(rt.js, settings.bus_timing(), wait_s=settings.bus_give_up_s)
             except Exception as exc:
                 # With security on, a service may only check the topology; a missing or different stream,
                 # consumer or bucket needs the admin user (the server refused, so the request timed out).
+                # The checks themselves waited bus_give_up_s for a JetStream that did not answer.
                 raise RuntimeError(
-                    f"the bus is not declared as this service expects ({exc!r}); only the NATS admin may create "
-                    "or change streams: run `conclave up`, the Kubernetes Job bus-setup, or `python -m "
-                    "services.stack.declare` as admin with the same timing settings") from exc
+                    f"the bus is not declared as this service expects, or JetStream did not answer within "
+                    f"{settings.bus_give_up_s:.0f}s ({exc!r}); only the NATS admin may create or change streams: "
+                    "run `conclave up`, the Kubernetes Job bus-setup, or `python -m services.stack.declare` as "
+                    "admin with the same timing settings") from exc
         await service.setup(rt)
         if rt.workers:
             watcher = MaxDeliveriesWatcher(nc, rt.js, rt.letters, sorted({w._spec.stream for w in rt.workers}))
