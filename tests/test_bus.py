@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
-import subprocess
 import sys
 
 import nats
-
 from prometheus_client import CollectorRegistry
 
 from conclave.v1 import outcome_pb2
@@ -54,8 +53,8 @@ async def test_declaring_waits_for_a_jetstream_that_does_not_answer_yet(tmp_path
     # First a server without JetStream on the port (its API has no responders, as while a cluster elects
     # its leaders), then the real one on the same port: the declaration waits instead of failing.
     port = free_port()
-    plain = subprocess.Popen([str(find_binary()), "-a", "127.0.0.1", "-p", str(port)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    plain = await asyncio.create_subprocess_exec(str(find_binary()), "-a", "127.0.0.1", "-p", str(port),
+                                                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     server = NatsServer(store_dir=tmp_path / "js", port=port)
     try:
         await eventually(lambda: asyncio.sleep(0, reachable(f"nats://127.0.0.1:{port}")), timeout=10)
@@ -64,13 +63,14 @@ async def test_declaring_waits_for_a_jetstream_that_does_not_answer_yet(tmp_path
         await asyncio.sleep(1.5)
         assert not declaring.done()  # still waiting, not failed
         plain.terminate()
-        plain.wait()
+        await plain.wait()
         server.start()
         report = await asyncio.wait_for(declaring, 30)
         assert len(report.created) == len(topology.STREAMS) + len(topology.CONSUMERS) + len(topology.BUCKETS)
         await client.close()
     finally:
-        plain.kill()
+        with contextlib.suppress(ProcessLookupError):
+            plain.kill()
         server.stop()
 
 

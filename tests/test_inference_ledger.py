@@ -268,12 +268,16 @@ class HeldLedger:
     """A ledger whose reservations wait for the test's word, to show what the gateway does meanwhile (a
     stand-in for the KV round trip; the real one is tested above)."""
 
-    def __init__(self, *, refuse: bool = False) -> None:
+    def __init__(self, *, refuse: bool = False, away: int = 0) -> None:
         self.release = asyncio.Event()
         self.refuse = refuse
+        self.away = away  # the first `away` reservations fail as with the KV unreachable
         self.settled: list[tuple[str, int]] = []
 
     async def reserve(self, key: str, tokens: int) -> Reservation:
+        if self.away:
+            self.away -= 1
+            raise nats.errors.TimeoutError
         await self.release.wait()
         if self.refuse:
             raise CeilingReached(f"token ceiling reached for {key} (held ledger)")
@@ -319,3 +323,57 @@ async def test_a_refused_reservation_closes_the_pods_request_and_sends_no_text()
         assert texts == [] and ledger.settled == []
         assert gw.metric("conclave_inference_rejections_total", reason="ceiling") == 1
         await eventually(holds(lambda: gw.metric("conclave_inference_in_flight", backend="local") == 0), timeout=5)
+
+
+async def test_a_refusal_ends_the_call_without_waiting_for_the_pods_first_token() -> None:
+    backend = ScriptedBackend([ScriptRule("fine thanks")], latency_s=60.0)  # a first token far away
+    async with running_gateway(backend=backend) as gw:
+        gw.app.gateway.ledger = ledger = HeldLedger(refuse=True)  # type: ignore[assignment]
+        call = gw.stub.Generate(chat("how are you", 20, ledger_key="prob-1"), timeout=20)
+        await eventually(holds(lambda: len(backend.calls) == 1), timeout=5)
+        ledger.release.set()
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call.read()
+        # Not DEADLINE_EXCEEDED: the refusal did not wait for the pod.
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        await eventually(holds(lambda: gw.metric("conclave_inference_in_flight", backend="local") == 0), timeout=5)
+
+
+async def test_a_refusal_wins_over_a_pod_failure_that_came_first() -> None:
+    backend = ScriptedBackend([ScriptRule("fine thanks")])
+    async with running_gateway(pods=["scripted://a"], backend=backend, health_interval_s=30.0) as gw:
+        backend.down.add("a")
+        gw.app.gateway.ledger = ledger = HeldLedger(refuse=True)  # type: ignore[assignment]
+        call = gw.stub.Generate(chat("how are you", 20, ledger_key="prob-1"), timeout=10)
+        await asyncio.sleep(0.3)  # the pod has failed by now; the reservation is still on its way
+        ledger.release.set()
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call.read()
+        # The caller learns the budget is spent (it stops), not that a pod is down (it would retry).
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_after_the_ledger_failed_the_next_call_reserves_before_it_asks_a_pod() -> None:
+    backend = ScriptedBackend([ScriptRule("fine thanks")])
+    async with running_gateway(backend=backend) as gw:
+        gw.app.gateway.ledger = ledger = HeldLedger(away=1)  # type: ignore[assignment]
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await gw.generate(chat("how are you", 20, ledger_key="prob-1"))
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        asked = len(backend.calls)
+        call = gw.stub.Generate(chat("how are you", 20, ledger_key="prob-1"), timeout=10)
+        reading = asyncio.ensure_future(call.read())
+        await asyncio.sleep(0.3)
+        assert len(backend.calls) == asked  # the pod waits for the ledger now
+        ledger.release.set()
+        assert (await reading).text
+        while await call.read() is not grpc.aio.EOF:
+            pass
+        assert len(backend.calls) == asked + 1
+        # The ledger answered again: the next call overlaps once more.
+        ledger.release.clear()
+        call = gw.stub.Generate(chat("how are you", 20, ledger_key="prob-1"), timeout=10)
+        reading = asyncio.ensure_future(call.read())
+        await eventually(holds(lambda: len(backend.calls) == asked + 2), timeout=5)
+        ledger.release.set()
+        assert (await reading).text

@@ -8,6 +8,7 @@ from `BusTiming`, which tests shorten and operators can tune.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -237,13 +238,15 @@ def _norm(value: object) -> object:
 async def declare(js: JetStreamContext, timing: BusTiming, *, wait_s: float = 30.0) -> DeclareReport:
     """Create or update every stream, consumer and bucket; a second call changes nothing.
 
-    Its reads (stream, consumer and bucket info, which every service may make) are retried for up to
-    `wait_s` while JetStream does not answer: a server still starting, a cluster electing its leaders
+    Its reads (stream, consumer and bucket info, which every service may make) are retried, for up to
+    `wait_s` in all, while JetStream does not answer: a server still starting, a cluster electing its leaders
     (seen in benchmarks/chaos.py's cluster mode: a service started then exited on a timed-out read). Its
     writes are not: with security on only the admin may make them, and a refusal arrives as a timeout."""
 
+    deadline = time.monotonic() + wait_s  # one wait for the whole declaration, not one per read
+
     def read(op, what: str):  # type: ignore[no-untyped-def]
-        return retrying(op, what, give_up_s=wait_s)
+        return retrying(op, what, give_up_s=max(0.0, deadline - time.monotonic()))
 
     report = DeclareReport()
     for spec in STREAMS:

@@ -30,6 +30,8 @@ from services.runtime.tracing import traceparent_of
 
 log = logging.getLogger(__name__)
 
+_END = object()  # a segment that generated no text at all
+
 
 class GatewayError(Exception):
     """A call that cannot be served; `code` is the gRPC status name the client gets, `reason` the typed
@@ -136,6 +138,10 @@ class Gateway:
     known_models: set[str] = field(default_factory=set)
     # Mutable: with DNS discovery the pods (and so the default model) may appear after start-up.
     default_model: str = ""
+    # Reservations on their way to the ledger; and whether the next one may run beside its pod request
+    # (false after a reservation failed for want of the ledger, until one succeeds).
+    _reservations: set[asyncio.Future[Reservation | None]] = field(default_factory=set, init=False, repr=False)
+    _overlap_reservations: bool = field(default=True, init=False, repr=False)
 
     def learn_models(self, pools_models: set[str]) -> None:
         self.known_models |= pools_models
@@ -154,10 +160,9 @@ class Gateway:
         spec = call.reasoning
         label = self._model_label(req.model)
         reservation: Reservation | None = None
-        # The ledger's round trip runs beside the pod's start instead of before it: nothing reaches the
-        # caller until the reservation is confirmed, and a refused one closes the pod's request at once
-        # (the pod may then have prefilled the prompt and generated a round trip's worth of tokens that no
-        # entry counts). It is shielded: a call cancelled meanwhile settles what it reserved when it lands.
+        # The ledger's round trip runs beside the pod's start instead of before it (`_confirmed`). Until
+        # `reservation` holds what it reserved, `reserving` is set, and a call that ends first settles it
+        # when it lands (it is never cancelled: a write may land without its answer).
         reserving: asyncio.Future[Reservation | None] | None = None
         progress = _Progress(t0)
         outcome = "error"
@@ -166,7 +171,11 @@ class Gateway:
         span = spans.gateway_span(call.traceparent, call.role, label)
         try:
             if call.ledger_key:
-                reserving = asyncio.ensure_future(self._reserve(call))
+                reserving = self._start_reservation(call)
+                if not self._overlap_reservations:
+                    # The last reservation failed (the ledger may be away): this one goes first, so that a
+                    # call that cannot be accounted holds no pod slot while it waits for the ledger.
+                    reservation, reserving = await asyncio.shield(reserving), None
             else:
                 self._check_unledgered(call)
             # The thinking prefill goes out with the first generated chunk, so TTFT stays honest.
@@ -175,12 +184,13 @@ class Gateway:
                                max_tokens=first_segment_tokens(req.max_tokens, spec))
             seg1 = _Segment()
             async with contextlib.aclosing(self._segment(seg1_req, call, seg1, None, span)) as texts:
+                if reserving is not None:
+                    reservation, first = await self._confirmed(reserving, texts)
+                    reserving = None
+                    if first is not _END:
+                        yield progress.take(first)  # type: ignore[arg-type]
                 async for text in texts:
-                    if reserving is not None:
-                        reservation, reserving = await asyncio.shield(reserving), None
                     yield progress.take(text)
-            if reserving is not None:  # nothing was generated
-                reservation, reserving = await asyncio.shield(reserving), None
             assert seg1.usage is not None and seg1.pod is not None
             prompt_tokens, generated, finish = seg1.usage.prompt_tokens, seg1.usage.completion_tokens, \
                 seg1.usage.finish_reason
@@ -197,8 +207,9 @@ class Gateway:
                     seg2 = _Segment()
                     seg2_req = replace(req, assistant_prefix=req.assistant_prefix + progress.raw, max_tokens=allowance)
                     # Same pod as the first segment when it can take it: its cache holds the whole prefix.
-                    async for text in self._segment(seg2_req, call, seg2, seg1.pod, span):
-                        yield progress.take(text)
+                    async with contextlib.aclosing(self._segment(seg2_req, call, seg2, seg1.pod, span)) as texts:
+                        async for text in texts:
+                            yield progress.take(text)
                     assert seg2.usage is not None and seg2.pod is not None
                     generated += seg2.usage.completion_tokens
                     finish, pod = seg2.usage.finish_reason, seg2.pod
@@ -235,6 +246,33 @@ class Gateway:
                 reserving.add_done_callback(lambda done: self._settle_landed(done, used))
             self._observe(call, label, outcome, result, t0, progress.ttft, progress.t_last, progress.chunks)
             spans.end_gateway_span(span, outcome, result)
+
+    async def _confirmed(self, reserving: asyncio.Future[Reservation | None], texts: AsyncIterator[str]
+                         ) -> tuple[Reservation | None, object]:
+        """The reservation, and the first text of `texts` (or _END), each waiting for the other. A
+        refusal wins: it ends the call as soon as it comes, before or after the first text and whatever
+        the pod did meanwhile (the caller's aclosing closes the pod's request); the pod may have prefilled
+        the prompt and generated a round trip's worth of tokens that no entry counts."""
+        first = asyncio.ensure_future(anext(texts, _END))
+        try:
+            await asyncio.wait((reserving, first), return_when=asyncio.FIRST_COMPLETED)
+            reservation = await asyncio.shield(reserving)
+            return reservation, await first
+        finally:
+            if not first.done():
+                # Refused first: stop the pod's attempt; `texts` must not be running when it is closed.
+                first.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await first
+            elif not first.cancelled():
+                first.exception()  # retrieved: a pod error that lost to a refusal is not logged as unseen
+
+    def _start_reservation(self, call: Call) -> asyncio.Future[Reservation | None]:
+        task = asyncio.ensure_future(self._reserve(call))
+        # Held here, not only by the call: `settled()` waits for those still on their way at shutdown.
+        self._reservations.add(task)
+        task.add_done_callback(self._reservations.discard)
+        return task
 
     async def _segment(self, req: GenRequest, call: Call, seg: _Segment, prefer: Pod | None,
                        span: spans.Span) -> AsyncIterator[str]:
@@ -322,14 +360,18 @@ class Gateway:
                         extra={"traceparent": call.traceparent})
             return None
         try:
-            return await self.ledger.reserve(call.ledger_key, self._worst_case(call))
+            reservation = await self.ledger.reserve(call.ledger_key, self._worst_case(call))
         except CeilingReached as exc:
+            self._overlap_reservations = True
             self.metrics.rejections.labels("ceiling").inc()
             raise GatewayError("FAILED_PRECONDITION", str(exc)) from None
         except LedgerConflict as exc:
             raise GatewayError("UNAVAILABLE", str(exc)) from None
         except Exception as exc:  # KV unavailable, invalid key
+            self._overlap_reservations = False
             raise GatewayError("UNAVAILABLE", f"token ledger unavailable: {exc!r}") from exc
+        self._overlap_reservations = True
+        return reservation
 
     def _settle_landed(self, reserving: asyncio.Future[Reservation | None], used: int) -> None:
         if reserving.cancelled() or reserving.exception() is not None:
@@ -344,6 +386,9 @@ class Gateway:
 
     async def settled(self) -> None:
         """Writes the ledger settlements still pending (before the process stops)."""
+        if self._reservations:
+            await asyncio.gather(*self._reservations, return_exceptions=True)
+            await asyncio.sleep(0)  # their calls' settlements (done callbacks) are queued now
         if self.ledger is not None:
             await self.ledger.settle_all()
 
