@@ -106,3 +106,27 @@ def test_of_earlier_leases_only_what_the_pipeline_reads_travels_with_the_project
         assert f"{folder}/results.jsonl" in files and f"{folder}/run.json" in files
     assert all(f.endswith((".json", ".jsonl")) for f in runs)  # no logs, tarballs, pictures of old runs
     assert not any(f.startswith(("docs/results/", "deploy/")) for f in files)
+
+
+def test_only_wheels_refreshes_the_runtime_wheels_and_keeps_the_model_and_vllm_parts(tmp_path):
+    import tarfile
+
+    from benchmarks.gpu.prepare import main as prepare
+
+    st, wheels, gguf = tmp_path / "stage", tmp_path / "wheels", tmp_path / "m.gguf"
+    wheels.mkdir()
+    (wheels / "uvloop-0.23.0-cp312-cp312-manylinux2014_x86_64.whl").write_bytes(b"a wheel")
+    gguf.write_bytes(b"GGUF")
+    st.mkdir()
+    kept = {"model": {"sha256": "m" * 64, "bytes": 4, "parts": [{"path": "parts/model/part.000", "bytes": 4}]},
+            "vllm": {"sha256": "v" * 64, "bytes": 9, "parts": [{"path": "parts/vllm/part.000", "bytes": 9}]},
+            "wheels": {"sha256": "w" * 64, "bytes": 1, "parts": [{"path": "parts/wheels/part.000", "bytes": 1}]}}
+    (st / "manifest.json").write_text(json.dumps({"artifacts": kept}))
+    assert prepare(["--stage", str(st), "--only-wheels", "--wheels", str(wheels), "--model", str(gguf)]) == 0
+    manifest = json.loads((st / "manifest.json").read_text())
+    assert manifest["artifacts"]["model"] == kept["model"] and manifest["artifacts"]["vllm"] == kept["vllm"]
+    new = manifest["artifacts"]["wheels"]
+    assert new["sha256"] != kept["wheels"]["sha256"] and len(new["parts"]) == 1
+    with tarfile.open(st / new["parts"][0]["path"]) as tar:
+        assert tar.getnames() == ["uvloop-0.23.0-cp312-cp312-manylinux2014_x86_64.whl"]
+    assert (st / "proj" / "benchmarks" / "gpu" / "device" / "gpurun.py").exists()
