@@ -6,6 +6,7 @@ benchmarks/gpu_gateway.py runs it), and gRPC load-generator processes; closed lo
     python benchmarks/gateway_cpu.py --baseline /tmp/main          # against another checkout (its own .venv)
     python benchmarks/gateway_cpu.py --workers 1 2                 # this checkout with 1 and 2 gateway workers
     python benchmarks/gateway_cpu.py --holds 0 0.02                # without and with the stream hold under load
+    python benchmarks/gateway_cpu.py --event-loops asyncio uvloop  # on asyncio's own loop and on uvloop
 
 The figure that matters is the gateway's CPU milliseconds per 1 000 streamed tokens (user + system time of
 every process in the gateway's process group, over the measured cells, divided by the tokens the clients got):
@@ -107,9 +108,11 @@ async def bench(args: argparse.Namespace) -> int:
             gateways.append(Gateway("baseline", Path(args.baseline).resolve(), 1, pod_url, args))
         for n in args.workers:
             for h in args.holds:
-                name = f"ours_w{n}" + (f"_hold{h:g}" if args.holds != [None] else "")
-                env = {"CONCLAVE_STREAM_HOLD_S": str(h)} if h is not None else {}
-                gateways.append(Gateway(name, REPO, n, pod_url, args, env))
+                for loop in args.event_loops:
+                    name = f"ours_w{n}" + (f"_hold{h:g}" if args.holds != [None] else "") + (f"_{loop}" if loop else "")
+                    env = {"CONCLAVE_STREAM_HOLD_S": str(h)} if h is not None else {}
+                    env |= {"CONCLAVE_EVENT_LOOP": loop} if loop else {}
+                    gateways.append(Gateway(name, REPO, n, pod_url, args, env))
         pools = {}
         for gw in gateways:
             await gw.start(procs)
@@ -182,6 +185,8 @@ def main() -> int:
                    help="CONCLAVE_GATEWAY_WORKERS of this checkout's gateways (one gateway per value)")
     p.add_argument("--holds", type=float, nargs="+", default=[None],
                    help="CONCLAVE_STREAM_HOLD_S of this checkout's gateways (one gateway per value; default: its own)")
+    p.add_argument("--event-loops", nargs="+", default=[""], choices=["", "asyncio", "uvloop"],
+                   help="CONCLAVE_EVENT_LOOP of this checkout's gateways (one gateway per value; default: its own)")
     p.add_argument("--levels", type=int, nargs="+", default=[1, 32, 128], help="concurrency levels")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--waves", type=int, default=3, help="requests per cell = max(min_requests, waves*level)")

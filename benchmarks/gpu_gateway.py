@@ -861,7 +861,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main() -> int:
     args = build_parser().parse_args()
     if args.gateway_child:
-        asyncio.run(gateway_child(args))
+        from services.inference.settings import InferenceSettings
+        from services.runtime import event_loop
+
+        # On the event loop the service runs on (lifecycle.main: CONCLAVE_EVENT_LOOP, uvloop by default).
+        event_loop.runner(InferenceSettings().event_loop)[1](gateway_child(args))
         return 0
     if args.client_child:
         asyncio.run(client_child(args))
