@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
+from services.stack.natsd import find_binary, free_port
 from tests.agents.stack import ServiceProcess
 from tests.conftest import eventually, fast_env
 
@@ -35,3 +37,30 @@ async def test_a_service_exits_on_sigterm_while_nats_is_down(nats_server, bus, t
         intake.kill()
     assert intake.proc.returncode == 0, log.read_text()[-2000:]
     assert "intake stopped" in log.read_text()
+
+
+@pytest.mark.asyncio
+async def test_a_service_waiting_for_jetstream_at_start_up_stops_at_once_on_sigterm(tmp_path) -> None:
+    # A server without JetStream: the service's start-up check of the bus waits for it (bus_give_up_s).
+    port = free_port()
+    plain = await asyncio.create_subprocess_exec(str(find_binary()), "-a", "127.0.0.1", "-p", str(port),
+                                                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    log = tmp_path / "intake.log"
+    intake = ServiceProcess("intake", {"CONCLAVE_NATS_URL": f"nats://127.0.0.1:{port}",
+                                       "CONCLAVE_BUS_GIVE_UP_S": "600"}, log)
+    try:
+        await intake.start()
+        assert intake.proc is not None
+
+        async def waiting() -> bool:
+            return log.exists() and "NATS unavailable" in log.read_text()
+
+        await eventually(waiting, timeout=60, interval=0.2)
+        intake.proc.terminate()
+        await asyncio.wait_for(intake.proc.wait(), timeout=30)  # not the 600 s of its wait
+        assert intake.proc.returncode == 0, log.read_text()[-2000:]
+        assert "intake stopping before it served" in log.read_text()
+    finally:
+        intake.kill()
+        with contextlib.suppress(ProcessLookupError):
+            plain.kill()

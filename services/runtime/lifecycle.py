@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ClassVar, Generic, TypeVar
 
 from nats.aio.client import Client
@@ -138,7 +138,11 @@ async def run(service: Service[S], stop: asyncio.Event | None = None, started: a
     try:
         if settings.declare_bus:
             try:
-                await topology.declare(rt.js, settings.bus_timing(), wait_s=settings.bus_give_up_s)
+                declared = await _unless_stopped(
+                    topology.declare(rt.js, settings.bus_timing(), wait_s=settings.bus_give_up_s), stop)
+                if not declared:
+                    log.info("%s stopping before it served: asked to while it waited for JetStream", service.name)
+                    return 0
             except Exception as exc:
                 # With security on, a service may only check the topology; a missing or different stream,
                 # consumer or bucket needs the admin user (the server refused, so the request timed out).
@@ -207,6 +211,27 @@ async def run(service: Service[S], stop: asyncio.Event | None = None, started: a
         await probe.stop()
         log.info("%s stopped", service.name)
     return 0
+
+
+async def _unless_stopped(work: Coroutine[Any, Any, object], stop: asyncio.Event) -> bool:
+    """Runs `work` to its end (True; its error is raised) unless `stop` is set first (False; `work` is
+    cancelled): a service asked to stop while it still waits at start-up stops at once."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((task, stopped), return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()
+        raise
+    finally:
+        stopped.cancel()
+    if task.done():
+        task.result()
+        return True
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    return False
 
 
 def main(service: Service[S]) -> int:
