@@ -865,7 +865,7 @@ def main() -> int:
         from services.runtime import event_loop
 
         # On the event loop the service runs on (lifecycle.main: CONCLAVE_EVENT_LOOP, uvloop by default).
-        event_loop.runner(InferenceSettings().event_loop)[1](gateway_child(args))
+        event_loop.runner(InferenceSettings().event_loop)(gateway_child(args))
         return 0
     if args.client_child:
         asyncio.run(client_child(args))

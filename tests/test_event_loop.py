@@ -39,8 +39,8 @@ async def test_a_service_process_runs_on_uvloop_by_default_and_on_asyncio_when_a
 
 def test_without_uvloop_the_process_runs_on_asyncio(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "uvloop", None)  # as on Windows: the import fails
-    loop, run = event_loop.runner("uvloop")
-    assert (loop, run) == ("asyncio", asyncio.run)
+    run = event_loop.runner("uvloop")
+    assert run is asyncio.run
     assert run(asyncio.sleep(0, "done")) == "done"
 
 
@@ -48,6 +48,5 @@ def test_the_uvloop_runner_runs_a_coroutine_on_uvloop() -> None:
     async def which() -> str:
         return event_loop.running()
 
-    loop, run = event_loop.runner("uvloop")
-    assert loop == "uvloop" and run(which()) == "uvloop"
-    assert event_loop.runner("asyncio")[1](which()) == "asyncio"
+    assert event_loop.runner("uvloop")(which()) == "uvloop"
+    assert event_loop.runner("asyncio")(which()) == "asyncio"

@@ -94,20 +94,15 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             write = context.write
             response = inference_pb2.GenerateResponse
             async with asyncio.timeout(limit):
-                if request.final_only:
-                    # The pod still streams to the gateway (TTFT, budget forcing); the caller gets the
-                    # Result alone, which carries the whole text.
-                    async with contextlib.aclosing(self._gw.generate(call)) as events:
-                        async for event in events:
-                            if type(event) is not str:
-                                await write(response(usage=usage_to_proto(event)))  # type: ignore[arg-type]
-                else:
-                    async with contextlib.aclosing(coalesce(self._gw.generate(call), self._hold)) as events:
-                        async for event in events:
-                            if type(event) is str:
-                                await write(response(text=event))
-                            else:
-                                await write(response(usage=usage_to_proto(event)))  # type: ignore[arg-type]
+                # final_only: the pod still streams to the gateway (TTFT, budget forcing), but the caller
+                # gets the Result alone, which carries the whole text; nothing to coalesce.
+                stream = self._gw.generate(call) if request.final_only else coalesce(self._gw.generate(call), self._hold)
+                async with contextlib.aclosing(stream) as events:
+                    async for event in events:
+                        if type(event) is not str:
+                            await write(response(usage=usage_to_proto(event)))  # type: ignore[arg-type]
+                        elif not request.final_only:
+                            await write(response(text=event))
         except GatewayError as exc:
             error = exc
         except TimeoutError:

@@ -20,16 +20,16 @@ Loop = Literal["uvloop", "asyncio"]
 T = TypeVar("T")
 
 
-def runner(wanted: Loop) -> tuple[Loop, Callable[[Coroutine[Any, Any, T]], T]]:
-    """The loop that will run, and the `asyncio.run` that runs a coroutine on it."""
+def runner(wanted: Loop) -> Callable[[Coroutine[Any, Any, T]], T]:
+    """The `asyncio.run` that runs a coroutine on the wanted loop (`running()` says which it got)."""
     if wanted == "uvloop":
         try:
             import uvloop
         except ImportError:
             log.warning("event_loop is uvloop but uvloop is not installed; running on asyncio's own loop")
-            return "asyncio", asyncio.run
-        return "uvloop", uvloop.run
-    return "asyncio", asyncio.run
+            return asyncio.run
+        return uvloop.run
+    return asyncio.run
 
 
 def running() -> Loop:

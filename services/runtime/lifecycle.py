@@ -238,8 +238,7 @@ def main(service: Service[S]) -> int:
     """Process entrypoint: JSON logs, then run until SIGTERM/SIGINT."""
     logs.configure(service.name, service.settings.log_level, service.settings.log_json)
     tracing.configure(service.name)
-    _loop, run_on_loop = event_loop.runner(service.settings.event_loop)
     try:
-        return run_on_loop(run(service))
+        return event_loop.runner(service.settings.event_loop)(run(service))
     finally:
         tracing.shutdown()
