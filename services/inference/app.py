@@ -69,6 +69,8 @@ class InferenceApp:
         self.ledger = Ledger(js, settle_linger_s=settings.ledger_settle_linger_s,
                              default_ceiling=settings.unledgered_max_tokens) if js is not None else None
         self.health = HealthChecker(self.pool, self.backend, interval_s=settings.health_interval_s,
+                                    failure_threshold=settings.health_failure_threshold,
+                                    on_ejected=lambda pod: self.metrics.ejections.labels(pod.name).inc(),
                                     on_change=self._publish_health)
         self.gateway: Gateway | None = None
         self.server: grpc.aio.Server | None = None

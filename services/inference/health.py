@@ -14,21 +14,33 @@ log = logging.getLogger(__name__)
 
 
 class HealthChecker:
-    def __init__(self, pool: PodPool, backend: Backend, *, interval_s: float,
+    def __init__(self, pool: PodPool, backend: Backend, *, interval_s: float, failure_threshold: int = 1,
+                 on_ejected: Callable[[Pod], None] | None = None,
                  on_change: Callable[[], Awaitable[None]] | None = None) -> None:
         self._pool = pool
         self._backend = backend
         self._interval_s = interval_s
+        self._failure_threshold = failure_threshold
+        self._on_ejected = on_ejected
         self._on_change = on_change
 
     async def probe(self, pod: Pod) -> None:
         was = pod.healthy
         if await self._backend.health(pod):
+            pod.failed_probes = 0
             if not was or not pod.models:
                 await self._load_models(pod)
             self._pool.restore(pod)
         else:
-            self._pool.eject(pod, "health check failed")
+            pod.failed_probes += 1
+            if not was or pod.failed_probes >= self._failure_threshold:
+                self._pool.eject(pod, "health check failed")
+                if was and self._on_ejected is not None:
+                    self._on_ejected(pod)
+            else:
+                log.warning("health probe failed; pod kept in rotation until it fails "
+                            f"{self._failure_threshold} in a row",
+                            extra={"pod": pod.name, "failed_probes": pod.failed_probes})
         if pod.healthy != was and self._on_change is not None:
             await self._on_change()
 

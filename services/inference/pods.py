@@ -23,6 +23,7 @@ class Pod:
     healthy: bool = True  # optimistic until the first probe says otherwise: a failed call fails over anyway
     failures: int = 0
     retry_at: float = 0.0  # monotonic time of the next probe of an ejected pod
+    failed_probes: int = 0  # health probes failed in a row
     models: tuple[str, ...] = ()
 
 

@@ -60,6 +60,11 @@ class InferenceSettings(RuntimeSettings):
 
     health_interval_s: float = 2.0
     health_timeout_s: float = 2.0
+    # A pod busy with hundreds of streams can answer /health late (vLLM's API server at a full core did, on the
+    # GPU: docs/gpu.md, seventh lease): one late probe is not a dead pod. A call that fails ejects at once.
+    health_failure_threshold: int = Field(3, ge=1, description="Failed health probes in a row before a pod in "
+                                          "rotation is ejected (as Kubernetes' failureThreshold); one success "
+                                          "brings an ejected pod back.")
     eject_base_s: float = Field(1.0, description="First ejection backoff; doubles per failure.")
     eject_max_s: float = 30.0
 
