@@ -16,6 +16,9 @@ class ServiceEntry:
     help: str
     # Replicas `conclave up` starts by default.
     replicas: int = 1
+    # Starts subprocesses while serving (the executor's sandboxes): runs on Python's own event loop by default
+    # (services/runtime/event_loop.py says why).
+    spawns_processes: bool = False
 
     def build(self) -> Callable[..., Any]:
         module, _, attr = self.target.partition(":")
@@ -32,7 +35,8 @@ SERVICES: dict[str, ServiceEntry] = {
         ServiceEntry("solver", "services.agents.service:build_solver", "writes and revises the solution"),
         ServiceEntry("critic", "services.agents.service:build_critic", "reviews the solution: [Agree]/[Disagree]",
                      replicas=2),
-        ServiceEntry("executor", "services.agents.service:build_executor", "runs code solutions in a sandbox"),
+        ServiceEntry("executor", "services.agents.service:build_executor", "runs code solutions in a sandbox",
+                     spawns_processes=True),
         ServiceEntry("evaluator", "services.agents.service:build_evaluator", "judges the solution of each turn"),
         ServiceEntry("single", "services.agents.service:build_single", "the single-agent baseline"),
         ServiceEntry("archiver", "services.archiver.service:build", "writes every trajectory to the archive"),

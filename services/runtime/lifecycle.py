@@ -23,6 +23,7 @@ from nats.micro import add_service
 from nats.micro.service import Service as MicroService
 from prometheus_client import CollectorRegistry, Gauge, Info
 
+from services import registry
 from services.bus import subjects, topology
 from services.bus.deadletter import DeadLetters, MaxDeliveriesWatcher
 from services.bus.topology import ConsumerSpec
@@ -239,6 +240,8 @@ def main(service: Service[S]) -> int:
     logs.configure(service.name, service.settings.log_level, service.settings.log_json)
     tracing.configure(service.name)
     try:
-        return event_loop.runner(service.settings.event_loop)(run(service))
+        entry = registry.SERVICES.get(service.name)
+        loop = event_loop.choose(service.settings.event_loop, entry is not None and entry.spawns_processes)
+        return event_loop.runner(loop)(run(service))
     finally:
         tracing.shutdown()

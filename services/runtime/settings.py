@@ -16,7 +16,7 @@ from pydantic_settings import (
 
 from services.bus.address import DEFAULT_NATS_URL
 from services.bus.topology import BusTiming
-from services.runtime.event_loop import Loop
+from services.runtime.event_loop import Wanted
 from services.runtime.worker import PULL_REQUESTS
 
 
@@ -59,8 +59,9 @@ class RuntimeSettings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(0, description="Port of /metrics, /healthz, /readyz; 0 picks a free one.")
     drain_grace_s: float = Field(20.0, description="How long SIGTERM waits for in-flight work.")
-    event_loop: Loop = Field("uvloop", description="the process's event loop: uvloop (libuv, the faster) or "
-                             "asyncio (Python's own); services/runtime/event_loop.py")
+    event_loop: Wanted = Field("auto", description="the process's event loop: uvloop (libuv, the faster), "
+                               "asyncio (Python's own), or auto: uvloop except in a service that starts "
+                               "subprocesses (the executor); services/runtime/event_loop.py")
     log_level: str = "INFO"
     log_json: bool = True
     concurrency: int = Field(8, description="Messages one process works on at once.")
