@@ -359,9 +359,14 @@ EARLIER_M500 = ("docs/gpu-runs/2026-12-07-qwen0.5b-math500-loop/runs/train",
                 "docs/gpu-runs/2026-12-07b-qwen0.5b-loop-v2/train",
                 "docs/gpu-runs/2026-12-07c-qwen0.5b-loop-v3/train")
 # Runs of an earlier lease, resumed rather than redone when they were made with this lease's model and revision
-# (v2's vote was cut at 210 of 500 by its lease's end; its verified run, which the vote matches, is whole).
+# (v2's vote was cut at 210 of 500 by its lease's end; its verified run, which the vote matches, is whole; the
+# seventh lease's vote matched to the lean grounded team was cut at 102 of 500, the team's run and the single
+# agent's beside it are whole).
 EARLIER_RUNS = {"base-verified-all": "docs/gpu-runs/2026-12-07b-qwen0.5b-loop-v2/base-verified-all",
-                "base-vote-all": "docs/gpu-runs/2026-12-07b-qwen0.5b-loop-v2/base-vote-all"}
+                "base-vote-all": "docs/gpu-runs/2026-12-07b-qwen0.5b-loop-v2/base-vote-all",
+                "base-grounded-all": "docs/gpu-runs/2026-12-07e-qwen0.5b-lease7/base-grounded-all",
+                "base-gvote-all": "docs/gpu-runs/2026-12-07e-qwen0.5b-lease7/base-gvote-all",
+                "base-single-all": "docs/gpu-runs/2026-12-07e-qwen0.5b-lease7/base-single-all"}
 # The team's concurrency in problems (each run) and in calls (the CEO's slots, the gateway's in-flight calls):
 # v2 kept the pod at 0.66 of its synthetic throughput with 256 problems and 256 calls in flight.
 TEAM_CONCURRENCY = int(os.environ.get("GPURUN_TEAM_CONCURRENCY", "96"))
