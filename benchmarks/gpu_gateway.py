@@ -128,7 +128,8 @@ class ClientPool:
         a = self.args
         argv = [sys.executable, SCRIPT, "--client-child", "--client-kind", self.kind,
                 "--client-target", self.target, "--client-model", self.model, "--prompts", str(a.prompts),
-                "--prompt-words", str(a.prompt_words), *([] if a.ignore_eos else ["--no-ignore-eos"])]
+                "--prompt-words", str(a.prompt_words), "--client-channels", str(a.client_channels),
+                *([] if a.ignore_eos else ["--no-ignore-eos"])]
         for _ in range(a.client_procs):
             self.workers.append(await asyncio.create_subprocess_exec(
                 *argv, cwd=REPO, env=child_env({}), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
@@ -174,7 +175,8 @@ class ClientPool:
 
 async def client_child(args: argparse.Namespace) -> None:
     prompts = make_prompts(args.prompts, args.prompt_words)
-    client = channel = None
+    client = None
+    channels: list[Any] = []
     if args.client_kind == "http":
         import httpx
 
@@ -189,11 +191,15 @@ async def client_child(args: argparse.Namespace) -> None:
 
         from conclave.v1 import inference_pb2_grpc
 
-        channel = grpc.aio.insecure_channel(args.client_target)
-        stub = inference_pb2_grpc.InferenceStub(channel)
+        # Several connections, not one: a gateway with N workers shares its port (SO_REUSEPORT) and the kernel
+        # spreads connections over them, not streams. A local subchannel pool per channel keeps gRPC from
+        # sharing one connection among channels to the same target.
+        channels = [grpc.aio.insecure_channel(args.client_target, options=[("grpc.use_local_subchannel_pool", 1)])
+                    for _ in range(max(1, args.client_channels))]
+        stubs = [inference_pb2_grpc.InferenceStub(c) for c in channels]
 
         def call(i: int, max_tokens: int) -> Awaitable[Sample]:
-            return generate(stub, prompts[i % len(prompts)], max_tokens)
+            return generate(stubs[i % len(stubs)], prompts[i % len(prompts)], max_tokens)
 
     loop = asyncio.get_running_loop()
     print("ready", flush=True)
@@ -213,8 +219,8 @@ async def client_child(args: argparse.Namespace) -> None:
         print(json.dumps(doc), flush=True)
     if client is not None:
         await client.aclose()
-    if channel is not None:
-        await channel.close()
+    for c in channels:
+        await c.close()
 
 
 async def throughput(modes: dict[str, Runner], args: argparse.Namespace, log: Callable[[str], None],
@@ -618,7 +624,8 @@ async def steps_1_to_4(args: argparse.Namespace, rep: Report, procs: Procs) -> N
         model_id = models[0]["id"]
         rep.log(f"pod model id: {model_id}")
         config = {k: getattr(args, k) for k in ("levels", "rounds", "waves", "min_requests", "max_tokens",
-                                                 "prompts", "prompt_words", "gateway_inflight", "client_procs")}
+                                                 "prompts", "prompt_words", "gateway_inflight", "client_procs",
+                                                 "client_channels")}
 
         if "2" in steps or "3" in steps:
             pools = [await ClientPool("http", urls["a"], model_id, args).start()]
@@ -842,6 +849,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--long-reply-words", type=int, default=300)
     p.add_argument("--long-turn-words", type=int, default=1500)
     p.add_argument("--client-procs", type=int, default=4, help="load-generator processes (throughput)")
+    p.add_argument("--client-channels", type=int, default=4,
+                   help="gRPC connections per load-generator process (the kernel spreads connections, not "
+                        "streams, over --gateway-workers)")
     p.add_argument("--budget-s", type=float, default=540, help="time limit of steps 1-4 and of step 5, each")
     p.add_argument("--state", default="/tmp/gpu_gateway_state.json", help="results accumulated over calls")
     p.add_argument("--out-dir", default=os.environ.get("OUT") or str(REPO / ".gpuw" / "out"))
