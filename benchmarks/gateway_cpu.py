@@ -196,6 +196,8 @@ def main() -> int:
                    help="fake pod: time between two tokens of a stream (10 ms: 12.8 k tokens/s at 128 streams, "
                         "about what vLLM gave the 0.5B model on the H100)")
     p.add_argument("--client-procs", type=int, default=2, help="gRPC load-generator processes")
+    p.add_argument("--client-channels", type=int, default=4,
+                   help="gRPC connections per load-generator process (spread over --workers by the kernel)")
     p.add_argument("--gateway-inflight", type=int, default=256)
     p.add_argument("--prompts", type=int, default=32)
     p.add_argument("--prompt-words", type=int, default=40)
