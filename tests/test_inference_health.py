@@ -5,9 +5,15 @@ Scripted backend: a deterministic pod whose probe answers are set by the test; t
 
 from __future__ import annotations
 
+import asyncio
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from services.inference.backends.scripted import ScriptedBackend, ScriptRule
 from services.inference.pods import Pod
-from tests.inference_helpers.gateway import chat, running_gateway
+from tests.inference_helpers.gateway import RunningGateway, chat, running_gateway
 
 
 class _LateHealth(ScriptedBackend):
@@ -16,9 +22,17 @@ class _LateHealth(ScriptedBackend):
     def __init__(self) -> None:
         super().__init__([ScriptRule(pattern="", response="fine")])
         self.late: set[str] = set()
+        self.probe_gate = asyncio.Event()  # a probe's answer comes when this is set
+        self.probe_gate.set()
 
     async def health(self, pod: Pod) -> bool:
+        await self.probe_gate.wait()
         return pod.name not in self.late and await super().health(pod)
+
+
+async def serving(gw: RunningGateway) -> int:
+    reply = await health_pb2_grpc.HealthStub(gw.channel).Check(health_pb2.HealthCheckRequest(service=""))
+    return reply.status
 
 
 async def test_a_pod_that_misses_probes_below_the_threshold_stays_in_rotation_and_serves() -> None:
@@ -75,3 +89,43 @@ async def test_a_threshold_of_one_ejects_on_the_first_failed_probe() -> None:
         backend.late.add("a")
         await gw.app.health.probe(pod)
         assert gw.metric("conclave_inference_pod_healthy", backend="a") == 0
+
+
+async def test_a_pod_down_when_the_gateway_starts_is_out_of_rotation_after_the_first_probe() -> None:
+    backend = _LateHealth()
+    backend.late.add("a")
+    async with running_gateway(pods=["scripted://a"], backend=backend, health_interval_s=30.0,
+                               health_failure_threshold=3) as gw:
+        assert gw.metric("conclave_inference_pod_healthy", backend="a") == 0
+        assert await serving(gw) == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def test_after_a_failed_call_ejects_the_last_pod_the_next_probe_cycle_says_not_serving() -> None:
+    backend = _LateHealth()
+    async with running_gateway(pods=["scripted://a"], backend=backend, health_interval_s=30.0,
+                               health_failure_threshold=3) as gw:
+        assert await serving(gw) == health_pb2.HealthCheckResponse.SERVING
+        backend.down.add("a")  # calls fail; the ejected pod is probed only after its backoff
+        with pytest.raises(grpc.aio.AioRpcError):
+            await gw.generate(chat("plain", 5))
+        await gw.app.health.probe_due()
+        assert await serving(gw) == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def test_a_pod_a_call_ejected_while_its_probe_waited_is_ejected_and_counted_once() -> None:
+    backend = _LateHealth()
+    async with running_gateway(pods=["scripted://a"], backend=backend, health_interval_s=30.0,
+                               health_failure_threshold=1) as gw:
+        pod = gw.app.pool.get("a")
+        assert pod is not None
+        backend.probe_gate.clear()
+        backend.late.add("a")
+        probing = asyncio.create_task(gw.app.health.probe(pod))
+        await asyncio.sleep(0.05)
+        backend.down.add("a")
+        with pytest.raises(grpc.aio.AioRpcError):
+            await gw.generate(chat("plain", 5))
+        backend.probe_gate.set()
+        await probing
+        assert gw.metric("conclave_inference_ejections_total", backend="a") == 1
+        assert pod.failures == 1

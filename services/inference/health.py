@@ -27,15 +27,20 @@ class HealthChecker:
     async def probe(self, pod: Pod) -> None:
         was = pod.healthy
         if await self._backend.health(pod):
-            pod.failed_probes = 0
+            pod.failed_probes, pod.probed_ok = 0, True
             if not was or not pod.models:
                 await self._load_models(pod)
             self._pool.restore(pod)
         else:
             pod.failed_probes += 1
-            if not was or pod.failed_probes >= self._failure_threshold:
+            if was and not pod.healthy:
+                pass  # a failed call ejected it while the probe waited: ejected and counted there
+            elif not pod.healthy:
+                self._pool.eject(pod, "health check failed")  # still down: a longer backoff
+            elif not pod.probed_ok or pod.failed_probes >= self._failure_threshold:
+                # A pod that never answered a probe (down at start, or new from DNS) goes out at once.
                 self._pool.eject(pod, "health check failed")
-                if was and self._on_ejected is not None:
+                if self._on_ejected is not None:
                     self._on_ejected(pod)
             else:
                 log.warning("health probe failed; pod kept in rotation until it fails "
@@ -45,10 +50,13 @@ class HealthChecker:
             await self._on_change()
 
     async def probe_due(self) -> None:
-        """Probes healthy pods, and ejected pods whose backoff has passed."""
+        """Probes healthy pods, and ejected pods whose backoff has passed; then says again whether the
+        gateway serves (a failed call may have ejected the last pod in rotation since the last cycle)."""
         now = time.monotonic()
         due = [p for p in self._pool if p.healthy or now >= p.retry_at]
         await asyncio.gather(*(self.probe(p) for p in due), return_exceptions=True)
+        if self._on_change is not None:
+            await self._on_change()
 
     async def run(self) -> None:
         while True:

@@ -24,6 +24,7 @@ class Pod:
     failures: int = 0
     retry_at: float = 0.0  # monotonic time of the next probe of an ejected pod
     failed_probes: int = 0  # health probes failed in a row
+    probed_ok: bool = False  # has passed a health probe: until then one failed probe ejects it
     models: tuple[str, ...] = ()
 
 

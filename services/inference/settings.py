@@ -63,7 +63,8 @@ class InferenceSettings(RuntimeSettings):
     # A pod busy with hundreds of streams can answer /health late (vLLM's API server at a full core did, on the
     # GPU: docs/gpu.md, seventh lease): one late probe is not a dead pod. A call that fails ejects at once.
     health_failure_threshold: int = Field(3, ge=1, description="Failed health probes in a row before a pod in "
-                                          "rotation is ejected (as Kubernetes' failureThreshold); one success "
+                                          "rotation is ejected (as Kubernetes' failureThreshold); a pod that "
+                                          "never passed a probe goes out at its first failure; one success "
                                           "brings an ejected pod back.")
     eject_base_s: float = Field(1.0, description="First ejection backoff; doubles per failure.")
     eject_max_s: float = 30.0

@@ -10,8 +10,9 @@ Where uvloop is not installed (it has no Windows build) the process says so and 
 Why not uvloop where subprocesses start: libuv starts a child with fork(), which runs gRPC's fork handlers
 while its threads are in use, and gRPC does not support that (grpc/grpc#28557, "TSI_DATA_CORRUPTED after
 Popen()"). On the GPU, the executor on uvloop forked its sandboxes 953 times beside a busy TLS channel to the
-gateway, and once the channel broke (BAD_RECORD_MAC, 72 calls failed at once and were redelivered; docs/gpu.md,
-seventh lease). Python's own loop starts children through subprocess, with vfork(): no fork handlers run.
+gateway, and once the channel broke (BAD_DECRYPT, TSI_DATA_CORRUPTED): 72 calls failed at once and were
+redelivered (docs/gpu.md, seventh lease). Python's own loop starts children through subprocess, with vfork():
+no fork handlers run.
 """
 
 from __future__ import annotations
