@@ -874,8 +874,8 @@ def main() -> int:
         from services.inference.settings import InferenceSettings
         from services.runtime import event_loop
 
-        # On the event loop the service runs on (lifecycle.main: CONCLAVE_EVENT_LOOP; the gateway's `auto` is uvloop).
-        event_loop.runner(event_loop.choose(InferenceSettings().event_loop, False))(gateway_child(args))
+        # On the event loop the service runs on (lifecycle.main: CONCLAVE_EVENT_LOOP).
+        event_loop.runner(event_loop.for_service("inference", InferenceSettings().event_loop))(gateway_child(args))
         return 0
     if args.client_child:
         asyncio.run(client_child(args))

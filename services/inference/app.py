@@ -71,7 +71,7 @@ class InferenceApp:
         self.health = HealthChecker(self.pool, self.backend, interval_s=settings.health_interval_s,
                                     failure_threshold=settings.health_failure_threshold,
                                     on_ejected=lambda pod: self.metrics.ejections.labels(pod.name).inc(),
-                                    on_change=self._publish_health)
+                                    after_cycle=self._publish_health)
         self.gateway: Gateway | None = None
         self.server: grpc.aio.Server | None = None
         self._health_servicer = health.aio.HealthServicer()

@@ -16,13 +16,13 @@ log = logging.getLogger(__name__)
 class HealthChecker:
     def __init__(self, pool: PodPool, backend: Backend, *, interval_s: float, failure_threshold: int = 1,
                  on_ejected: Callable[[Pod], None] | None = None,
-                 on_change: Callable[[], Awaitable[None]] | None = None) -> None:
+                 after_cycle: Callable[[], Awaitable[None]] | None = None) -> None:
         self._pool = pool
         self._backend = backend
         self._interval_s = interval_s
         self._failure_threshold = failure_threshold
         self._on_ejected = on_ejected
-        self._on_change = on_change
+        self._after_cycle = after_cycle
 
     async def probe(self, pod: Pod) -> None:
         was = pod.healthy
@@ -46,8 +46,6 @@ class HealthChecker:
                 log.warning("health probe failed; pod kept in rotation until it fails "
                             f"{self._failure_threshold} in a row",
                             extra={"pod": pod.name, "failed_probes": pod.failed_probes})
-        if pod.healthy != was and self._on_change is not None:
-            await self._on_change()
 
     async def probe_due(self) -> None:
         """Probes healthy pods, and ejected pods whose backoff has passed; then says again whether the
@@ -55,8 +53,8 @@ class HealthChecker:
         now = time.monotonic()
         due = [p for p in self._pool if p.healthy or now >= p.retry_at]
         await asyncio.gather(*(self.probe(p) for p in due), return_exceptions=True)
-        if self._on_change is not None:
-            await self._on_change()
+        if self._after_cycle is not None:
+            await self._after_cycle()
 
     async def run(self) -> None:
         while True:

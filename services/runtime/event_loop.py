@@ -36,6 +36,14 @@ def choose(wanted: Wanted, spawns_processes: bool) -> Loop:
     return wanted
 
 
+def for_service(name: str, wanted: Wanted) -> Loop:
+    """The loop service `name` runs on (services/registry.py says which services start subprocesses)."""
+    from services.registry import SERVICES
+
+    entry = SERVICES.get(name)
+    return choose(wanted, entry is not None and entry.spawns_processes)
+
+
 def runner(wanted: Loop) -> Callable[[Coroutine[Any, Any, T]], T]:
     """The `asyncio.run` that runs a coroutine on the wanted loop (`running()` says which it got)."""
     if wanted == "uvloop":

@@ -23,7 +23,6 @@ from nats.micro import add_service
 from nats.micro.service import Service as MicroService
 from prometheus_client import CollectorRegistry, Gauge, Info
 
-from services import registry
 from services.bus import subjects, topology
 from services.bus.deadletter import DeadLetters, MaxDeliveriesWatcher
 from services.bus.topology import ConsumerSpec
@@ -240,8 +239,6 @@ def main(service: Service[S]) -> int:
     logs.configure(service.name, service.settings.log_level, service.settings.log_json)
     tracing.configure(service.name)
     try:
-        entry = registry.SERVICES.get(service.name)
-        loop = event_loop.choose(service.settings.event_loop, entry is not None and entry.spawns_processes)
-        return event_loop.runner(loop)(run(service))
+        return event_loop.runner(event_loop.for_service(service.name, service.settings.event_loop))(run(service))
     finally:
         tracing.shutdown()
