@@ -42,7 +42,7 @@ from benchmarks.protocol import RULES, problem  # noqa: E402
 from conclave.v1 import outcome_pb2  # noqa: E402
 from services.bus import subjects, topology  # noqa: E402
 from services.bus.headers import MSG_ID  # noqa: E402
-from services.stack.natsd import NatsServer, find_binary, free_port, reachable  # noqa: E402
+from services.stack.natsd import NatsServer, find_binary, free_port, nats_answers, reachable  # noqa: E402
 from services.stack.supervisor import ProcessSpec, Supervisor, service_argv  # noqa: E402
 
 SERVICES = (("inference", 1), ("intake", 1), ("ceo", 1), ("recruiter", 1), ("solver", 1), ("critic", 2),
@@ -108,7 +108,7 @@ class Cluster:
             log.close()
         deadline = time.monotonic() + 20
         for n in range(len(self.ports)) if i is None else [i]:
-            while not reachable(f"nats://127.0.0.1:{self.ports[n]}") and time.monotonic() < deadline:
+            while not nats_answers(f"nats://127.0.0.1:{self.ports[n]}") and time.monotonic() < deadline:
                 time.sleep(0.05)
         return self
 

@@ -17,7 +17,7 @@ from services.bus.deadletter import DeadLetters, MaxDeliveriesWatcher
 from services.bus.headers import MSG_ID
 from services.bus.topology import ROLE_CONSUMERS, TASKS
 from services.runtime.worker import JetStreamWorker, WorkerMetrics
-from services.stack.natsd import NatsServer, find_binary, free_port, reachable
+from services.stack.natsd import NatsServer, find_binary, free_port, nats_answers
 from tests.conftest import FAST, REPO, eventually
 
 SOLVER = ROLE_CONSUMERS["solver"]
@@ -57,7 +57,7 @@ async def test_declaring_waits_for_a_jetstream_that_does_not_answer_yet(tmp_path
                                                  stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     server = NatsServer(store_dir=tmp_path / "js", port=port)
     try:
-        await eventually(lambda: asyncio.sleep(0, reachable(f"nats://127.0.0.1:{port}")), timeout=10)
+        await eventually(lambda: asyncio.sleep(0, nats_answers(f"nats://127.0.0.1:{port}")), timeout=10)
         client = await nats.connect(f"nats://127.0.0.1:{port}", max_reconnect_attempts=-1, reconnect_time_wait=0.2)
         declaring = asyncio.ensure_future(topology.declare(client.jetstream(), FAST, wait_s=30))
         await asyncio.sleep(1.5)

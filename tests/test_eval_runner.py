@@ -13,7 +13,7 @@ import pytest
 from services.evaluation import report
 from services.evaluation.loaders import BenchItem
 from services.evaluation.runner import RunSettings, load_done, run_eval, trajectory_of
-from services.stack.natsd import find_binary, free_port, reachable
+from services.stack.natsd import find_binary, free_port, nats_answers
 from tests.agents.scripts import CORRECT, R, ceo, team
 
 ITEMS = [BenchItem(id=f"sum/{i}", kind="math", text=f"What is 2+3? (variant {i})", reference_answer="5")
@@ -113,7 +113,7 @@ def plain_nats():
     url = f"nats://127.0.0.1:{port}"
     try:
         for _ in range(200):
-            if reachable(url):
+            if nats_answers(url):
                 break
             time.sleep(0.05)
         yield url

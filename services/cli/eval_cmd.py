@@ -170,10 +170,10 @@ async def _eval(args: argparse.Namespace) -> int:
     base_out = args.out or Path("out/eval") / f"{args.benchmark}-{args.mode}{vote_label}{split_label}"
     points = parse_sweep(args.sweep) or [{}]
     from services.client.connect import connect
-    from services.stack.natsd import reachable
+    from services.stack.natsd import nats_answers
 
     # nats.py would keep retrying a first connection for about two minutes; a missing stack is one line.
-    if not reachable(args.nats_url, timeout=3):
+    if not nats_answers(args.nats_url, timeout=3):
         raise SystemExit(f"conclave eval: no NATS server answers at {args.nats_url}; start the stack "
                          "(`conclave up`) or pass --nats-url")
     # Grading reads trajectories, which the public `client` credential may not.

@@ -7,12 +7,13 @@ least-privilege permissions. The config file, which holds the users' passwords, 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -58,13 +59,40 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def reachable(url: str, timeout: float = 0.5) -> bool:
+def _host_port(url: str) -> tuple[str, int]:
     host_port = url.split("://", 1)[-1].split(",")[0].rsplit("@", 1)[-1]
     host, _, port = host_port.partition(":")
+    return host or "127.0.0.1", int(port or DEFAULT_NATS_PORT)
+
+
+def reachable(url: str, timeout: float = 0.5) -> bool:
+    """Whether something listens at `url`'s first host:port (any TCP service: a gRPC port, a pod)."""
     try:
-        with socket.create_connection((host or "127.0.0.1", int(port or DEFAULT_NATS_PORT)), timeout=timeout):
+        with socket.create_connection(_host_port(url), timeout=timeout):
             return True
     except OSError:
+        return False
+
+
+def nats_answers(url: str, timeout: float = 0.5) -> bool:
+    """Whether a NATS server answers at `url`: its INFO line read and, where it requires TLS, the handshake
+    completed before the probe closes. A bare connect-and-close (`reachable`) makes a TLS server log
+    "[ERR] TLS handshake error: EOF", one alarming line per `conclave eval` or `conclave up`."""
+    try:
+        with socket.create_connection(_host_port(url), timeout=timeout) as sock:
+            line = sock.makefile("rb").readline(64 * 1024)
+            if not line.startswith(b"INFO "):
+                return False
+            if json.loads(line[5:]).get("tls_required"):
+                # Liveness only: the probe sends nothing and trusts nothing it reads, so it checks no
+                # certificate (the clients that connect for real verify the server against the CA).
+                ctx = ssl.create_default_context()
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+                with ctx.wrap_socket(sock, server_hostname=_host_port(url)[0]):
+                    pass
+            return True
+    except (OSError, ValueError):  # refused, timed out, a TLS failure (ssl.SSLError), not NATS's INFO
         return False
 
 
@@ -104,7 +132,7 @@ class NatsServer:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"nats-server exited with {self.proc.returncode}; see {self.log_file}")
-            if reachable(self.url, 0.2):
+            if nats_answers(self.url, 0.2):
                 return self
             time.sleep(0.05)
         self.stop()
@@ -158,12 +186,3 @@ class NatsServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-async def wait_reachable(url: str, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if reachable(url, 0.2):
-            return True
-        await asyncio.sleep(0.1)
-    return False

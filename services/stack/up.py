@@ -16,7 +16,7 @@ from services.bus.address import DEFAULT_NATS_PORT, DEFAULT_NATS_URL
 from services.runtime.settings import RuntimeSettings
 from services.security.local import LocalSecurity
 from services.stack.declare import declare_bus
-from services.stack.natsd import NatsServer, reachable
+from services.stack.natsd import NatsServer, nats_answers
 from services.stack.supervisor import ProcessSpec, Supervisor, service_argv
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class Stack:
         state = self.opts.state_dir
         state.mkdir(parents=True, exist_ok=True)
         sec = LocalSecurity.ensure(state / "security") if self.opts.security else None
-        if reachable(self.opts.nats_url):
+        if nats_answers(self.opts.nats_url):
             log.info("using the NATS server already at %s", self.opts.nats_url)
         else:
             host_port = self.opts.nats_url.split("://", 1)[-1]
