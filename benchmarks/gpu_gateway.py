@@ -42,6 +42,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.cell_cpu import CellCpu, mean_cores, snapshot  # noqa: E402
 from benchmarks.common import REPO, Run, Sample, child_env, closed_loop, generate, pct, stream_chat, wait_http  # noqa: E402
 from services.stack.natsd import die_with_parent, free_port  # noqa: E402
 
@@ -224,24 +225,41 @@ async def client_child(args: argparse.Namespace) -> None:
 
 
 async def throughput(modes: dict[str, Runner], args: argparse.Namespace, log: Callable[[str], None],
-                     so_far: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+                     so_far: dict[str, dict[str, Any]] | None = None,
+                     cpu: CellCpu | None = None) -> dict[str, dict[str, Any]]:
     """Closed loops at each level for each mode, alternating the order round by round; `so_far` holds the
-    rounds finished, for a run cut by its time budget."""
+    rounds finished, for a run cut by its time budget. Each cell keeps its rounds apart too (`rounds`: their
+    tokens/s, and with `cpu` the cores each role used), so a ratio's spread between rounds can be read."""
     warm = max(args.levels)
     for name, runner in modes.items():
         t0 = time.perf_counter()
         await runner(warm, 2 * warm, args.max_tokens)
         log(f"  warm-up {name}: {time.perf_counter() - t0:.1f}s")
     runs = {(m, c): Run() for m in modes for c in args.levels}
+    rounds: dict[tuple[str, int], list[dict[str, Any]]] = {(m, c): [] for m in modes for c in args.levels}
 
     def summary() -> dict[str, dict[str, Any]]:
-        return {m: {str(c): summarize(runs[(m, c)]) for c in args.levels} for m in modes}
+        out: dict[str, dict[str, Any]] = {}
+        for m in modes:
+            out[m] = {}
+            for c in args.levels:
+                cell = summarize(runs[(m, c)]) | {"rounds": rounds[(m, c)]}
+                if cpu is not None and rounds[(m, c)]:
+                    cell["cores"] = mean_cores(rounds[(m, c)])
+                out[m][str(c)] = cell
+        return out
 
     for r in range(args.rounds):
         order = list(modes) if r % 2 == 0 else list(reversed(modes))
         for c in args.levels:
             for m in order:
-                runs[(m, c)].add(await modes[m](c, requests_for(c, args), args.max_tokens))
+                before = snapshot() if cpu is not None else {}
+                run = await modes[m](c, requests_for(c, args), args.max_tokens)
+                runs[(m, c)].add(run)
+                cell = {"tokens_per_s": round(run.tokens_per_s, 1), "wall_s": round(run.wall, 3)}
+                if cpu is not None:
+                    cell["cores"] = cpu.cores(before, snapshot(), run.wall)
+                rounds[(m, c)].append(cell)
         log(f"  round {r + 1}/{args.rounds} done")
         if so_far is not None:
             so_far.update(summary())
@@ -646,9 +664,15 @@ async def steps_1_to_4(args: argparse.Namespace, rep: Report, procs: Procs) -> N
                 pools.append(await ClientPool("grpc", f"127.0.0.1:{info['port']}", "", args).start())
                 modes["gateway_http"] = pools[-1].run
             rep.log(f"throughput: modes {list(modes)}, levels {args.levels}, {args.client_procs} client processes")
+            # Each side's CPU per cell: is the gateway (or one of its workers) saturated, or the load generators?
+            cpu = CellCpu()
+            cpu.watch("bare_clients", [w.pid for w in pools[0].workers])
+            if gw is not None:
+                cpu.watch("gateway", [gw.pid])
+                cpu.watch("gateway_clients", [w.pid for w in pools[-1].workers])
             so_far: dict[str, dict[str, Any]] = {}
             try:
-                result = await throughput(modes, args, rep.log, so_far)
+                result = await throughput(modes, args, rep.log, so_far, cpu)
             except asyncio.CancelledError:  # the time budget: the rounds finished are kept
                 rep.put("throughput", {"config": config, "results": so_far, "cut_by_budget": True})
                 raise
@@ -762,6 +786,12 @@ def table(data: dict[str, Any]) -> str:
                         out.append(f"{mode}/{ref} conc {c}: tokens/s ratio {a['tokens_per_s'] / b['tokens_per_s']:.3f}, "
                                    f"TTFT p50 {a['ttft_p50_ms'] - b['ttft_p50_ms']:+.2f} ms, "
                                    f"p99 {a['ttft_p99_ms'] - b['ttft_p99_ms']:+.2f} ms")
+                        per_round = [x["tokens_per_s"] / y["tokens_per_s"]
+                                     for x, y in zip(a.get("rounds", []), b.get("rounds", []), strict=False)]
+                        if len(per_round) > 1:
+                            out.append(f"  by round: {', '.join(f'{r:.3f}' for r in per_round)}")
+                        if a.get("cores"):
+                            out.append(f"  cores during {mode}: " + ", ".join(f"{k} {v}" for k, v in a["cores"].items()))
         del base
     for key in ("affinity", "affinity_long"):
         if key not in data:
@@ -848,7 +878,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--long-first-words", type=int, default=4000, help="a second, long-prefix variant; 0: none")
     p.add_argument("--long-reply-words", type=int, default=300)
     p.add_argument("--long-turn-words", type=int, default=1500)
-    p.add_argument("--client-procs", type=int, default=4, help="load-generator processes (throughput)")
+    p.add_argument("--client-procs", type=int, default=8,
+                   help="load-generator processes (throughput); 4 held the gateway's figures down in the eighth lease")
     p.add_argument("--client-channels", type=int, default=4,
                    help="gRPC connections per load-generator process (the kernel spreads connections, not "
                         "streams, over --gateway-workers)")

@@ -360,12 +360,12 @@ EARLIER_M500 = ("docs/gpu-runs/2026-12-07-qwen0.5b-math500-loop/runs/train",
                 "docs/gpu-runs/2026-12-07c-qwen0.5b-loop-v3/train")
 # Runs of an earlier lease, resumed rather than redone when they were made with this lease's model and revision
 # (v2's vote was cut at 210 of 500 by its lease's end; its verified run, which the vote matches, is whole; the
-# seventh lease's vote matched to the lean grounded team was cut at 102 of 500, the team's run and the single
-# agent's beside it are whole).
+# seventh lease's lean grounded team and the single agent beside it are whole, and so is the vote matched to
+# the team, which the eighth lease finished from 102 of 500).
 EARLIER_RUNS = {"base-verified-all": "docs/gpu-runs/2026-12-07b-qwen0.5b-loop-v2/base-verified-all",
                 "base-vote-all": "docs/gpu-runs/2026-12-07b-qwen0.5b-loop-v2/base-vote-all",
                 "base-grounded-all": "docs/gpu-runs/2026-12-07e-qwen0.5b-lease7/base-grounded-all",
-                "base-gvote-all": "docs/gpu-runs/2026-12-07e-qwen0.5b-lease7/base-gvote-all",
+                "base-gvote-all": "docs/gpu-runs/2026-12-08-qwen0.5b-lease8/base-gvote-all",
                 "base-single-all": "docs/gpu-runs/2026-12-07e-qwen0.5b-lease7/base-single-all"}
 # The team's concurrency in problems (each run) and in calls (the CEO's slots, the gateway's in-flight calls):
 # v2 kept the pod at 0.66 of its synthetic throughput with 256 problems and 256 calls in flight.
@@ -382,6 +382,9 @@ GATEWAY_LEVELS = os.environ.get("GPURUN_GATEWAY_LEVELS", "1 32 128").split()
 GATEWAY_BUDGET_S = int(os.environ.get("GPURUN_GATEWAY_BUDGET_S", "150"))
 # Requests per cell: v2's cells (2 waves) were 1-3 s of load, too short to read a 2% difference.
 GATEWAY_WAVES = os.environ.get("GPURUN_GATEWAY_WAVES", "12")
+# Load-generator processes: in the eighth lease 4 held the gateway's figures down (one gateway process, 4 against
+# 8 processes: 0.841 against 0.979 of bare vLLM at 32 streams, 0.842 against 0.922 at 128).
+GATEWAY_CLIENT_PROCS = int(os.environ.get("GPURUN_GATEWAY_CLIENT_PROCS", "8"))
 
 
 class Pipeline:
@@ -688,8 +691,8 @@ class Pipeline:
 
     def gateway(self, which: str, workers: int = 1) -> None:
         """benchmarks/gpu_gateway.py steps 2-3 on a running pod: bare vLLM against the gateway in front of it
-        (`workers` gateway processes on one port), 4 client processes, concurrency 1/32/128, every process's
-        CPU recorded."""
+        (`workers` gateway processes on one port), GATEWAY_CLIENT_PROCS load generators, concurrency 1/32/128,
+        every process's CPU over the step recorded (and each side's per cell, by gpu_gateway.py)."""
         step = f"gateway-{which}" + (f"-w{workers}" if workers > 1 else "")
         out = W / step
         cpu0, started, sampler = cpu_ticks(), time.monotonic(), CpuSampler()
@@ -697,7 +700,7 @@ class Pipeline:
         argv = [sys.executable, "benchmarks/gpu_gateway.py", "--steps", "23", "--pod-url",
                 f"http://127.0.0.1:{PORTS[which]}", "--levels", *GATEWAY_LEVELS, "--rounds", "2",
                 "--waves", GATEWAY_WAVES, "--min-requests", str(4 * int(GATEWAY_WAVES)),
-                "--no-ignore-eos", "--client-procs", "4", "--gateway-inflight", "256",
+                "--no-ignore-eos", "--client-procs", str(GATEWAY_CLIENT_PROCS), "--gateway-inflight", "256",
                 "--budget-s", str(max(30, min(GATEWAY_BUDGET_S, int(self.left() - 20)))), "--out-dir", str(out), "--log-dir", str(LOGS),
                 "--gateway-workers", str(workers),
                 *os.environ.get("GPURUN_GATEWAY_ARGS", "").split()]  # a rehearsal's smaller load
