@@ -19,6 +19,7 @@ from ceo.metrics import CeoMetrics
 from ceo.steps import StepTiming
 from conclave.v1 import problem_pb2
 from services.bus import topology
+from services.bus.error_codes import SubmitError
 from services.bus.headers import REPLY_JSON, REPLY_TO
 from services.bus.replies import answer, error_result
 from services.inference.client import LlmClient
@@ -93,9 +94,9 @@ class CeoService(Service[CeoSettings]):
             message = "; ".join(errors)
             # Answered and dead-lettered, but never stored as the id's result: a valid problem may own it.
             if reply_to:
-                await answer(self._rt.nc, reply_to, error_result(problem.id, "invalid_problem", message,
+                await answer(self._rt.nc, reply_to, error_result(problem.id, SubmitError.INVALID_PROBLEM, message,
                              ctx.msg.subject), as_json=as_json)
-            raise Rejected("invalid_problem", message, problem.id)
+            raise Rejected(SubmitError.INVALID_PROBLEM, message, problem.id)
         profile = profiles.resolve(problem)
         running = self._running.get(problem.id)
         if running is not None:

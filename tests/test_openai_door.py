@@ -101,3 +101,18 @@ async def test_without_keys_the_door_refuses_to_listen_beyond_loopback(nats_serv
     with pytest.raises(SystemExit, match="CONCLAVE_DOOR_API_KEYS"):
         await run(service, stop=asyncio.Event())
     assert os.environ.get("CONCLAVE_DOOR_API_KEYS") is None
+
+
+async def test_a_refused_problem_maps_to_400_when_it_must_change_and_503_when_it_may_come_again():
+    from conclave.v1 import outcome_pb2
+    from services.bus.error_codes import SubmitError
+    from services.openai_door.translate import result_error
+
+    def status(code: str) -> int:
+        err = result_error(outcome_pb2.Result(problem_id="p", status="error", error=outcome_pb2.Error(code=code)))
+        assert err is not None
+        return err.status
+
+    assert [status(c) for c in (SubmitError.INVALID_PROBLEM, SubmitError.BAD_PAYLOAD, SubmitError.TOO_LARGE)] == [400] * 3
+    assert [status(c) for c in (SubmitError.BUSY, SubmitError.UNAVAILABLE)] == [503, 503]
+    assert status("step_failed") == 502

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import random
 from collections.abc import Awaitable, Callable
 
 from nats.aio.client import Client
@@ -16,6 +18,7 @@ from nats.js.errors import NotFoundError
 from conclave.v1 import outcome_pb2, problem_pb2
 from services.bus import subjects, topology
 from services.bus.codec import PayloadError, decode
+from services.bus.error_codes import REJECTED, RETRY_LATER
 from services.bus.headers import CONTENT_TYPE, MSG_ID, PROTOBUF
 
 
@@ -24,6 +27,12 @@ class NoIntake(RuntimeError):
 
 
 EventHandler = Callable[[outcome_pb2.ProgressEvent], Awaitable[None] | None]
+
+log = logging.getLogger(__name__)
+
+# A refusal that says "not now" (the queue full, JetStream slow) is sent again after these pauses (doubling,
+# with jitter so that a burst of refused publishers does not come back at once), until the timeout.
+RETRY_FIRST_S, RETRY_MAX_S = 0.5, 8.0
 
 
 async def existing_result(nc: Client, problem_id: str) -> outcome_pb2.Result | None:
@@ -34,7 +43,7 @@ async def existing_result(nc: Client, problem_id: str) -> outcome_pb2.Result | N
         return None
     result = decode(outcome_pb2.Result, raw.data, raw.headers)
     # An intake rejection of some other payload under this id is not this problem's answer.
-    return None if result.status == "error" and result.error.code in ("bad_payload", "invalid_problem") else result
+    return None if result.status == "error" and result.error.code in REJECTED else result
 
 
 async def solve(
@@ -45,9 +54,14 @@ async def solve(
     timeout_s: float | None = None,
     reuse_existing: bool = True,
 ) -> outcome_pb2.Result:
-    done: asyncio.Future[outcome_pb2.Result] = asyncio.get_running_loop().create_future()
+    """Publishes `problem` and returns its Result. A refusal for now (`busy`, `unavailable`) is published again
+    after a pause, under the same id, until `timeout_s` runs out; then that refusal is returned. A rejection
+    (a bad problem) and the problem's own Result are returned at once; TimeoutError when nothing came."""
+    loop = asyncio.get_running_loop()
+    waiting: list[asyncio.Future[outcome_pb2.Result]] = [loop.create_future()]  # one per publish
 
     async def on_result(msg) -> None:
+        done = waiting[-1]
         if done.done():
             return
         if not msg.data and (msg.headers or {}).get("Status") == "503":
@@ -83,9 +97,26 @@ async def solve(
             found = await existing_result(nc, problem.id)
             if found is not None:
                 return found
-        await nc.publish(subjects.PROBLEMS_SUBMIT, problem.SerializeToString(), reply=inbox,
-                         headers={CONTENT_TYPE: PROTOBUF, MSG_ID: problem.id})
-        return await asyncio.wait_for(done, timeout_s)
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        attempt = 0
+        while True:
+            attempt += 1
+            await nc.publish(subjects.PROBLEMS_SUBMIT, problem.SerializeToString(), reply=inbox,
+                             headers={CONTENT_TYPE: PROTOBUF, MSG_ID: problem.id})
+            left = None if deadline is None else max(0.0, deadline - loop.time())
+            result = await asyncio.wait_for(waiting[-1], left)
+            if result.status != "error" or result.error.code not in RETRY_LATER:
+                return result
+            pause = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+            if deadline is not None and loop.time() + pause >= deadline:
+                return result
+            log.warning("problem %s not queued (%s, attempt %d): publishing it again in %.1fs",
+                        problem.id, result.error.code, attempt, pause)
+            # The run a timed-out PubAck started anyway may finish meanwhile: its Result lands here.
+            waiting.append(loop.create_future())
+            await asyncio.sleep(pause)
+            if waiting[-1].done():
+                return waiting[-1].result()
     finally:
         for sub in subs:
             with contextlib.suppress(Exception):

@@ -165,6 +165,9 @@ class VoteRecord:
     tokens: list[int]  # per sample; for code, a last entry for the call that wrote the tests
     statuses: list[str]
     classes: list[list[int]] = field(default_factory=list)
+    # per sample: why it has no answer ("" when it has one): a submission refusal (busy, unavailable), a
+    # failed step (step_failed), or timeout
+    errors: list[str] = field(default_factory=list)
     asserts_passed: list[int] = field(default_factory=list)  # code: per class, of the model's own tests
 
 
@@ -259,7 +262,9 @@ class VoteSolver:
                             winner=tally.winner, votes=tally.votes,
                             answers=[extract_answer(t, kind)[:200] for t in texts],
                             tokens=[r.total_tokens for r in results], statuses=[r.status for r in results],
-                            classes=tally.classes, asserts_passed=tested)
+                            classes=tally.classes, asserts_passed=tested,
+                            errors=["" if r.status == "ok" else r.error.code or r.stop_reason or r.status
+                                    for r in results])
         async with self._lock:
             with self._path.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(asdict(record)) + "\n")

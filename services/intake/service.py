@@ -18,6 +18,7 @@ from prometheus_client import Counter
 from conclave.v1 import outcome_pb2, problem_pb2
 from services.bus import subjects
 from services.bus.codec import PayloadError, decode, is_json
+from services.bus.error_codes import SubmitError
 from services.bus.headers import MSG_ID, REPLY_JSON, REPLY_TO
 from services.bus.replies import answer, error_result, publish_event
 from services.intake.validate import default_limits, payload_error, problem_errors
@@ -68,18 +69,18 @@ class IntakeService(Service[IntakeSettings]):
         encoding = "json" if as_json else "protobuf"
         too_large = payload_error(len(msg.data), self._limits)
         if too_large:
-            await self._reject(msg, "", "too_large", too_large, as_json, encoding)
+            await self._reject(msg, "", SubmitError.TOO_LARGE, too_large, as_json, encoding)
             return
         try:
             problem = decode(problem_pb2.Problem, msg.data, headers)
         except PayloadError as exc:
-            await self._reject(msg, "", "bad_payload", str(exc), as_json, encoding)
+            await self._reject(msg, "", SubmitError.BAD_PAYLOAD, str(exc), as_json, encoding)
             return
         token = problem_id_var.set(problem.id)
         try:
             errors = problem_errors(problem, self._limits)
             if errors:
-                await self._reject(msg, problem.id, "invalid_problem", "; ".join(errors), as_json, encoding)
+                await self._reject(msg, problem.id, SubmitError.INVALID_PROBLEM, "; ".join(errors), as_json, encoding)
                 return
             out_headers = {MSG_ID: problem.id}
             tracing.inject_headers(out_headers)
@@ -93,16 +94,16 @@ class IntakeService(Service[IntakeSettings]):
                 )
             except APIError as exc:
                 if exc.err_code == _QUEUE_FULL:
-                    await self._refuse(msg, problem.id, "busy", "the problem queue is full; retry later", as_json)
+                    await self._refuse(msg, problem.id, SubmitError.BUSY, "the problem queue is full; retry later", as_json)
                 elif exc.err_code == _TOO_LARGE:
-                    await self._reject(msg, problem.id, "too_large", f"the problem queue refused its size: {exc}",
+                    await self._reject(msg, problem.id, SubmitError.TOO_LARGE, f"the problem queue refused its size: {exc}",
                                        as_json, encoding)
                 else:
-                    await self._refuse(msg, problem.id, "unavailable", f"could not queue the problem, retry: {exc}",
+                    await self._refuse(msg, problem.id, SubmitError.UNAVAILABLE, f"could not queue the problem, retry: {exc}",
                                        as_json)
                 return
             except Exception as exc:  # JetStream unavailable: tell the publisher to retry
-                await self._refuse(msg, problem.id, "unavailable", f"could not queue the problem, retry: {exc}",
+                await self._refuse(msg, problem.id, SubmitError.UNAVAILABLE, f"could not queue the problem, retry: {exc}",
                                    as_json)
                 return
             outcome = "duplicate" if ack.duplicate else "accepted"

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conclave.v1 import outcome_pb2, problem_pb2
+from services.bus.error_codes import REJECTED, RETRY_LATER
 from services.protocol.kinds import KIND_BY_NAME
 
 MODEL_PREFIX = "conclave"
@@ -135,7 +136,8 @@ def usage(result: outcome_pb2.Result) -> dict[str, int]:
 def result_error(result: outcome_pb2.Result) -> RequestError | None:
     if result.status == "ok":
         return None
-    status = 400 if result.error.code in ("bad_payload", "invalid_problem") else 502
+    # A problem refused for good is the caller's to fix; one not queued now may be sent again (503).
+    status = 400 if result.error.code in REJECTED else 503 if result.error.code in RETRY_LATER else 502
     return RequestError(status, result.error.code or "conclave_error",
                         f"{result.error.message or result.stop_detail} (problem {result.problem_id})")
 
