@@ -7,14 +7,13 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from nats.js.errors import NotFoundError
-
 from ceo import answer_vote
 from ceo import report as reports
 from ceo.state import ProblemState
 from conclave.v1 import agents_pb2, outcome_pb2
 from services.bus import subjects, topology
 from services.bus.headers import MSG_ID
+from services.bus.lookup import last_message
 from services.bus.replies import RESULT_KEY, answer, store_result
 from services.bus.retry import retrying
 from services.evaluation.graders import grade_choice
@@ -46,11 +45,8 @@ async def grade(run: ProblemRun, extracted: str, st: ProblemState) -> int:
 async def result_stored(run: ProblemRun) -> bool:
     """Whether this problem's result is in RESULTS: only a message under its own key counts, so
     nothing another publisher put on the subject can stand in for it (or suppress it)."""
-    try:
-        raw = await run.js.get_last_msg(topology.RESULTS.name, subjects.result(run.problem.id))
-    except NotFoundError:
-        return False
-    return (raw.headers or {}).get(MSG_ID) == RESULT_KEY.format(problem_id=run.problem.id)
+    raw = await last_message(run.js, topology.RESULTS, subjects.result(run.problem.id))
+    return raw is not None and (raw.headers or {}).get(MSG_ID) == RESULT_KEY.format(problem_id=run.problem.id)
 
 
 async def finish(run: ProblemRun, st: ProblemState) -> None:

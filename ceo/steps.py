@@ -26,13 +26,13 @@ from dataclasses import dataclass
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
 
 from ceo.metrics import CeoMetrics
 from ceo.spans import StepSpans
 from conclave.v1 import agents_pb2
 from services.bus import subjects, topology
 from services.bus.headers import MSG_ID
+from services.bus.lookup import last_message
 from services.bus.retry import TRANSIENT, retrying
 from services.protocol.envelopes import reply_to
 from services.protocol.roles import role_name
@@ -110,9 +110,8 @@ class StepRunner:
             self._arrived.notify_all()
 
     async def _stored(self, step: str) -> agents_pb2.RoleReply | None:
-        try:
-            raw = await self._js.get_last_msg(topology.REPLIES.name, subjects.reply(self._pid, step))
-        except NotFoundError:
+        raw = await last_message(self._js, topology.REPLIES, subjects.reply(self._pid, step))
+        if raw is None:
             return None
         reply = agents_pb2.RoleReply.FromString(raw.data)
         if not subjects.reply_is_genuine(raw.subject, self._pid, step_of(reply.task_id)):

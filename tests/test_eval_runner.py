@@ -10,6 +10,8 @@ import time
 import nats
 import pytest
 
+from services.bus import subjects, topology
+from services.client.solve import existing_result
 from services.evaluation import report
 from services.evaluation.loaders import BenchItem
 from services.evaluation.runner import RunSettings, load_done, run_eval, trajectory_of
@@ -136,5 +138,29 @@ async def test_a_jetstream_that_does_not_answer_costs_a_result_its_decisions_not
     try:
         assert await trajectory_of(nc, "p-1", attempts=2, timeout_s=0.3, backoff_s=0) is None
         assert len(asked) == 2 and all("TRAJECTORIES" in s for s in asked)
+    finally:
+        await nc.close()
+
+
+async def test_a_result_lookup_the_store_leaves_unanswered_is_asked_again_before_a_problem_is_published(plain_nats):
+    # The eighth GPU lease: under a vote's burst, lookups went unanswered and each such sample counted as an
+    # empty vote. Here a subscriber stands in for a JetStream that answers only the third direct get, with
+    # "no such message" (status 404), as a store without a result for the id does.
+    nc = await nats.connect(plain_nats)
+    asked = []
+
+    async def slow_store(msg):
+        asked.append(msg.subject)
+        if len(asked) == 3:
+            await nc.publish(msg.reply, b"", headers={"Status": "404", "Description": "Message Not Found"})
+
+    await nc.subscribe("$JS.API.>", cb=slow_store)
+    try:
+        assert await existing_result(nc, "p-1", timeout_s=0.3, attempts=3, backoff_s=0) is None
+        assert asked == [f"$JS.API.DIRECT.GET.{topology.RESULTS.name}.{subjects.result('p-1')}"] * 3
+        asked.clear()
+        with pytest.raises(TimeoutError):
+            await existing_result(nc, "p-2", timeout_s=0.3, attempts=2, backoff_s=0)
+        assert len(asked) == 2
     finally:
         await nc.close()

@@ -26,7 +26,7 @@ def test_probing_a_tls_server_leaves_no_error_in_its_log_where_a_bare_connect_le
     deadline = time.monotonic() + 5
     while not errors_in(log) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert "TLS handshake error: EOF" in errors_in(log)[0]
+    assert "TLS handshake error" in errors_in(log)[0]  # EOF, or a reset when the INFO was left unread
 
 
 def test_a_listener_that_is_not_nats_does_not_count_as_an_answer():

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 
-from nats.js.errors import NotFoundError
 from prometheus_client import Counter, Histogram
 
 from conclave.v1 import agents_pb2
@@ -18,6 +17,7 @@ from services.agents.executor import Executor
 from services.agents.roles import Agent, Critic, Evaluator, Recruiter, SingleAgent, Solver
 from services.bus import subjects, topology
 from services.bus.headers import MSG_ID
+from services.bus.lookup import last_message
 from services.bus.retry import retrying
 from services.inference import failures
 from services.inference.client import LlmClient, LlmError
@@ -79,13 +79,10 @@ class RoleService(Service[AgentSettings]):
         reply_subject = subjects.reply(task.problem_id, step_of(task.task_id))
         if ctx.deliveries > 1:
             # A redelivery: the crashed worker may have answered before it could ack.
-            try:
-                await self._rt.js.get_last_msg(topology.REPLIES.name, reply_subject)
+            if await last_message(self._rt.js, topology.REPLIES, reply_subject) is not None:
                 self._served.labels(self.agent.role, "already_answered").inc()
                 tracing.set_outcome(span, "already_answered")
                 return
-            except NotFoundError:
-                pass
         with self._seconds.labels(self.agent.role).time():
             reply = await self._serve(task, ctx)
         reply.worker = self._rt.instance

@@ -8,7 +8,9 @@ are generated from it; the server enforces it (NATS users with permissions). Wha
 JetStream operations map to subjects like this (nats-py, nats-server 2.10+):
 - publishing into a stream: the stream's subject (the ack comes back on the publisher's inbox);
 - pulling from a durable: `$JS.API.CONSUMER.MSG.NEXT.<stream>.<durable>`; acking: `$JS.ACK.<stream>.<durable>.>`;
-- reading one message: `$JS.API.STREAM.MSG.GET.<stream>` (or `$JS.API.DIRECT.GET.<stream>...`);
+- reading one message: by sequence `$JS.API.STREAM.MSG.GET.<stream>` (the dead-letter watcher); the last one
+  on a subject `$JS.API.DIRECT.GET.<stream>.<subject>` (a direct get, served by the stream itself, not queued
+  behind the JetStream API: under a vote's burst the API left lookups unanswered for 10 s and more);
 - KV: put/create/update publish to `$KV.<bucket>.<key>`; get is a direct get on `KV_<bucket>`;
 - creating, updating, purging or deleting streams, consumers and buckets: `$JS.API.STREAM.CREATE/UPDATE/
   PURGE/DELETE.*`, `$JS.API.CONSUMER.CREATE/DELETE.*`: only the `admin` user (bus declaration) has them.
@@ -61,6 +63,11 @@ def _pull(spec: topology.ConsumerSpec) -> tuple[tuple[str, ...], tuple[str, ...]
     return pub, sub
 
 
+def _read(stream: topology.StreamSpec) -> str:
+    """The right to read the last message on any of the stream's subjects (services/bus/lookup.py)."""
+    return f"$JS.API.DIRECT.GET.{stream.name}.>"
+
+
 def _kv(bucket: topology.BucketSpec) -> tuple[str, ...]:
     stream = f"KV_{bucket.bucket}"
     return (f"$KV.{bucket.bucket}.>", f"$JS.API.DIRECT.GET.{stream}", f"$JS.API.DIRECT.GET.{stream}.>",
@@ -81,13 +88,13 @@ def _worker(role: str) -> Permissions:
     # Replies go to conclave.replies.<problem>.<role>.<step>: a role can only answer its own steps, and the CEO
     # believes a reply only on its step's subject (subjects.reply_is_genuine).
     # A redelivered task first looks for its stored reply (services/agents/service.py).
-    pub += (f"{subjects.REPLIES_PREFIX}.*.{role}.*", f"$JS.API.STREAM.MSG.GET.{topology.REPLIES.name}")
+    pub += (f"{subjects.REPLIES_PREFIX}.*.{role}.*", _read(topology.REPLIES))
     return _service(role, pub, sub,
                     f"consumes {subjects.task(role)}, publishes its replies")
 
 
 # What a submitter may do: submit, read a stored result, watch results and progress events.
-CLIENT_PUBLISH = (subjects.PROBLEMS_SUBMIT, f"$JS.API.STREAM.MSG.GET.{topology.RESULTS.name}")
+CLIENT_PUBLISH = (subjects.PROBLEMS_SUBMIT, _read(topology.RESULTS))
 CLIENT_SUBSCRIBE = (f"{subjects.RESULTS_PREFIX}.*", f"{subjects.EVENTS_PREFIX}.*")
 
 
@@ -115,9 +122,9 @@ def _declare() -> dict[str, Permissions]:
         "ceo",
         ceo_pub + (
             f"{subjects.TASKS_PREFIX}.*", f"{subjects.RESULTS_PREFIX}.*", f"{subjects.EVENTS_PREFIX}.*",
-            f"{subjects.TRAJECTORIES_PREFIX}.*", f"$JS.API.STREAM.MSG.GET.{topology.REPLIES.name}",
+            f"{subjects.TRAJECTORIES_PREFIX}.*", _read(topology.REPLIES),
             # A resumed problem looks for its result first (ceo/loop.py).
-            f"$JS.API.STREAM.MSG.GET.{topology.RESULTS.name}",
+            _read(topology.RESULTS),
             # The submitter's reply subject, kept in the problem's headers; services/bus/replies.py answers
             # only inboxes, so a crafted reply subject cannot make the CEO publish elsewhere.
             f"{subjects.INBOX_PREFIX}.>",

@@ -13,13 +13,13 @@ import random
 from collections.abc import Awaitable, Callable
 
 from nats.aio.client import Client
-from nats.js.errors import NotFoundError
 
 from conclave.v1 import outcome_pb2, problem_pb2
 from services.bus import subjects, topology
 from services.bus.codec import PayloadError, decode
 from services.bus.error_codes import REJECTED, RETRY_LATER
 from services.bus.headers import CONTENT_TYPE, MSG_ID, PROTOBUF
+from services.bus.lookup import last_message
 
 
 class NoIntake(RuntimeError):
@@ -35,11 +35,15 @@ log = logging.getLogger(__name__)
 RETRY_FIRST_S, RETRY_MAX_S = 0.5, 8.0
 
 
-async def existing_result(nc: Client, problem_id: str) -> outcome_pb2.Result | None:
-    """The result already stored for this id (a resubmitted id is deduplicated and gets no new one)."""
-    try:
-        raw = await nc.jetstream().get_last_msg(topology.RESULTS.name, subjects.result(problem_id))
-    except NotFoundError:
+async def existing_result(nc: Client, problem_id: str, *, timeout_s: float = 5.0, attempts: int = 4,
+                          backoff_s: float = 1.0) -> outcome_pb2.Result | None:
+    """The result already stored for this id (a resubmitted id is deduplicated and gets no new one). A store
+    too busy to answer is asked again (by default 4 tries of 5 s, 1, 2 and 4 s apart) before the TimeoutError
+    is raised: a problem is never published without this look-up, or a finished run's id would wait for a
+    result that never comes."""
+    raw = await last_message(nc.jetstream(timeout=timeout_s), topology.RESULTS, subjects.result(problem_id),
+                             attempts=attempts, backoff_s=backoff_s)
+    if raw is None:
         return None
     result = decode(outcome_pb2.Result, raw.data, raw.headers)
     # An intake rejection of some other payload under this id is not this problem's answer.

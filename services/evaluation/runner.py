@@ -21,10 +21,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from nats.aio.client import Client
-from nats.js.errors import NotFoundError
 
 from conclave.v1 import agents_pb2, outcome_pb2
 from services.bus import subjects, topology
+from services.bus.lookup import last_message
 from services.client.solve import solve
 from services.evaluation.graders import grade_choice, grade_code, grade_math
 from services.evaluation.loaders import BenchItem
@@ -119,19 +119,14 @@ async def trajectory_of(nc: Client, problem_id: str, *, attempts: int = 3, timeo
     """The problem's stored trajectory (for the CEO's decisions in results.jsonl), or None. A JetStream too
     busy to answer (seen on the GPU: a vote of 64 problems × 32 samples) is asked again, then gone without:
     the graded result stands, only its decisions list is empty; it never ends the run."""
-    for attempt in range(1, attempts + 1):
-        try:
-            raw = await nc.jetstream(timeout=timeout_s).get_last_msg(topology.TRAJECTORIES.name,
-                                                                     subjects.trajectory(problem_id))
-            return outcome_pb2.Trajectory.FromString(raw.data)
-        except NotFoundError:
-            return None
-        except TimeoutError:  # nats.errors.TimeoutError is one
-            log.warning("trajectory of %s: JetStream did not answer in %.0fs (attempt %d of %d)",
-                        problem_id, timeout_s, attempt, attempts)
-            if attempt < attempts:
-                await asyncio.sleep(backoff_s * attempt)
-    return None
+    try:
+        raw = await last_message(nc.jetstream(timeout=timeout_s), topology.TRAJECTORIES,
+                                 subjects.trajectory(problem_id), attempts=attempts, backoff_s=backoff_s)
+    except TimeoutError:
+        log.warning("trajectory of %s: JetStream did not answer in %d tries of %.0fs; graded without it",
+                    problem_id, attempts, timeout_s)
+        return None
+    return outcome_pb2.Trajectory.FromString(raw.data) if raw is not None else None
 
 
 class RunMismatch(ValueError):
