@@ -43,7 +43,7 @@ test-fast: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
 
 # gpu_gateway.py needs a GPU with vLLM; docs/gpu.md says how it runs on one.
-CPU_BENCHES := benchmarks/bus.py benchmarks/inference.py benchmarks/protocol.py benchmarks/sandbox.py
+CPU_BENCHES := benchmarks/bus.py benchmarks/lookups.py benchmarks/inference.py benchmarks/protocol.py benchmarks/sandbox.py
 
 bench: setup
 	@for b in $(CPU_BENCHES); do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -103,8 +103,9 @@ async def test_the_public_client_can_submit_and_read_results_but_nothing_else(na
     try:
         # What it may: read a result (stored by the CEO; here by the admin) and watch events.
         await bus.publish(subjects.result("p1"), outcome_pb2.Result(problem_id="p1", status="ok").SerializeToString())
-        got = await js.get_last_msg(topology.RESULTS.name, subjects.result("p1"), direct=True)
-        assert outcome_pb2.Result.FromString(got.data).status == "ok"
+        for direct in (True, False):  # solve() reads directly; the nats CLI and older programs through the API
+            got = await js.get_last_msg(topology.RESULTS.name, subjects.result("p1"), direct=direct)
+            assert outcome_pb2.Result.FromString(got.data).status == "ok"
         events = await client.subscribe(subjects.event("p1"))
         # What it must not: purge a stream, skip the intake, read tasks or another user's inbox.
         with pytest.raises(NatsTimeoutError):
@@ -204,7 +205,8 @@ def test_the_declaration_keeps_admin_rights_to_the_admin():
     kv_writers = {u for u, p in permissions.USERS.items() if f"$KV.{topology.PROBLEM_STATE.bucket}.>" in p.publish}
     assert kv_writers == {"ceo"}
     assert set(permissions.get(permissions.CLIENT).publish) == {
-        subjects.PROBLEMS_SUBMIT, f"$JS.API.DIRECT.GET.{topology.RESULTS.name}.>"}
+        subjects.PROBLEMS_SUBMIT, f"$JS.API.DIRECT.GET.{topology.RESULTS.name}.>",
+        f"$JS.API.STREAM.MSG.GET.{topology.RESULTS.name}"}
 
 
 def test_keys_and_passwords_are_private(security):

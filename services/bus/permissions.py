@@ -94,7 +94,9 @@ def _worker(role: str) -> Permissions:
 
 
 # What a submitter may do: submit, read a stored result, watch results and progress events.
-CLIENT_PUBLISH = (subjects.PROBLEMS_SUBMIT, _read(topology.RESULTS))
+# Both ways of reading a result: a direct get (services/client/solve.py) and the API's, which the nats CLI's
+# `nats stream get` and programs written before the direct get use; both read only RESULTS.
+CLIENT_PUBLISH = (subjects.PROBLEMS_SUBMIT, _read(topology.RESULTS), f"$JS.API.STREAM.MSG.GET.{topology.RESULTS.name}")
 CLIENT_SUBSCRIBE = (f"{subjects.RESULTS_PREFIX}.*", f"{subjects.EVENTS_PREFIX}.*")
 
 
