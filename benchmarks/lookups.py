@@ -91,7 +91,7 @@ async def main() -> None:
             js = admin.jetstream(timeout=60)
             await topology.declare(js, topology.BusTiming())
             await fill(js, args.results)
-            # admin: the public `client` user may only direct-get now (services/bus/permissions.py)
+            # admin, for both ways: the services may only direct-get now (services/bus/permissions.py)
             client = await nats.connect(server.url, **server.connect_options())
             cjs = client.jetstream(timeout=60)
             other = await nats.connect(server.url, **server.connect_options())

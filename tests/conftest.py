@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import pytest
 from services.bus import topology
 from services.bus.topology import BusTiming
 from services.security.local import LocalSecurity
-from services.stack.natsd import NatsServer
+from services.stack.natsd import NatsServer, find_binary, free_port, nats_answers
 
 # CI machines without user namespaces (a container under the default seccomp profile) only have the
 # sandbox's weak mode, which refuses code unless opted into; the suite opts in (services spawned by the
@@ -96,3 +98,21 @@ def agent_stack(nats_server, tmp_path):  # type: ignore[no-untyped-def]
     from tests.agents.env import agent_stack_factory  # the stack's imports only where a test uses it
 
     return agent_stack_factory(nats_server, tmp_path)
+
+
+@pytest.fixture
+def plain_nats():
+    """A real nats-server without JetStream (no store, no users): its URL."""
+    port = free_port()
+    server = subprocess.Popen([str(find_binary()), "-a", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"nats://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            if nats_answers(url):
+                break
+            time.sleep(0.05)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

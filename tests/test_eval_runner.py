@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import time
 
 import nats
 import pytest
@@ -15,7 +13,6 @@ from services.client.solve import existing_result
 from services.evaluation import report
 from services.evaluation.loaders import BenchItem
 from services.evaluation.runner import RunSettings, load_done, run_eval, trajectory_of
-from services.stack.natsd import find_binary, free_port, nats_answers
 from tests.agents.scripts import CORRECT, R, ceo, team
 
 ITEMS = [BenchItem(id=f"sum/{i}", kind="math", text=f"What is 2+3? (variant {i})", reference_answer="5")
@@ -104,24 +101,6 @@ async def test_by_default_the_team_never_sees_the_tests_that_grade_it(agent_stac
     (execution,) = shown_traj.executions
     assert execution.dataset_tests and execution.passed
     assert held_out.correct and shown.correct  # graded with the dataset's tests either way
-
-
-@pytest.fixture
-def plain_nats():
-    """A real nats-server without JetStream (no store, no users): its URL."""
-    port = free_port()
-    server = subprocess.Popen([str(find_binary()), "-a", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"nats://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            if nats_answers(url):
-                break
-            time.sleep(0.05)
-        yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 async def test_a_jetstream_that_does_not_answer_costs_a_result_its_decisions_not_the_run(plain_nats):

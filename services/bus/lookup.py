@@ -2,8 +2,14 @@
 
 A direct get: the stream answers it itself (`allow_direct`, every stream of services/bus/topology.py), instead
 of the JetStream API, whose one queue serves every client's stream and consumer requests. In the eighth GPU
-lease a vote of 64 problems × 31 samples sent its lookups through that queue at once; they went unanswered for
-10 s and more, and each sample whose lookup timed out counted as an empty vote (docs/results.md).
+lease a vote of 64 problems × 31 samples sent its look-ups through that queue at once; they went unanswered for
+their whole timeout (5 s for results, 10 s for trajectories), and each sample whose look-up timed out counted as
+an empty vote (docs/results.md).
+
+On a replicated stream any replica may answer, so a message stored a moment ago can be missing from the answer.
+Every caller tolerates that: the client looks again while it waits (services/client/solve.py); a CEO that finds
+no stored result publishes it again (deduplicated by its key); a worker that finds no stored reply answers again
+(the CEO keeps the first reply of a step).
 """
 
 from __future__ import annotations

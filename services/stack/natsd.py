@@ -78,8 +78,17 @@ def nats_answers(url: str, timeout: float = 0.5) -> bool:
     """Whether a NATS server answers at `url`: its INFO line read and, where it requires TLS, the handshake
     completed before the probe closes. A bare connect-and-close (`reachable`) makes a TLS server log
     "[ERR] TLS handshake error: EOF", one alarming line per `conclave eval` or `conclave up`."""
+    deadline = time.monotonic() + timeout
+
+    def remaining() -> float:  # one budget for the connect, the INFO line and the handshake together
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        return left
+
     try:
-        with socket.create_connection(_host_port(url), timeout=timeout) as sock:
+        with socket.create_connection(_host_port(url), timeout=remaining()) as sock:
+            sock.settimeout(remaining())
             line = sock.makefile("rb").readline(64 * 1024)
             if not line.startswith(b"INFO "):
                 return False
@@ -89,6 +98,7 @@ def nats_answers(url: str, timeout: float = 0.5) -> bool:
                 ctx = ssl.create_default_context()
                 ctx.check_hostname = False
                 ctx.verify_mode = ssl.CERT_NONE
+                sock.settimeout(remaining())
                 with ctx.wrap_socket(sock, server_hostname=_host_port(url)[0]):
                     pass
             return True
