@@ -17,8 +17,8 @@ async def test_a_result_stored_right_after_the_look_up_is_still_delivered(nc, bu
     looked_up = asyncio.Event()
     real = client.existing_result
 
-    async def then_finishes(nc_, problem_id):
-        found = await real(nc_, problem_id)
+    async def then_finishes(nc_, problem_id, **tries):
+        found = await real(nc_, problem_id, **tries)
         await store_result(bus, outcome_pb2.Result(problem_id=problem_id, status="ok", answer="\\boxed{7}"))
         looked_up.set()
         return found
