@@ -45,7 +45,7 @@ async def grade(run: ProblemRun, extracted: str, st: ProblemState) -> int:
 async def result_stored(run: ProblemRun) -> bool:
     """Whether this problem's result is in RESULTS: only a message under its own key counts, so
     nothing another publisher put on the subject can stand in for it (or suppress it)."""
-    raw = await last_message(run.js, topology.RESULTS, subjects.result(run.problem.id))
+    raw = await last_message(run.js, topology.RESULTS, subjects.result(run.problem.id), leader=True)
     return raw is not None and (raw.headers or {}).get(MSG_ID) == RESULT_KEY.format(problem_id=run.problem.id)
 
 

@@ -110,7 +110,7 @@ class StepRunner:
             self._arrived.notify_all()
 
     async def _stored(self, step: str) -> agents_pb2.RoleReply | None:
-        raw = await last_message(self._js, topology.REPLIES, subjects.reply(self._pid, step))
+        raw = await last_message(self._js, topology.REPLIES, subjects.reply(self._pid, step), leader=True)
         if raw is None:
             return None
         reply = agents_pb2.RoleReply.FromString(raw.data)

@@ -79,7 +79,7 @@ class RoleService(Service[AgentSettings]):
         reply_subject = subjects.reply(task.problem_id, step_of(task.task_id))
         if ctx.deliveries > 1:
             # A redelivery: the crashed worker may have answered before it could ack.
-            if await last_message(self._rt.js, topology.REPLIES, reply_subject) is not None:
+            if await last_message(self._rt.js, topology.REPLIES, reply_subject, leader=True) is not None:
                 self._served.labels(self.agent.role, "already_answered").inc()
                 tracing.set_outcome(span, "already_answered")
                 return

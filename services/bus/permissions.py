@@ -8,9 +8,10 @@ are generated from it; the server enforces it (NATS users with permissions). Wha
 JetStream operations map to subjects like this (nats-py, nats-server 2.10+):
 - publishing into a stream: the stream's subject (the ack comes back on the publisher's inbox);
 - pulling from a durable: `$JS.API.CONSUMER.MSG.NEXT.<stream>.<durable>`; acking: `$JS.ACK.<stream>.<durable>.>`;
-- reading one message: by sequence `$JS.API.STREAM.MSG.GET.<stream>` (the dead-letter watcher); the last one
-  on a subject `$JS.API.DIRECT.GET.<stream>.<subject>` (a direct get, served by the stream itself, not queued
-  behind the JetStream API: under a vote's burst the API left lookups unanswered for 10 s and more);
+- reading one message: through the API `$JS.API.STREAM.MSG.GET.<stream>` (the stream's leader answers: the
+  dead-letter watcher, and the stack's look-ups that decide what to do next); a client's look-up of the last one
+  on a subject `$JS.API.DIRECT.GET.<stream>.<subject>` (a direct get, served by any replica itself, not queued
+  behind the JetStream API: under a vote's burst the API left look-ups unanswered for their whole timeout);
 - KV: put/create/update publish to `$KV.<bucket>.<key>`; get is a direct get on `KV_<bucket>`;
 - creating, updating, purging or deleting streams, consumers and buckets: `$JS.API.STREAM.CREATE/UPDATE/
   PURGE/DELETE.*`, `$JS.API.CONSUMER.CREATE/DELETE.*`: only the `admin` user (bus declaration) has them.
@@ -64,8 +65,13 @@ def _pull(spec: topology.ConsumerSpec) -> tuple[tuple[str, ...], tuple[str, ...]
 
 
 def _read(stream: topology.StreamSpec) -> str:
-    """The right to read the last message on any of the stream's subjects (services/bus/lookup.py)."""
+    """The right to read the last message on any of the stream's subjects by a direct get (services/bus/lookup.py)."""
     return f"$JS.API.DIRECT.GET.{stream.name}.>"
+
+
+def _read_from_leader(stream: topology.StreamSpec) -> str:
+    """The right to read a message through the API, which the stream's leader answers (lookup's `leader`)."""
+    return f"$JS.API.STREAM.MSG.GET.{stream.name}"
 
 
 def _kv(bucket: topology.BucketSpec) -> tuple[str, ...]:
@@ -88,7 +94,7 @@ def _worker(role: str) -> Permissions:
     # Replies go to conclave.replies.<problem>.<role>.<step>: a role can only answer its own steps, and the CEO
     # believes a reply only on its step's subject (subjects.reply_is_genuine).
     # A redelivered task first looks for its stored reply (services/agents/service.py).
-    pub += (f"{subjects.REPLIES_PREFIX}.*.{role}.*", _read(topology.REPLIES))
+    pub += (f"{subjects.REPLIES_PREFIX}.*.{role}.*", _read_from_leader(topology.REPLIES))
     return _service(role, pub, sub,
                     f"consumes {subjects.task(role)}, publishes its replies")
 
@@ -96,7 +102,7 @@ def _worker(role: str) -> Permissions:
 # What a submitter may do: submit, read a stored result, watch results and progress events.
 # Both ways of reading a result: a direct get (services/client/solve.py) and the API's, which the nats CLI's
 # `nats stream get` and programs written before the direct get use; both read only RESULTS.
-CLIENT_PUBLISH = (subjects.PROBLEMS_SUBMIT, _read(topology.RESULTS), f"$JS.API.STREAM.MSG.GET.{topology.RESULTS.name}")
+CLIENT_PUBLISH = (subjects.PROBLEMS_SUBMIT, _read(topology.RESULTS), _read_from_leader(topology.RESULTS))
 CLIENT_SUBSCRIBE = (f"{subjects.RESULTS_PREFIX}.*", f"{subjects.EVENTS_PREFIX}.*")
 
 
@@ -124,9 +130,9 @@ def _declare() -> dict[str, Permissions]:
         "ceo",
         ceo_pub + (
             f"{subjects.TASKS_PREFIX}.*", f"{subjects.RESULTS_PREFIX}.*", f"{subjects.EVENTS_PREFIX}.*",
-            f"{subjects.TRAJECTORIES_PREFIX}.*", _read(topology.REPLIES),
+            f"{subjects.TRAJECTORIES_PREFIX}.*", _read_from_leader(topology.REPLIES),
             # A resumed problem looks for its result first (ceo/loop.py).
-            _read(topology.RESULTS),
+            _read_from_leader(topology.RESULTS),
             # The submitter's reply subject, kept in the problem's headers; services/bus/replies.py answers
             # only inboxes, so a crafted reply subject cannot make the CEO publish elsewhere.
             f"{subjects.INBOX_PREFIX}.>",
