@@ -33,14 +33,16 @@ async def last_message(js: JetStreamContext, stream: StreamSpec, subject: str, *
     """The last message on `subject`, or None when there is none: a direct get, or with `leader` the API's
     get, which the stream's leader answers. A look-up that gets no answer in the context's timeout is tried
     `attempts` times in all (waiting `backoff_s`, then twice that, ...); the last TimeoutError is raised."""
-    for attempt in range(1, attempts + 1):
+    async def once() -> RawStreamMsg | None:
         try:
             return await js.get_last_msg(stream.name, subject, direct=not leader)
         except NotFoundError:
             return None
+
+    for attempt in range(1, attempts):
+        try:
+            return await once()
         except TimeoutError:  # nats.errors.TimeoutError is one
-            if attempt == attempts:
-                raise
             log.warning("%s: JetStream did not answer (attempt %d of %d)", subject, attempt, attempts)
             await asyncio.sleep(backoff_s * 2 ** (attempt - 1))
-    raise AssertionError("attempts must be at least 1")
+    return await once()  # the last try: its TimeoutError is the caller's

@@ -22,6 +22,7 @@ from aiohttp import web
 from prometheus_client import Counter, Gauge, Histogram
 
 from conclave.v1 import outcome_pb2
+from services.bus.error_codes import SubmitError
 from services.cli.render import event_text
 from services.client.solve import NoIntake, solve
 from services.openai_door import translate as T
@@ -161,7 +162,7 @@ class DoorService(Service[DoorSettings]):
             return await solve(self._rt.nc, problem, on_event=on_event, timeout_s=self.settings.door_timeout_s,
                                reuse_existing=False)
         except NoIntake as exc:
-            raise T.RequestError(503, "unavailable", str(exc)) from None
+            raise T.RequestError(503, SubmitError.UNAVAILABLE, str(exc)) from None
         except TimeoutError:
             raise T.RequestError(504, "timeout", f"no answer within {self.settings.door_timeout_s:.0f}s "
                                  f"(problem {problem.id}; its result will still land on conclave.results."

@@ -86,8 +86,9 @@ def nats_answers(url: str, timeout: float = 0.5) -> bool:
             raise TimeoutError
         return left
 
+    host, port = _host_port(url)
     try:
-        with socket.create_connection(_host_port(url), timeout=remaining()) as sock:
+        with socket.create_connection((host, port), timeout=remaining()) as sock:
             sock.settimeout(remaining())
             line = sock.makefile("rb").readline(64 * 1024)
             if not line.startswith(b"INFO "):
@@ -99,7 +100,7 @@ def nats_answers(url: str, timeout: float = 0.5) -> bool:
                 ctx.check_hostname = False
                 ctx.verify_mode = ssl.CERT_NONE
                 sock.settimeout(remaining())
-                with ctx.wrap_socket(sock, server_hostname=_host_port(url)[0]):
+                with ctx.wrap_socket(sock, server_hostname=host):
                     pass
             return True
     except (OSError, ValueError):  # refused, timed out, a TLS failure (ssl.SSLError), not NATS's INFO
